@@ -1,0 +1,1 @@
+"""Style2Talker tests: StyleGAN2 / DualStyleGAN ops and the manifest-driven golden fixtures."""
