@@ -1,0 +1,162 @@
+"""Style2Talker Style-A checkpoint kinds: PIRender motion generator parts, StyleHEAT calibration net, pSp
+encoder, VToonify and the full `Audio_Driven_VToonify`.
+
+`config` is the original class's constructor kwargs where it has them, or None to infer every size from the
+state-dict shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxtalk.interop.reading import StateDict
+from jaxtalk.interop.registry import ConversionError, Kind, register
+from jaxtalk.style2talker.motion_generator import MappingNet, MotionGenerator, WarpingNet
+
+_INDEXED = re.compile(r"^(.+)_(\d+)$")
+_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
+_STAT_NAMES = {"mean": "running_mean", "var": "running_var"}
+# torch attribute names that genuinely end in `_<digit>` (PIRender ADAIN blocks)
+KEEP = frozenset({"conv_0", "conv_1", "norm_0", "norm_1"})
+
+
+def _split(segment: str, keep: frozenset[str]) -> list[str]:
+    if segment in keep:
+        return [segment]
+    m = _INDEXED.match(segment)
+    return [*_split(m.group(1), keep), m.group(2)] if m else [segment]
+
+
+def torch_key(path: tuple[str, ...], collection: str = "params", keep: frozenset[str] = KEEP) -> str:
+    """Flax path -> torch key. Like the generic rule, but list indices may follow a digit (`encoder0_1` ->
+    `encoder0.1`) and nest (`encoder_0_2` -> `encoder.0.2`); batch statistics map to running_mean/var."""
+    leaf = (_STAT_NAMES if collection == "batch_stats" else _LEAF_NAMES).get(path[-1], path[-1])
+    return ".".join([p for seg in path[:-1] for p in _split(seg, keep)] + [leaf])
+
+
+def _shape(state: StateDict, key: str, what: str) -> tuple[int, ...]:
+    if key not in state:
+        raise ConversionError(f"cannot infer the {what} configuration: key {key!r} is missing from the checkpoint "
+                              "(pass `config` explicitly, or check the checkpoint is the right kind)")
+    return tuple(state[key].shape)
+
+
+def _count(state: StateDict, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in state if (m := rx.fullmatch(k))})
+
+
+def _check_kwargs(given: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConversionError(f"{what} config: unknown keys {unknown}; allowed: {sorted(allowed)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PIRender MappingNet / WarpingNet / Motion_Generator
+
+_MAPPING_KW = {"coeff_nc", "descriptor_nc", "layer"}
+_WARPING_KW = {"image_nc", "descriptor_nc", "base_nc", "max_nc", "encoder_layer", "decoder_layer", "use_spect"}
+
+
+def mapping_config(state: StateDict, prefix: str = "", config: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """MappingNet kwargs (coeff_nc, descriptor_nc, layer) from `config` or the state shapes."""
+    if config is not None:
+        _check_kwargs(config, _MAPPING_KW, "MappingNet")
+        return {"coeff_nc": config.get("coeff_nc", 73), "descriptor_nc": config.get("descriptor_nc", 256),
+                "layer": config.get("layer", 3)}
+    out_nc, in_nc, _ = _shape(state, f"{prefix}first.0.weight", "MappingNet")
+    return {"coeff_nc": in_nc, "descriptor_nc": out_nc, "layer": _count(state, rf"{re.escape(prefix)}encoder(\d+)\.1\.weight")}
+
+
+def warping_config(state: StateDict, prefix: str = "", config: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """WarpingNet kwargs from `config` (the original constructor's) or the state shapes."""
+    if config is not None:
+        _check_kwargs(config, _WARPING_KW, "WarpingNet")
+        if config.get("use_spect", False):
+            raise ConversionError("WarpingNet with use_spect=True (spectral norm) is not supported; Style2Talker, "
+                                  "StyleHEAT and PIRender all use use_spect=False")
+        defaults = {"image_nc": 3, "descriptor_nc": 256, "base_nc": 32, "max_nc": 256, "encoder_layer": 5,
+                    "decoder_layer": 3}
+        return {k: config.get(k, v) for k, v in defaults.items()}
+    hg = f"{prefix}hourglass."
+    base_nc, image_nc, _, _ = _shape(state, f"{hg}encoder.input_layer.weight", "WarpingNet")
+    enc = _count(state, rf"{re.escape(hg)}encoder\.encoder(\d+)\.conv_0\.weight")
+    dec = _count(state, rf"{re.escape(hg)}decoder\.decoder(\d+)\.conv_0\.weight")
+    max_nc = max(_shape(state, f"{hg}encoder.encoder{i}.conv_0.weight", "WarpingNet")[0] for i in range(enc))
+    descriptor_nc = _shape(state, f"{hg}encoder.encoder0.norm_0.mlp_shared.0.weight", "WarpingNet")[1]
+    return {"image_nc": image_nc, "descriptor_nc": descriptor_nc, "base_nc": base_nc, "max_nc": max_nc,
+            "encoder_layer": enc, "decoder_layer": dec}
+
+
+def motion_generator_fields(state: StateDict, prefix: str = "", config: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """`MotionGenerator` fields; `config` as PIRender's yaml: {'mapping_net': {...}, 'warping_net': {...}}."""
+    config = dict(config or {})
+    _check_kwargs(config, {"mapping_net", "warping_net"}, "Motion_Generator")
+    m = mapping_config(state, f"{prefix}mapping_net.", config.get("mapping_net"))
+    w = warping_config(state, f"{prefix}warping_net.", config.get("warping_net"))
+    if m["descriptor_nc"] != w["descriptor_nc"]:
+        raise ConversionError(f"mapping_net descriptor_nc {m['descriptor_nc']} != warping_net descriptor_nc "
+                              f"{w['descriptor_nc']}")
+    return {"coeff_nc": m["coeff_nc"], "descriptor_nc": m["descriptor_nc"], "mapping_layers": m["layer"],
+            "image_nc": w["image_nc"], "base_nc": w["base_nc"], "max_nc": w["max_nc"],
+            "encoder_layer": w["encoder_layer"], "decoder_layer": w["decoder_layer"]}
+
+
+def _pirender_to_canonical(state: StateDict) -> tuple[StateDict, str]:
+    """PIRender's own checkpoints spell the module `warpping_net`; Style2Talker / StyleHEAT use `warping_net`."""
+    if any(k.startswith("warpping_net.") for k in state):
+        return {("warping_net." + k[len("warpping_net."):] if k.startswith("warpping_net.") else k): v
+                for k, v in state.items()}, "pirender"
+    return state, "style2talker"
+
+
+def _pirender_from_canonical(state: StateDict, layout: str) -> StateDict:
+    if layout == "style2talker":
+        return state
+    if layout != "pirender":
+        raise ValueError(f"pirender layout {layout!r}: use 'style2talker' (warping_net) or 'pirender' (warpping_net)")
+    return {("warpping_net." + k[len("warping_net."):] if k.startswith("warping_net.") else k): v
+            for k, v in state.items()}
+
+
+def _image_init(module, rng, size: int, channels: int, extra):
+    return module.init(rng, jnp.zeros((1, size, size, channels)), extra)
+
+
+register(Kind(
+    name="pirender_mapping_net",
+    summary="PIRender/Style2Talker MappingNet. apply(v, coeffs[B,T=27,73]) -> descriptor [B,D] (D=256 published).",
+    build=lambda config, state: (MappingNet(**(m := mapping_config(state, "", config))), m),
+    init=lambda module, rng: module.init(rng, jnp.zeros((1, 7 + 6 * module.layer, module.coeff_nc))),
+    key_fn=torch_key,
+))
+
+register(Kind(
+    name="pirender_warping_net",
+    summary="PIRender WarpingNet (ADAIN hourglass + flow_out). apply(v, image[B,H,W,3], descriptor[B,D]) -> "
+            "{'flow_field' [B,H/4,W/4,2] pixel units of that grid, x first; 'warp_image' [B,H,W,3]}.",
+    build=lambda config, state: (WarpingNet(**(w := warping_config(state, "", config))), w),
+    init=lambda module, rng: _image_init(module, rng, 2**module.encoder_layer, module.image_nc,
+                                         jnp.zeros((1, module.descriptor_nc))),
+    key_fn=torch_key,
+))
+
+register(Kind(
+    name="pirender",
+    summary="Style2Talker/StyleHEAT Motion_Generator (MappingNet + WarpingNet; PIRender's `warpping_net` spelling "
+            "is accepted, layout='pirender'). apply(v, image[B,256,256,3], coeffs[B,27,73]) -> {'flow_field' "
+            "[B,64,64,2], 'warp_image' [B,256,256,3], 'descriptor' [B,256]}.",
+    build=lambda config, state: (MotionGenerator(**(f := motion_generator_fields(state, "", config))), f),
+    init=lambda module, rng: module.init(rng, jnp.zeros((1, 2**module.encoder_layer, 2**module.encoder_layer,
+                                                         module.image_nc)),
+                                         jnp.zeros((1, 7 + 6 * module.mapping_layers, module.coeff_nc))),
+    containers=("net_G_ema", "net_G", "state_dict"),
+    key_fn=torch_key,
+    to_canonical=_pirender_to_canonical,
+    from_canonical=_pirender_from_canonical,
+))
