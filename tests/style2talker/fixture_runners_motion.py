@@ -1,7 +1,21 @@
 """Golden-fixture runners for the Style-A motion path: PIRender MappingNet / WarpingNet, flow_util warping and the
 StyleHEAT CalibrationNet (style2talker `Refinement`).
 
-`RUNNERS = {fixture module name: fn(fixture_dir, entry)}`; each loads the original state dict through `interop`,
+`def run_calibrationnet(fixture_dir: Path, entry: dict) -> None:
+    data = _load(fixture_dir, "calibrationnet")
+    module, params = interop.from_torch("calibration_net", fixture_dir / "calibrationnet.safetensors")
+    ctor = entry["constructor"]
+    assert (module.out_size, module.input_channel, module.channels[-1]) == (
+        ctor["out_size"], ctor["input_channel"], entry["channels"])
+    conds = jax.jit(module.apply)({"params": params}, _nhwc(data["x"]), data["z"][..., 0])
+    names = sorted((k for k in data if k.startswith("cond_")), key=lambda k: int(k.split("_")[1]))
+    assert len(conds) == len(names), f"{len(conds)} conditions, fixture has {len(names)}"
+    for name, cond in zip(names, conds):
+        assert_close(cond, _nhwc(data[name]), name=f"calibrationnet.{name}")
+
+
+RUNNERS = {
+    "calibrationnet": run_calibrationnet,fixture module name: fn(fixture_dir, entry)}`; each loads the original state dict through `interop`,
 runs the Flax module on the fixture inputs (NCHW -> NHWC here) and asserts the parity standard on every output.
 """
 
@@ -56,7 +70,21 @@ def run_flow_warp(fixture_dir: Path, entry: dict) -> None:
     assert_close(warp(_nhwc(data["feat_big"]), deformation), _nhwc(data["warped_big"]), name="flow_warp.warped_big")
 
 
+def run_calibrationnet(fixture_dir: Path, entry: dict) -> None:
+    data = _load(fixture_dir, "calibrationnet")
+    module, params = interop.from_torch("calibration_net", fixture_dir / "calibrationnet.safetensors")
+    ctor = entry["constructor"]
+    assert (module.out_size, module.input_channel, module.channels[-1]) == (
+        ctor["out_size"], ctor["input_channel"], entry["channels"])
+    conds = jax.jit(module.apply)({"params": params}, _nhwc(data["x"]), data["z"][..., 0])
+    names = sorted((k for k in data if k.startswith("cond_")), key=lambda k: int(k.split("_")[1]))
+    assert len(conds) == len(names), f"{len(conds)} conditions, fixture has {len(names)}"
+    for name, cond in zip(names, conds):
+        assert_close(cond, _nhwc(data[name]), name=f"calibrationnet.{name}")
+
+
 RUNNERS = {
+    "calibrationnet": run_calibrationnet,
     "pirender_mappingnet": run_mappingnet,
     "pirender_warpingnet": run_warpingnet,
     "flow_warp": run_flow_warp,

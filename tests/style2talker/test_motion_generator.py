@@ -85,3 +85,17 @@ def test_bad_inputs_are_explained():
         m.init(jax.random.key(0), jnp.zeros((1, 73, 27)))
     with pytest.raises(interop.ConversionError, match="missing"):
         interop.from_torch("pirender_mapping_net", {"first.0.weight": np.zeros((8, 73, 7), np.float32)})
+
+
+def test_calibration_net_round_trip_and_config(s2t_dir):
+    from safetensors.numpy import load_file
+
+    state = load_file(s2t_dir / "calibrationnet.safetensors")
+    _, params = interop.from_torch("calibration_net", state)
+    back = interop.to_torch("calibration_net", params)
+    assert set(back) == set(state) and all(np.array_equal(back[k], state[k]) for k in state)
+    # the original constructor kwargs give the published widths (all 256, SFT outputs 512)
+    from jaxtalk.style2talker.refinement import calibration_channels
+
+    assert calibration_channels(64, 1, 2) == (256,) * 5
+    assert calibration_channels(16, 0.0625, 2) == (16,) * 3

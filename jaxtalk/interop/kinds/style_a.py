@@ -16,9 +16,10 @@ import jax.numpy as jnp
 from jaxtalk.interop.reading import StateDict
 from jaxtalk.interop.registry import ConversionError, Kind, register
 from jaxtalk.style2talker.motion_generator import MappingNet, MotionGenerator, WarpingNet
+from jaxtalk.style2talker.refinement import CalibrationNet, calibration_channels
 
 _INDEXED = re.compile(r"^(.+)_(\d+)$")
-_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
+_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "fir_kernel": "kernel"}
 _STAT_NAMES = {"mean": "running_mean", "var": "running_var"}
 # torch attribute names that genuinely end in `_<digit>` (PIRender ADAIN blocks)
 KEEP = frozenset({"conv_0", "conv_1", "norm_0", "norm_1"})
@@ -159,4 +160,44 @@ register(Kind(
     key_fn=torch_key,
     to_canonical=_pirender_to_canonical,
     from_canonical=_pirender_from_canonical,
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# StyleHEAT CalibrationNet (style2talker `Refinement`)
+
+_CALIBRATION_KW = {"out_size", "input_channel", "num_style_feat", "channel_multiplier", "resample_kernel", "narrow"}
+
+
+def calibration_fields(state: StateDict, prefix: str = "", config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`CalibrationNet` fields from the original constructor kwargs, or from the state shapes (which also covers
+    width-reduced variants whose `linear_3dmm` is not the hard-coded 256 -> 256 -> 256)."""
+    if config is not None:
+        _check_kwargs(config, _CALIBRATION_KW, "CalibrationNet")
+        if tuple(config.get("resample_kernel", (1, 3, 3, 1))) != (1, 3, 3, 1):
+            raise ConversionError("CalibrationNet: only resample_kernel=(1, 3, 3, 1) is supported")
+        out_size = config["out_size"]
+        return {"out_size": out_size, "input_channel": config["input_channel"],
+                "channels": calibration_channels(out_size, config.get("narrow", 1), config.get("channel_multiplier", 1)),
+                "descriptor_nc": 256, "hidden_nc": 256}
+    levels = _count(state, rf"{re.escape(prefix)}conv_body_down\.(\d+)\.conv1\.0\.weight")
+    first_c, input_channel, _, _ = _shape(state, f"{prefix}conv_body_first.0.weight", "CalibrationNet")
+    c4 = _shape(state, f"{prefix}final_conv.0.weight", "CalibrationNet")[0]
+    up = [_shape(state, f"{prefix}conv_body_up.{j}.conv2.weight", "CalibrationNet")[0] for j in range(levels)]
+    hidden_nc, descriptor_nc = _shape(state, f"{prefix}linear_3dmm.0.weight", "CalibrationNet")
+    channels = (c4, *up)
+    if channels[-1] != first_c:
+        raise ConversionError(f"CalibrationNet: conv_body_first width {first_c} != top-level width {channels[-1]}")
+    return {"out_size": 2 ** (levels + 2), "input_channel": input_channel, "channels": channels,
+            "descriptor_nc": descriptor_nc, "hidden_nc": hidden_nc}
+
+
+register(Kind(
+    name="calibration_net",
+    summary="StyleHEAT CalibrationNet = style2talker Refinement. apply(v, feature[B,64,64,512], descriptor[B,256]) "
+            "-> [scale_8, shift_8, ..., scale_64, shift_64], each [B,r,r,512].",
+    build=lambda config, state: (CalibrationNet(**(c := calibration_fields(state, "", config))), c),
+    init=lambda module, rng: module.init(rng, jnp.zeros((1, module.out_size, module.out_size, module.input_channel)),
+                                         jnp.zeros((1, module.descriptor_nc))),
+    key_fn=torch_key,
 ))
