@@ -9,7 +9,7 @@ torch `nn.Sequential`, so the generic interop key rule gives `conv.0.weight`, `c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +20,7 @@ from jaxtalk.nn.layers import partitioned
 from jaxtalk.nn.upfirdn2d import Blur
 
 Dtype = Any
+Initializer = Callable[..., jax.Array]
 SQRT2 = math.sqrt(2.0)
 
 
@@ -69,6 +70,7 @@ class EqualLinear(nn.Module):
     lr_mul: float = 1.0
     activation: str | None = None
     axes: tuple[str | None, str | None] = ("embed", "mlp")
+    kernel_init: Initializer | None = None  # default N(0, 1) / lr_mul
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -77,7 +79,7 @@ class EqualLinear(nn.Module):
         if self.activation not in (None, "fused_lrelu"):
             raise ValueError(f"EqualLinear: activation must be None or 'fused_lrelu', got {self.activation!r}")
         fan_in = x.shape[-1]
-        kernel_init = lambda rng, shape, dtype: jax.random.normal(rng, shape, dtype) / self.lr_mul
+        kernel_init = self.kernel_init or (lambda rng, shape, dtype: jax.random.normal(rng, shape, dtype) / self.lr_mul)
         kernel = self.param("kernel", partitioned(kernel_init, self.axes), (fan_in, self.features), self.param_dtype)
         scale = self.lr_mul / math.sqrt(fan_in)
         y = jnp.dot(x.astype(self.dtype), (kernel * scale).astype(self.dtype))
@@ -100,13 +102,14 @@ class EqualConv2d(nn.Module):
     padding: int | Sequence[tuple[int, int]] = 0
     dilation: int = 1
     use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.normal(1.0)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, fan_in = self.kernel_size, x.shape[-1]
-        kernel = self.param("kernel", partitioned(nn.initializers.normal(1.0), ("conv_kh", "conv_kw", "conv_in", "conv_out")),
+        kernel = self.param("kernel", partitioned(self.kernel_init, ("conv_kh", "conv_kw", "conv_in", "conv_out")),
                             (k, k, fan_in, self.features), self.param_dtype)
         scale = 1.0 / math.sqrt(fan_in * k * k)
         pad = [(self.padding, self.padding)] * 2 if isinstance(self.padding, int) else list(self.padding)
@@ -134,6 +137,7 @@ class ConvLayer(nn.Module):
     use_bias: bool = True
     activate: bool = True
     dilation: int = 1
+    kernel_init: Initializer = nn.initializers.normal(1.0)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -150,7 +154,7 @@ class ConvLayer(nn.Module):
         else:
             stride, padding = 1, k // 2 + self.dilation - 1
         x = EqualConv2d(self.features, k, stride=stride, padding=padding, dilation=self.dilation,
-                        use_bias=self.use_bias and not self.activate, dtype=self.dtype,
+                        use_bias=self.use_bias and not self.activate, kernel_init=self.kernel_init, dtype=self.dtype,
                         param_dtype=self.param_dtype, name=str(idx))(x)
         idx += 1
         if self.activate:
