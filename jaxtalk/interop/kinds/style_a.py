@@ -7,6 +7,7 @@ state-dict shapes.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from jaxtalk.interop.reading import StateDict
 from jaxtalk.interop.registry import ConversionError, Kind, register
 from jaxtalk.style2talker.motion_generator import MappingNet, MotionGenerator, WarpingNet
+from jaxtalk.style2talker.psp import GradualStyleEncoder
 from jaxtalk.style2talker.refinement import CalibrationNet, calibration_channels
 
 _INDEXED = re.compile(r"^(.+)_(\d+)$")
@@ -199,5 +201,80 @@ register(Kind(
     build=lambda config, state: (CalibrationNet(**(c := calibration_fields(state, "", config))), c),
     init=lambda module, rng: module.init(rng, jnp.zeros((1, module.out_size, module.out_size, module.input_channel)),
                                          jnp.zeros((1, module.descriptor_nc))),
+    key_fn=torch_key,
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pSp GradualStyleEncoder
+
+_PSP_KW = {"num_layers", "mode", "input_nc", "n_styles", "output_size", "input_size"}
+_PSP_UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
+
+
+def psp_fields(state: StateDict, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`GradualStyleEncoder` fields. `config`: GradualStyleEncoder(num_layers, mode) + pSp opts (input_nc,
+    n_styles or output_size) + `input_size` (default 256); None infers the stages from the state shapes."""
+    config = dict(config or {})
+    _check_kwargs(config, _PSP_KW, "GradualStyleEncoder")
+    if config.get("mode", "ir_se") != "ir_se":
+        raise ConversionError(f"GradualStyleEncoder mode {config['mode']!r}: only 'ir_se' is supported")
+    latent_avg = tuple(state["latent_avg"].shape) if "latent_avg" in state else None
+    if "num_layers" in config:
+        if config["num_layers"] not in _PSP_UNITS:
+            raise ConversionError(f"GradualStyleEncoder num_layers must be one of {sorted(_PSP_UNITS)}")
+        n_styles = config.get("n_styles") or (int(math.log2(config.get("output_size", 1024))) * 2 - 2)
+        return {"input_nc": config.get("input_nc", 3), "input_size": config.get("input_size", 256),
+                "units": _PSP_UNITS[config["num_layers"]], "n_styles": n_styles, "latent_avg_shape": latent_avg}
+    depth0, input_nc, _, _ = _shape(state, "input_layer.0.weight", "GradualStyleEncoder")
+    n_units = _count(state, r"body\.(\d+)\.res_layer\.1\.weight")
+    depths = [_shape(state, f"body.{i}.res_layer.1.weight", "GradualStyleEncoder")[0] for i in range(n_units)]
+    starts = [0] + [i for i in range(n_units) if f"body.{i}.shortcut_layer.0.weight" in state]
+    if len(starts) != 4:
+        raise ConversionError(f"GradualStyleEncoder: expected 4 stages (3 projecting shortcuts), found stage starts "
+                              f"{starts}; pass `config` with num_layers")
+    units = tuple(b - a for a, b in zip(starts, [*starts[1:], n_units]))
+    widths = tuple(depths[a] for a in starts)
+    se_out = _shape(state, "body.0.res_layer.5.fc1.weight", "GradualStyleEncoder")[0]
+    return {"input_nc": input_nc, "input_size": config.get("input_size", 256), "widths": widths, "units": units,
+            "style_dim": widths[3], "n_styles": _count(state, r"styles\.(\d+)\.linear\.weight"),
+            "se_reduction": depth0 // se_out, "latent_avg_shape": latent_avg}
+
+
+def _psp_to_canonical(state: StateDict) -> tuple[StateDict, str]:
+    """A full pSp checkpoint {'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg', 'opts'} -> the encoder keys
+    plus `latent_avg`. The StyleGAN `decoder.*` is not part of the encoder and is skipped, as
+    `load_psp_standalone` does; anything else must match."""
+    if any(k.startswith("state_dict.encoder.") for k in state):
+        out = {k[len("state_dict.encoder."):]: v for k, v in state.items() if k.startswith("state_dict.encoder.")}
+        rest = {k: v for k, v in state.items()
+                if not k.startswith(("state_dict.encoder.", "state_dict.decoder."))}
+        out.update(rest)
+        return out, "psp_checkpoint"
+    if "state_dict.input_layer.0.weight" in state:
+        return {(k[len("state_dict."):] if k.startswith("state_dict.") else k): v for k, v in state.items()}, "psp"
+    return state, "psp"
+
+
+def _psp_from_canonical(state: StateDict, layout: str) -> StateDict:
+    if layout == "psp":
+        return state
+    if layout != "psp_checkpoint":
+        raise ValueError(f"psp_encoder layout {layout!r}: use 'psp' (bare encoder) or 'psp_checkpoint'")
+    return {(k if k == "latent_avg" else f"state_dict.encoder.{k}"): v for k, v in state.items()}
+
+
+register(Kind(
+    name="psp_encoder",
+    summary="pSp GradualStyleEncoder(50,'ir_se') (VToonify/Style2Talker encoder.pt: Z+ codes; checkpoint "
+            "`latent_avg` is added when present). apply(v, image[B,256,256,3] in [-1,1]) -> codes [B,18,512]. "
+            "Returns {'params', 'batch_stats'}; the pSp decoder.* in a full checkpoint is skipped.",
+    build=lambda config, state: (GradualStyleEncoder(**(f := psp_fields(state, config))), f),
+    init=lambda module, rng: module.init(rng, jnp.zeros((1, module.input_size, module.input_size, module.input_nc))),
+    containers=(),
+    strip_prefixes=("module.",),
+    ignore=(r".*num_batches_tracked",),
+    to_canonical=_psp_to_canonical,
+    from_canonical=_psp_from_canonical,
     key_fn=torch_key,
 ))
