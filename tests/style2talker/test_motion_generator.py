@@ -1,7 +1,6 @@
-"""PIRender motion generator: fixture parity (until the shared fixture driver exists), interop round trips,
-the composed Motion_Generator and input validation."""
-
-import json
+"""PIRender motion generator and StyleHEAT calibration net beyond the golden fixtures (which
+`test_fixtures.py` runs through `fixture_runners_motion.py`): the composed Motion_Generator, interop round trips
+and layouts, the transposed conv, coefficient windows and input validation."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,6 @@ import torch
 from jaxtalk import interop
 from jaxtalk.style2talker.motion_generator import ConvTranspose2d, MappingNet, coefficient_windows
 from tests.parity import assert_close
-from tests.style2talker import fixture_runners_motion
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +19,6 @@ def s2t_dir(fixtures_dir):
     if not d.is_dir():
         pytest.skip(f"{d} not found")
     return d
-
-
-@pytest.mark.parametrize("name", sorted(fixture_runners_motion.RUNNERS))
-def test_fixture(name, s2t_dir):
-    entry = json.loads((s2t_dir / "manifest.json").read_text())["modules"][name]
-    fixture_runners_motion.RUNNERS[name](s2t_dir, entry)
 
 
 def _motion_state(s2t_dir):
