@@ -4,6 +4,7 @@ Parity of the full forward with the original is in the golden fixtures (test_fix
 ::adaresblock).
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +91,35 @@ def test_weights_fuse_index_and_use_res(model):
     with pytest.raises(ValueError, match="at least n_latent=6"):
         jax.eval_shape(lambda p: m.apply({"params": p}, w, ex, input_is_latent=True, noise="zero",
                                          interp_weights=[1.0] * 3), p)
+
+
+class _ByIndex(nn.Module):
+    """How Style-A (VToonify) drives DualStyleGAN: resstyles / adastyles, res[i] and the generator's layers."""
+
+    dsg: DualStyleGAN
+
+    @nn.compact
+    def __call__(self, w, ex):
+        m, g = self.dsg, self.dsg.generator
+        rs, ada = m.resstyles(ex), m.adastyles(ex)
+        lat = jnp.concatenate([w[:, :3], ada[:, 3:]], axis=1)  # interp weights 1: T_c rows replace the latent
+        out = m.res[0](g.conv1(g.input(w.shape[0]), lat[:, 0], "zero"), rs[:, 0])
+        skip = g.to_rgb1(out, lat[:, 1])
+        out = m.res[1](g.convs[0](out, lat[:, 1], "zero"), rs[:, 1])
+        out = m.res[2](g.convs[1](out, lat[:, 2], "zero"), rs[:, 2])
+        skip = g.to_rgbs[0](out, lat[:, 3], skip)  # the to_rgb after the last ModRes already takes T_c row 3
+        out = g.convs[3](g.convs[2](out, lat[:, 3], "zero"), lat[:, 4], "zero")
+        return g.to_rgbs[1](out, lat[:, 5], skip)
+
+
+def test_addressing_pieces_by_index(model):
+    m, p = model
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((2, m.n_latent, 8)).astype(np.float32)
+    ex = rng.standard_normal((2, m.n_latent, 8)).astype(np.float32)
+    full = jax.jit(lambda p: m.apply({"params": p}, w, ex, input_is_latent=True, noise="zero"))(p)
+    by_index = jax.jit(_ByIndex(DualStyleGAN(**CFG, name="dsg")).apply)({"params": {"dsg": p}}, w, ex)
+    assert_close(by_index, full, name="DualStyleGAN by index")
 
 
 def test_adaresblock_weight_zero_and_init():
