@@ -202,10 +202,11 @@ class VanillaTemporalModule(nn.Module):
     Field names follow the AnimateDiff / V-Express `motion_module_kwargs` (`num_attention_heads`,
     `num_transformer_block`, `temporal_position_encoding`, `temporal_position_encoding_max_len`,
     `temporal_attention_dim_div`, `zero_initialize`); `num_attention_blocks` is len(attention_block_types)
-    (Temporal_Self only).
+    (Temporal_Self only). `in_channels=None` takes the width from the input, so
+    `functools.partial(VanillaTemporalModule, ...)` serves as the SD UNet's `temporal_module` hook at every level.
     """
 
-    in_channels: int
+    in_channels: int | None = None
     num_attention_heads: int = 8
     num_transformer_block: int = 1
     num_attention_blocks: int = 2
@@ -227,7 +228,7 @@ class VanillaTemporalModule(nn.Module):
                 "reshape video (B, F, H, W, C) with x.reshape(B * F, H, W, C)"
             )
         return TemporalTransformer3D(
-            self.in_channels, self.num_attention_heads, self.num_transformer_block, self.num_attention_blocks,
+            x.shape[-1] if self.in_channels is None else self.in_channels, self.num_attention_heads, self.num_transformer_block, self.num_attention_blocks,
             self.temporal_position_encoding, self.temporal_position_encoding_max_len,
             self.temporal_attention_dim_div, self.norm_num_groups, self.norm_over_frames, self.zero_initialize,
             self.implementation, self.dtype, self.param_dtype, name="temporal_transformer",

@@ -135,8 +135,8 @@ def _temporal_kwargs(config: Any, state: StateDict, prefix: str, kind: str) -> t
     pe_key = blk + "attention_blocks.0.pos_encoder.pe"
     heads = cfg.get("num_attention_heads", cfg.get("motion_num_attention_heads", 8))
     heads = tuple(int(h) for h in heads) if isinstance(heads, list | tuple) else int(heads)
-    has_pe = pe_key in state
-    if cfg.get("temporal_position_encoding") is True and not has_pe:
+    has_pe = bool(cfg.get("temporal_position_encoding", pe_key in state))
+    if has_pe and pe_key not in state:
         raise ConversionError(
             f"{kind}: checkpoint has no pos_encoder.pe buffers (AnimateDiff saves them non-persistently); add them "
             "with jaxtalk.svp.motion_module.add_position_tables(state, max_len) before importing")
@@ -145,7 +145,7 @@ def _temporal_kwargs(config: Any, state: StateDict, prefix: str, kind: str) -> t
         num_transformer_block=_count(state, re.escape(tt) + r"transformer_blocks\.(\d+)\."),
         num_attention_blocks=_count(state, re.escape(blk) + r"attention_blocks\.(\d+)\."),
         temporal_position_encoding=has_pe,
-        temporal_position_encoding_max_len=int(state[pe_key].shape[1]) if has_pe else 32,
+        temporal_position_encoding_max_len=int(state[pe_key].shape[1]) if has_pe else 32,  # unused without PE
         temporal_attention_dim_div=c_in // inner,
         norm_num_groups=int(cfg.get("norm_num_groups", cfg.get("motion_norm_num_groups", 32))),
         norm_over_frames=bool(cfg.get("norm_over_frames", diffusers_cfg)),
@@ -175,12 +175,10 @@ def _diffusers_to_canonical(state: StateDict) -> tuple[StateDict, str]:
             for k in (0, 1):
                 out[f"{tt}{blk}attention_blocks.{k}.pos_encoder.pe"] = value
             continue
-        for src, dst in renames:
+        for src, dst in renames:  # names outside the table pass through and are reported as unexpected
             if tail.startswith(src):
                 tail = dst + tail[len(src):]
                 break
-        else:
-            tail = "unexpected_diffusers_key." + tail
         out[tt + blk + tail] = value
     return out, "diffusers"
 
