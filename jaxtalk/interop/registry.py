@@ -14,6 +14,11 @@ Conversion walks the Flax variables the module declares; each leaf's torch key c
 tensor must be consumed and every param filled — otherwise one `ConversionError` lists missing, unexpected and
 mis-shaped keys. `Kind.to_canonical` / `from_canonical` translate other published layouts (fused qkv, renamed
 blocks) into the canonical torch names, so `to_torch(kind, from_torch(kind, x)[1], layout=...) == x` exactly.
+
+Params a source family does not have (e.g. SVP's style attention in a V-Express checkpoint) are listed as
+`Kind.init_if_missing` (regexes of torch keys): when a checkpoint has none of them, they take the module's own
+initial values (`Kind.init` with `jax.random.key(0)`); when it has some, all are required as usual.
+`Kind.default_layout` is the layout `to_torch` writes when none is given (e.g. one without those params).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class Kind:
     key_fn: Callable[[tuple[str, ...], str], str] | None = None  # (path, collection) -> torch key
     # (torch-key regex, torch->flax, flax->torch) for leaves whose layout differs from the generic rule.
     leaf_overrides: tuple[tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]], ...] = ()
+    init_if_missing: tuple[str, ...] = ()  # torch-key regexes of params filled from init when the source has none
+    default_layout: str | None = None  # layout `to_torch` passes to `from_canonical` when the caller gives none
 
     def torch_key(self, path: tuple[str, ...], collection: str = "params") -> str:
         if self.key_fn is not None:
@@ -111,6 +118,16 @@ def _flat_leaves(variables: Mapping[str, Any]) -> dict[tuple[str, tuple[str, ...
     return out
 
 
+def _initial_values(kind: Kind, module: nn.Module, wanted: list[tuple[str, tuple[str, ...]]]) -> dict:
+    """The initial values of the `wanted` leaves only (jitted, so XLA drops the rest of the init)."""
+
+    def pick(rng):
+        flat = _flat_leaves(nn.meta.unbox(dict(kind.init(module, rng))))
+        return [flat[leaf] for leaf in wanted]
+
+    return dict(zip(wanted, jax.device_get(jax.jit(pick)(jax.random.key(0)))))
+
+
 def _summarise(label: str, names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
     return f"{len(names)} {label}: {shown}"
@@ -130,11 +147,19 @@ def from_torch(kind: str, source: Any, config: Any = None) -> tuple[nn.Module, A
     state = {key: v for key, v in state.items() if key not in ignored}
     module, _ = k.build(config, state)
     leaves = _flat_leaves(abstract_variables(k, module))
+    optional = [leaf for leaf in leaves
+                if any(re.fullmatch(p, k.torch_key(leaf[1], leaf[0])) for p in k.init_if_missing)]
+    if any(k.torch_key(path, c) in state for c, path in optional):
+        optional = []  # the source has these params: all of them are required
+    initial = _initial_values(k, module, optional) if optional else {}
 
     converted: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
     missing, misshaped, used = [], [], set()
     for (collection, path), spec in leaves.items():
         key = k.torch_key(path, collection)
+        if (collection, path) in initial:
+            converted[(collection, path)] = np.asarray(initial[(collection, path)], dtype=spec.dtype)
+            continue
         if key not in state:
             missing.append(key)
             continue
@@ -171,6 +196,7 @@ def to_torch(kind: str, params: Any, config: Any = None, *, layout: str | None =
         value = np.asarray(jax.device_get(value))
         override = k._override(key)
         state[key] = override[1](value) if override else keymap.kernel_to_torch(path[-1], value)
+    layout = k.default_layout if layout is None else layout
     if k.from_canonical is not None and layout is not None:
         state = k.from_canonical(state, layout)
     return state

@@ -1,13 +1,19 @@
-"""Golden-fixture parity for SVP's small parts: one test per manifest module, weights through `interop.from_torch`."""
+"""Golden-fixture runners for SVP's small parts: V-Express kps guider and audio projection, AnimateDiff temporal
+module, StyleTalk style encoder (weights through `interop.from_torch`).
+
+`RUNNERS = {fixture module name: fn(fixture_dir, entry)}`, collected by tests/svp/test_fixtures.py.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
-import pytest
 
 from jaxtalk import interop
 from tests.parity import assert_close
-from tests.svp.fixture_util import FixtureModule, get_module, to_channels_last
+from tests.svp.fixture_util import FixtureModule, to_channels_last
 
 
 def _kps_guider(mod: FixtureModule):
@@ -42,21 +48,19 @@ def _style_encoder(mod: FixtureModule):
     return {"out": (module.apply({"params": params}, arr["x"], arr["pad_mask"]), arr["out"])}
 
 
-# Manifest module name -> runner. Modules other helpers implement (vx_reference_net, vx_denoising_unet,
-# vx_ddim_scheduler) are wired by their owners in their own tests.
+def _runner(name: str, compare: Callable[[FixtureModule], dict]) -> Callable[[Path, dict], None]:
+    def run(fixture_dir: Path, entry: dict) -> None:
+        results = compare(FixtureModule(name, Path(fixture_dir), entry))
+        assert results, f"{name}: runner compared nothing"
+        for output, (out, ref) in results.items():
+            assert_close(out, ref, name=f"{name}.{output}")
+
+    return run
+
+
 RUNNERS = {
-    "vx_v_kps_guider": _kps_guider,
-    "vx_audio_projection": _audio_projection,
-    "ad_vanilla_temporal_module": _temporal_module,
-    "st_style_encoder": _style_encoder,
+    "vx_v_kps_guider": _runner("vx_v_kps_guider", _kps_guider),
+    "vx_audio_projection": _runner("vx_audio_projection", _audio_projection),
+    "ad_vanilla_temporal_module": _runner("ad_vanilla_temporal_module", _temporal_module),
+    "st_style_encoder": _runner("st_style_encoder", _style_encoder),
 }
-
-
-@pytest.mark.parametrize("name", sorted(RUNNERS))
-def test_fixture_parity(fixtures_dir, name):
-    mod = get_module(fixtures_dir / "svp", name)
-    results = RUNNERS[name](mod)
-    assert results, f"{name}: runner compared nothing"
-    for output, (out, ref) in results.items():
-        assert_close(out, ref, name=f"{name}.{output}")
-
