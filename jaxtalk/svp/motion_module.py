@@ -247,7 +247,7 @@ def _per_block(value: int | tuple[int, ...], n: int, what: str) -> tuple[int, ..
 class _BlockModules(nn.Module):
     """The motion modules of one UNet block: `motion_modules_{j}`."""
 
-    specs: tuple[Mapping, ...]
+    specs: tuple[tuple[tuple[str, object], ...], ...]  # hashable (name, value) items per module
 
     def setup(self):
         self.motion_modules = [VanillaTemporalModule(**dict(s)) for s in self.specs]
@@ -313,7 +313,7 @@ class MotionModules(nn.Module):
         return out
 
     def setup(self):
-        blocks = {name: _BlockModules(tuple(self._spec(c, h) for _ in range(count)), name=name)
+        blocks = {name: _BlockModules(tuple(tuple(self._spec(c, h).items()) for _ in range(count)), name=name)
                   for name, c, h, count in self._layout() if count}
         self.blocks = blocks
 
