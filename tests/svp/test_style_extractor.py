@@ -201,11 +201,11 @@ def test_styletalk_round_trip_and_strict_errors(fixtures_dir):
     module, params = interop.from_torch("styletalk_style_encoder", sd, config={"nhead": 4})
     assert module.num_encoder_layers == 2 and module.pos_embed_len == 24 and module.input_dim == 16
     assert params["encoder"]["layers_0"]["self_attn"]["to_q"]["kernel"].shape == (32, 32)
-    back = interop.to_torch("styletalk_style_encoder", params, layout="styletalk")
+    back = interop.to_torch("styletalk_style_encoder", params)  # StyleTalk's own fused layout by default
     assert set(back) == set(sd)
     for k in sd:
         np.testing.assert_array_equal(back[k], sd[k], err_msg=k)
-    split = interop.to_torch("styletalk_style_encoder", params)
+    split = interop.to_torch("styletalk_style_encoder", params, layout="jaxtalk")
     assert "encoder.layers.1.self_attn.to_v.bias" in split and "pos_embed.pos_table" in split
     bad = dict(sd)
     del bad["aggregate_method.W.2.bias"]

@@ -345,10 +345,11 @@ def _build_style_encoder(config: Any, state: StateDict):
 register(Kind(
     name="styletalk_style_encoder",
     summary="StyleTalk StyleEncoder. apply(v, x[B,T,input_dim], pad_mask[B,T] (True = padded)) -> [B, d_model]. "
-            "config: StyleEncoder kwargs (nhead default 8). to_torch(..., layout='styletalk') fuses q/k/v back into "
-            "in_proj_weight / out_proj.",
+            "config: StyleEncoder kwargs (nhead default 8). to_torch writes StyleTalk's fused in_proj_weight / "
+            "out_proj (layout='jaxtalk': split to_q/to_k/to_v/to_out.0).",
     build=_build_style_encoder,
     init=lambda m, rng: m.init(rng, jnp.zeros((1, 1, m.input_dim))),
     to_canonical=_split_in_proj,
     from_canonical=_fuse_in_proj,
+    default_layout="styletalk",
 ))
