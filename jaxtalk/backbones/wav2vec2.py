@@ -226,7 +226,6 @@ class WeightNormConv(nn.Module):
         y = jax.lax.conv_general_dilated(
             x.astype(self.dtype), kernel, window_strides=(1,), padding=[(pad, pad)],
             dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=self.groups,
-            precision=jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None,
         )
         return y + b.astype(self.dtype)
 

@@ -80,6 +80,11 @@ def test_parity_with_transformers(case):
     assert_close(hidden, out.last_hidden_state.numpy(), name=f"clip_text[{case}] last_hidden_state")
     assert_close(pooled, ref_pooled.numpy(), name=f"clip_text[{case}] pooled")
     layout = "hf" if cls is CLIPTextModelWithProjection else "hf_text_model"
+    if cls is CLIPTextModelWithProjection:  # bf16 compute runs and stays near the float32 result
+        half = jax.jit(CLIPTextEncoder(module.config, dtype=jnp.bfloat16).apply)({"params": params}, ids)[1]
+        assert half.dtype == jnp.bfloat16
+        err = float(jnp.max(jnp.abs(half.astype(jnp.float32) - pooled)))
+        assert err < 0.05 * float(jnp.max(jnp.abs(pooled))), err
     _assert_exact(interop.to_torch("clip_text", params, layout=layout), sd)
 
 
@@ -155,18 +160,10 @@ def test_strict_errors_name_keys():
                                                          cfg.to_dict())[1], layout="open_clip")
 
 
-def test_presets_and_bf16():
+def test_presets():
     assert CLIP_TEXT_PRESETS["ViT-B/32"].width == 512 and CLIP_TEXT_PRESETS["ViT-B/32"].heads == 8
     assert CLIP_TEXT_PRESETS["ViT-L/14"].width == 768 and CLIP_TEXT_PRESETS["ViT-L/14"].heads == 12
-    cfg = _config(eos_token_id=2)
-    model = _randomise(CLIPTextModelWithProjection(cfg), seed=4)
-    module, params = interop.from_torch("clip_text", _state(model), cfg.to_dict())
-    ids = jnp.asarray(_ids(2, 16, eos_at=[3, 9]))
-    ref = jax.jit(module.apply)({"params": params}, ids)[1]
-    half = jax.jit(CLIPTextEncoder(module.config, dtype=jnp.bfloat16).apply)({"params": params}, ids)[1]
-    assert half.dtype == jnp.bfloat16
-    err = float(jnp.max(jnp.abs(half.astype(jnp.float32) - ref)))
-    assert err < 0.05 * float(jnp.max(jnp.abs(ref))), err
+    assert CLIP_TEXT_PRESETS["ViT-B/32"].projection_dim == 512 and CLIP_TEXT_PRESETS["ViT-L/14"].projection_dim == 768
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """wav2vec2 parity with transformers Wav2Vec2Model (post-LN and stable-layer-norm), weight-norm key layouts."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Model
 
-from jaxtalk import interop
+from jaxtalk import interop, parallel
 from jaxtalk.backbones.wav2vec2 import WAV2VEC2_PRESETS, feature_lengths, normalize_waveform
 from tests.parity import assert_close
 
@@ -135,6 +136,24 @@ def test_strict_errors_name_keys():
     assert "mis-shaped: encoder.pos_conv_embed.conv.weight_g (16, 1, 1)" in msg
     with pytest.raises(ValueError, match="add_adapter"):
         interop.from_torch("wav2vec2", _sd(model), dict(cfg.to_dict(), add_adapter=True))
+
+
+def test_sharded_forward_matches_torch():
+    """Converted params placed by their logical names on a (data, fsdp, tensor) = (2, 2, 2) mesh."""
+    cfg, model = _model("post_ln_group", seed=5)
+    module, params = interop.from_torch("wav2vec2", _sd(model), cfg.to_dict())
+    mesh = parallel.make_mesh(2, 2, 2)
+    abstract = jax.eval_shape(module.init_params, jax.random.key(0))
+    shardings = parallel.logical_to_shardings(abstract, mesh)
+    assert shardings["params"]["encoder"]["layers_0"]["feed_forward"]["intermediate_dense"]["kernel"].spec == \
+        jax.sharding.PartitionSpec("fsdp", "tensor")
+    audio = np.random.default_rng(6).standard_normal((4, 800)).astype(np.float32)
+    with nn.logical_axis_rules(parallel.LOGICAL_RULES), jax.set_mesh(mesh):
+        sharded = parallel.shard_params(params, shardings["params"])
+        out = jax.jit(module.apply)({"params": sharded}, parallel.shard_batch(audio, mesh))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(audio), output_hidden_states=True).hidden_states
+    assert_close(out, np.stack([h.numpy() for h in ref]), name="wav2vec2 sharded hidden states")
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ takes to write them back:
   `transformer.resblocks.{i}.attn.in_proj_weight` (fused q, k, v), `ln_1`, `mlp.c_fc`, `mlp.c_proj`, `ln_2`,
   `ln_final`, `text_projection` stored (in, out). Full CLIP state dicts are accepted: the image tower (`visual.*`),
   `logit_scale` and the `input_resolution` / `context_length` / `vocab_size` entries are set aside, so the round
-  trip gives back the text keys exactly.
+  trip gives back the text keys exactly. OpenAI's released `ViT-B-32.pt` files are TorchScript archives, which
+  the safe reader refuses: pass `torch.jit.load(path, map_location="cpu").state_dict()` (or re-save it).
 
 `config`: transformers `CLIPTextConfig.to_dict()` (or a full `CLIPConfig.to_dict()`), a preset name
 (`"ViT-B/32"`, `"ViT-L/14"`), a `CLIPTextConfig`, or None (sizes from shapes, heads = width / 64, quick_gelu,
