@@ -25,6 +25,8 @@ Sequences of any length (`window_plan`, `generate_expression`), exactly as the r
   * F < T: one window, the first frame repeated T - F times in FRONT, and those padded frames dropped.
 All windows of a clip go through the sampler as one batch (the original batches 256 windows at a time and, through
 a bug, keeps only the last batch; the two agree for clips up to 256 windows = 8192 frames).
+`expression_from_audio` chains SadTalker audio2exp (mel windows + identity expression as `ref`) into
+`generate_expression`: the whole Style-E inference.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from jaxtalk.diffusion.respaced import (
 )
 from jaxtalk.diffusion.schedules import NoiseSchedule, ScheduleConfig
 from jaxtalk.nn import layers
+from jaxtalk.style2talker.audio2exp import SimpleWrapperV2, audio2exp
 
 Dtype = Any
 SAMPLING_METHODS = ("ancestral", "ddim")
@@ -429,4 +432,46 @@ def generate_expression(
         raise ValueError(f"generate_expression: text must be ({c.text_dim},) or (batch, {c.text_dim}), got {text.shape}")
     text = jnp.broadcast_to(text, (sparse.shape[0], c.text_dim))
     out = _generate(module, params, sparse, text, key, sampling, int(sparse.shape[1]))
+    return out[0] if single else out
+
+
+@functools.partial(jax.jit, static_argnames=("a2e_module",))
+def _audio_condition(a2e_module, a2e_variables, mels, identity_expression, blink):
+    return audio2exp(a2e_module, a2e_variables, mels, identity_expression, blink)
+
+
+def expression_from_audio(
+    module: StyleE,
+    params: Any,
+    a2e_module: SimpleWrapperV2,
+    a2e_variables: Any,
+    mel_windows: np.ndarray | jax.Array,
+    identity_expression: np.ndarray | jax.Array,
+    text: jax.Array,
+    key: jax.Array,
+    *,
+    blink: np.ndarray | jax.Array | None = None,
+    sampling: StyleESamplerConfig = StyleESamplerConfig(),
+) -> jax.Array:
+    """Style2Talker's Style-E inference: audio2exp(mel windows, identity expression as `ref`, blink) gives the
+    per-frame condition, then `generate_expression` samples the stylised expression.
+
+    `mel_windows` (F, 80, 16) or (B, F, 80, 16) (`audio2exp.audio_to_mel_windows`); `identity_expression` (64,) or
+    (B, 64) — the identity image's 3DMM expression (Deep3DFaceRecon coeff[80:144]); `text` (512,) / (B, 512) the CLIP
+    `encode_text` feature; `blink` (F,) / (B, F) the eye-blink ratio — the original draws a random pulse train
+    (`audio2exp.blink_ratio`), None gives zeros (SadTalker's `still` mode). Returns (F, 64) / (B, F, 64).
+    """
+    mels = jnp.asarray(mel_windows, jnp.float32)
+    single = mels.ndim == 3
+    if single:
+        mels = mels[None]
+    if mels.ndim != 4:
+        raise ValueError(f"expression_from_audio: mel_windows must be (frames, 80, 16) or (batch, frames, 80, 16), "
+                         f"got {mels.shape}")
+    b, f = mels.shape[:2]
+    ref = jnp.asarray(identity_expression, jnp.float32)
+    ref = jnp.broadcast_to(ref, (b, ref.shape[-1])) if ref.ndim == 1 else ref
+    blink = jnp.zeros((b, f), jnp.float32) if blink is None else jnp.asarray(blink, jnp.float32).reshape(b, f)
+    sparse = _audio_condition(a2e_module, a2e_variables, mels, ref, blink)
+    out = generate_expression(module, params, sparse, text, key, sampling=sampling)
     return out[0] if single else out

@@ -169,6 +169,25 @@ def test_generate_expression_tiles_samples_and_reassembles(fixture_model):
     assert style_e._generate._cache_size() == 1
 
 
+def test_expression_from_audio_chains_audio2exp_and_style_e(fixture_model, s2t_dir):
+    from jaxtalk.style2talker import audio2exp as a2e
+
+    module, params = fixture_model
+    a2e_module, a2e_vars = interop.from_torch("sadtalker_audio2exp", s2t_dir / "audio2exp_simplewrapperv2.safetensors")
+    rng = np.random.default_rng(5)
+    wav = (0.1 * rng.standard_normal(16000 * 2 // 5)).astype(np.float32)  # 0.4 s -> 10 video frames
+    mels = a2e.audio_to_mel_windows(wav)
+    identity = rng.standard_normal(64).astype(np.float32)
+    blink = a2e.blink_ratio(mels.shape[0], rng)
+    text = rng.standard_normal(24).astype(np.float32)
+    key = jax.random.key(9)
+    out = style_e.expression_from_audio(module, params, a2e_module, a2e_vars, mels, identity, text, key, blink=blink)
+    sparse = a2e.audio2exp(a2e_module, a2e_vars, mels[None], identity[None], blink[None])[0]
+    ref = style_e.generate_expression(module, params, sparse, text, key)
+    assert out.shape == (10, 64)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=0, atol=1e-5)
+
+
 def test_sampler_key_semantics(fixture_model):
     """key → (x_T key, step key); the step key is split per step; explicit x_T / noises reproduce it."""
     module, params = fixture_model
