@@ -132,3 +132,16 @@ def test_bad_pixel_shape(hf_model):
     module, params = interop.from_torch("clip_vision", _state(hf_model), config=hf_model.config.to_dict())
     with pytest.raises(ValueError, match=r"pixel_values must be \(batch, 32, 32, 3\) NHWC"):
         module.apply({"params": params}, np.zeros((1, 3, 32, 32), np.float32))
+
+
+@pytest.mark.slow
+def test_vit_b32_full_size_matches_transformers():
+    torch.manual_seed(3)
+    model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(projection_dim=512)).eval()
+    module, params = interop.from_torch("clip_vision", _state(model))  # sizes inferred: ViT-B/32
+    assert module.config == clip_vision.CLIPVisionConfig()
+    pixels = _pixels(n=1, size=224, seed=4)
+    _, embeds = jax.jit(module.apply)({"params": params}, pixels)
+    with torch.no_grad():
+        ref = model(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2)).image_embeds
+    assert_close(embeds, ref.numpy(), name="clip_vision ViT-B/32 image_embeds")

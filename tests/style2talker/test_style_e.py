@@ -251,3 +251,18 @@ def test_bad_inputs_raise_clear_errors(fixture_model):
         style_e.StyleESamplerConfig(method="dpm")
     with pytest.raises(ValueError, match="num_layers must be a positive int"):
         style_e.StyleEConfig(num_layers=0)
+
+
+@pytest.mark.slow
+def test_official_size_sampling_runs():
+    module = style_e.StyleE(style_e.StyleEConfig())
+    c = module.config
+    params = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 32, 64)), jnp.zeros((1,), jnp.int32),
+                                  jnp.zeros((1, 32, 64)), jnp.zeros((1, 512)))["params"]
+    params = nn.meta.unbox(params)
+    sparse = np.random.default_rng(0).standard_normal((100, c.sparse_dim)).astype(np.float32)
+    text = np.random.default_rng(1).standard_normal(c.text_dim).astype(np.float32)
+    out = style_e.generate_expression(module, params, sparse, text, jax.random.key(0))
+    again = style_e.generate_expression(module, params, sparse, text, jax.random.key(0))
+    assert out.shape == (100, 64) and bool(jnp.all(jnp.isfinite(out)))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(again))
