@@ -109,7 +109,8 @@ class Attention(nn.Module):
     """Multi-head attention with diffusers' `Attention` parameter names (to_q, to_k, to_v, to_out.0).
 
     Self-attention when `context` is None. `heads * dim_head` is the inner width; the output has the query's
-    width unless `out_dim` is set.
+    width unless `out_dim` is set. `upcast`: q, k, v enter the attention in float32 whatever the compute dtype
+    (diffusers' `upcast_attention`, needed by SD2.x in half precision); the result is cast back to `dtype`.
     """
 
     heads: int
@@ -120,6 +121,7 @@ class Attention(nn.Module):
     scale: float | None = None
     implementation: Implementation = "auto"
     query_chunk_size: int | None = None
+    upcast: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -133,10 +135,13 @@ class Attention(nn.Module):
         v = layers.dense(inner, name="to_v", use_bias=self.qkv_bias, axes=("embed", "heads"), **kw)(ctx)
         split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.dim_head)
         q = layers.constrain(split(q), ("act_batch", "act_length", "act_heads", None))
+        k, v = split(k), split(v)
+        if self.upcast:
+            q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
         o = dot_product_attention(
-            q, split(k), split(v), scale=self.scale, mask=mask, implementation=self.implementation,
+            q, k, v, scale=self.scale, mask=mask, implementation=self.implementation,
             query_chunk_size=self.query_chunk_size,
         )
-        o = o.reshape(*o.shape[:-2], inner)
+        o = o.astype(self.dtype).reshape(*o.shape[:-2], inner)
         out_dim = self.out_dim or x.shape[-1]
         return layers.dense(out_dim, name="to_out_0", use_bias=self.out_bias, axes=("heads", "embed"), **kw)(o)
