@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -13,6 +16,7 @@ import torch
 from diffusers import UNet2DConditionModel as TorchUNet
 from flax import traverse_util
 from jax.sharding import PartitionSpec as P
+from safetensors.numpy import save_file
 
 from jaxtalk import interop, parallel
 from jaxtalk.backbones.sd_unet import (
@@ -23,8 +27,11 @@ from jaxtalk.backbones.sd_unet import (
 )
 from jaxtalk.backbones.unet_blocks import BasicTransformerBlock
 from jaxtalk.config import ConfigError
+from jaxtalk.interop.checkpoint import load_converted, read_meta
 from tests.backbones.sd_reference import nchw, nhwc, rerandomise, state_numpy
 from tests.parity import assert_close
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # SD1-style: conv projections, CrossAttn + plain blocks, 2 transformer layers per block, non-default time
 # embedding (sin first, freq_shift 1, time_embedding_dim 96), mid-block resnet output scale 1.5.
@@ -324,6 +331,45 @@ def _get(tree, path):
     for p in path:
         tree = tree[p]
     return tree
+
+
+def _load_script(path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convert_script_and_orbax_roundtrip(tmp_path):
+    """convert/sd.py writes orbax params + jaxtalk_kind.json; load_converted rebuilds them, also sharded."""
+    model, sd = _reference("sd1")
+    weights = tmp_path / "unet"
+    weights.mkdir()
+    save_file(sd, weights / "diffusion_pytorch_model.safetensors")
+    (weights / "config.json").write_text(json.dumps(dict(model.config)))
+    script = _load_script(REPO_ROOT / "convert" / "sd.py")
+    out = script.main(["--kind", "sd_unet", "--weights", str(weights / "diffusion_pytorch_model.safetensors"),
+                       "--out", str(tmp_path / "ckpt")])
+    meta = read_meta(out)
+    assert meta["kind"] == "sd_unet" and meta["config"]["attention_head_dim"] == [2, 2]
+    with pytest.raises(FileExistsError, match="overwrite"):
+        script.main(["--kind", "sd_unet", "--weights", str(weights), "--out", str(out)])
+    module, params = load_converted(out)
+    expected_module, expected = _converted("sd1")
+    assert module == expected_module
+    flat, flat_expected = traverse_util.flatten_dict(params), traverse_util.flatten_dict(expected)
+    assert set(flat) == set(flat_expected)
+    assert all(np.array_equal(np.asarray(flat[k]), v) for k, v in flat_expected.items())
+    # straight into an fsdp layout
+    mesh = parallel.make_mesh(1, 8, 1)
+    kind = interop.get_kind("sd_unet")
+    with nn.logical_axis_rules(parallel.LOGICAL_RULES):
+        abstract = jax.eval_shape(lambda: kind.init(module, jax.random.key(0)))
+        shardings = parallel.logical_to_shardings(abstract, mesh)["params"]
+    _, sharded = load_converted(out, shardings=shardings)
+    kernel = sharded["down_blocks_0"]["resnets_0"]["conv1"]["kernel"]
+    assert kernel.sharding.spec == P(None, None, None, "fsdp")
+    np.testing.assert_array_equal(np.asarray(kernel), expected["down_blocks_0"]["resnets_0"]["conv1"]["kernel"])
 
 
 @pytest.mark.slow
