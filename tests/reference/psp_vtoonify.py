@@ -134,3 +134,120 @@ class PSPEncoderRef(nn.Module):
         p1 = F.interpolate(p2, size=c1.shape[2:], mode="bilinear", align_corners=True) + self.latlayer2(c1)
         srcs = [c3] * 3 + [p2] * 4 + [p1] * (len(self.styles) - 7)
         return torch.stack([head(s) for head, s in zip(self.styles, srcs)], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VToonify-D forward, functional over a torch-layout state dict {key: tensor} (original key names)
+
+from tests.reference.stylegan_ops import equal_linear_ref, fir_kernel, modulated_conv_ref, upfirdn2d_ref  # noqa: E402
+
+SQRT2 = math.sqrt(2.0)
+
+
+def _lrelu(x, slope=0.2):
+    return torch.where(x >= 0, x, slope * x)
+
+
+def _inorm(x):
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=(2, 3), keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+def _adain(sd, p, x, s):
+    gb = s @ sd[f"{p}.style.weight"].t() + sd[f"{p}.style.bias"]
+    c = x.shape[1]
+    return gb[:, :c, None, None] * _inorm(x) + gb[:, c:, None, None]
+
+
+def _equal_conv_lrelu(sd, p, x, dilation=1):
+    """ConvLayer(k=3, activate): equalized conv (no bias) then leaky_relu(x + b, 0.2) * sqrt(2)."""
+    w = sd[f"{p}.0.weight"]
+    y = F.conv2d(x, w / math.sqrt(w[0].numel()), padding=w.shape[-1] // 2 + dilation - 1, dilation=dilation)
+    return _lrelu(y + sd[f"{p}.1.bias"][None, :, None, None]) * SQRT2
+
+
+def adares_ref(sd, p, x, s, w, dilation=1):
+    out = _equal_conv_lrelu(sd, f"{p}.conv", _adain(sd, f"{p}.norm", x, s), dilation)
+    out = _equal_conv_lrelu(sd, f"{p}.conv2", _adain(sd, f"{p}.norm2", out, s), dilation)
+    return out * w + x
+
+
+def _mapping(sd, p, z, n):
+    x = z * torch.rsqrt((z**2).mean(dim=-1, keepdim=True) + 1e-8)
+    for i in range(1, n + 1):
+        x = equal_linear_ref(x, sd[f"{p}.{i}.weight"], sd[f"{p}.{i}.bias"], lr_mul=0.01, activation=True)
+    return x
+
+
+def _styled_conv(sd, p, x, s, upsample):
+    y = modulated_conv_ref(x, sd[f"{p}.conv.weight"][0], s, sd[f"{p}.conv.modulation.weight"],
+                           sd[f"{p}.conv.modulation.bias"], upsample=upsample)
+    return _lrelu(y + sd[f"{p}.activate.bias"][None, :, None, None]) * SQRT2  # zero noise
+
+
+def _to_rgb(sd, p, x, s, skip):
+    y = modulated_conv_ref(x, sd[f"{p}.conv.weight"][0], s, sd[f"{p}.conv.modulation.weight"],
+                           sd[f"{p}.conv.modulation.bias"], demodulate=False) + sd[f"{p}.bias"]
+    return y + upfirdn2d_ref(skip, fir_kernel((1, 3, 3, 1), 2), up=2, pad=(2, 1))
+
+
+def _conv(sd, p, x, stride=1):
+    w = sd[f"{p}.weight"]
+    return F.conv2d(x, w, sd[f"{p}.bias"], stride=stride, padding=w.shape[-1] // 2)
+
+
+def vtoonify_ref(sd, x, style, d_s, *, in_size, num_res_layers=6, first_hook=None):
+    """x (B, 22, in, in); style W+ (B, n_latent, D); d_s float. `first_hook(feature)` acts after convs[6]."""
+    b, n_latent, d = style.shape
+    resstyles = _mapping(sd, "generator.style", style.reshape(b * n_latent, d), 2).reshape(b, n_latent, d)
+    adastyles = [style[:, i] if i < 7 else equal_linear_ref(style[:, i], sd[f"generator.res.{i}.weight"],
+                                                            sd[f"generator.res.{i}.bias"])
+                 for i in range(n_latent)]
+    # content encoder: stem, stride-2 pairs down to 32 px, residual blocks each followed by a dilated ModRes
+    n_down = int(math.log2(in_size)) - 5
+    feats, feat = [], x
+    for i in range(n_down + 1):
+        feat = _lrelu(_conv(sd, f"encoder.{i}.0", feat, stride=1 if i == 0 else 2))
+        feat = _lrelu(_conv(sd, f"encoder.{i}.2", feat))
+        feats.append(feat)
+    feats = feats[::-1]
+    dilations = [4, 4, 2, 2, 1, 1]
+    for ii in range(num_res_layers):
+        p = f"encoder.{n_down + 1}.{ii}"
+        h = _lrelu(_conv(sd, f"{p}.conv", feat))
+        feat = (_lrelu(_conv(sd, f"{p}.conv2", h)) + feat) / SQRT2
+        feat = adares_ref(sd, f"res.{ii + 1}", feat, resstyles[:, ii + 1], d_s, dilations[ii])
+    out, skip = feat, _conv(sd, f"encoder.{n_down + 2}", feat)
+    # decoder from 32 px, fusion before the blocks up to in_size
+    levels = len({k.split(".")[3] for k in sd if k.startswith("generator.generator.to_rgbs.")}) - 3
+    g = "generator.generator"
+    for k in range(levels):
+        if 32 * 2**k <= in_size:
+            f_e, p = feats[k], f"fusion_out.{k}"
+            label = torch.full((b, 1), float(d_s))
+            label = _lrelu(F.linear(_lrelu(F.linear(label, sd[f"{p}.linear.0.weight"], sd[f"{p}.linear.0.bias"])),
+                                    sd[f"{p}.linear.2.weight"], sd[f"{p}.linear.2.bias"]))
+            h = _adain(sd, f"{p}.norm", torch.cat([out, (out - f_e).abs()], 1), label)
+            m_e = torch.tanh(torch.relu(_conv(sd, f"{p}.conv2", h)))
+            out = _conv(sd, f"{p}.conv", torch.cat([out, f_e * m_e], 1))
+            skip = _conv(sd, f"fusion_skip.{k}", torch.cat([skip, f_e * m_e], 1))
+        out = _styled_conv(sd, f"{g}.convs.{6 + 2 * k}", out, adastyles[7 + 2 * k], upsample=True)
+        if k == 0 and first_hook is not None:
+            out = first_hook(out)
+        out = _styled_conv(sd, f"{g}.convs.{7 + 2 * k}", out, adastyles[8 + 2 * k], upsample=False)
+        skip = _to_rgb(sd, f"{g}.to_rgbs.{3 + k}", out, adastyles[9 + 2 * k], skip)
+    return skip
+
+
+def warp_ref(feat, flow):
+    """flow_util: deformation = align-corners grid + 2 flow / (size - 1), resized (bilinear, align_corners=False)
+    to the feature, then grid_sample defaults. flow (B, 2, h, w) pixels, x first."""
+    _, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    gx = xs / (w - 1) * 2 - 1 + 2 * flow[:, 0] / (w - 1)
+    gy = ys / (h - 1) * 2 - 1 + 2 * flow[:, 1] / (h - 1)
+    grid = torch.stack([gx, gy], dim=1)
+    if grid.shape[2:] != feat.shape[2:]:
+        grid = F.interpolate(grid, size=feat.shape[2:], mode="bilinear", align_corners=False)
+    return F.grid_sample(feat, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -14,11 +14,14 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jaxtalk.interop.kinds.stylegan import STYLEGAN_LEAF_OVERRIDES, _infer_generator
 from jaxtalk.interop.reading import StateDict
 from jaxtalk.interop.registry import ConversionError, Kind, register
 from jaxtalk.style2talker.motion_generator import MappingNet, MotionGenerator, WarpingNet
 from jaxtalk.style2talker.psp import GradualStyleEncoder
 from jaxtalk.style2talker.refinement import CalibrationNet, calibration_channels
+from jaxtalk.style2talker.style_a import WARP_RES, AudioDrivenVToonify
+from jaxtalk.style2talker.vtoonify import PARSING_CHANNELS, VToonify
 
 _INDEXED = re.compile(r"^(.+)_(\d+)$")
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "fir_kernel": "kernel"}
@@ -277,4 +280,96 @@ register(Kind(
     to_canonical=_psp_to_canonical,
     from_canonical=_psp_from_canonical,
     key_fn=torch_key,
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VToonify-D and Style-A (Audio_Driven_VToonify)
+
+_VTOONIFY_KW = {"in_size", "out_size", "img_channels", "style_channels", "num_mlps", "channel_multiplier",
+                "num_res_layers", "backbone", "channels", "channel_scale"}
+
+
+def vtoonify_fields(state: StateDict, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`VToonify` fields: the original constructor kwargs (+ `channels` / `channel_scale` for scaled tables),
+    or None to read everything off the shapes."""
+    if config is not None:
+        _check_kwargs(config, _VTOONIFY_KW, "VToonify")
+        if config.get("backbone", "dualstylegan") != "dualstylegan":
+            raise ConversionError("VToonify: only backbone='dualstylegan' (VToonify-D, used by Style2Talker) is supported")
+        fields = {"in_size": config.get("in_size", 256), "out_size": config.get("out_size", 1024),
+                  "img_channels": config.get("img_channels", 3), "style_dim": config.get("style_channels", 512),
+                  "n_mlp": config.get("num_mlps", 8), "channel_multiplier": config.get("channel_multiplier", 2),
+                  "num_res_layers": config.get("num_res_layers", 6), "channel_scale": config.get("channel_scale", 1.0)}
+        if config.get("channels") is not None:
+            fields["channels"] = tuple(config["channels"])
+        return fields
+    gen = _infer_generator(state, "generator.generator.")
+    if "blur_kernel" in gen:
+        raise ConversionError("VToonify: only the [1, 3, 3, 1] blur kernel is supported")
+    if _count(state, r"generator\.res\.(\d+)\.conv\.0\.weight") != 7:
+        raise ConversionError("VToonify: expected DualStyleGAN with res_index 6 (ModRes blocks generator.res.0..6)")
+    n_conv = _count(state, r"encoder\.(\d+)\.0\.weight")
+    stem, in_ch, _, _ = _shape(state, "encoder.0.0.weight", "VToonify")
+    return {"in_size": 2 ** (n_conv + 4), "out_size": gen["size"], "img_channels": in_ch - PARSING_CHANNELS,
+            "style_dim": gen["style_dim"], "n_mlp": gen["n_mlp"], "channels": gen["channels"],
+            "num_res_layers": _count(state, rf"encoder\.{n_conv}\.(\d+)\.conv\.weight"), "stem_channels": stem}
+
+
+def style_a_fields(state: StateDict, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`AudioDrivenVToonify` fields. With `config` (Audio_Driven_VToonify's kwargs, same as VToonify's) the
+    motion generator and refinement take their hard-coded published sizes; None infers all from the shapes."""
+    fields = vtoonify_fields(state, config)
+    if config is not None:
+        return fields
+    m = motion_generator_fields(state, "motion_generator.")
+    r = calibration_fields(state, "refinement.")
+    if r["out_size"] != WARP_RES or len(set(r["channels"])) != 1 or r["hidden_nc"] != r["channels"][0]:
+        raise ConversionError(f"Style-A refinement must be a {WARP_RES}-px CalibrationNet of one width with "
+                              f"linear_3dmm D -> C -> C, got {r}")
+    if r["descriptor_nc"] != m["descriptor_nc"]:
+        raise ConversionError(f"refinement descriptor width {r['descriptor_nc']} != motion generator's "
+                              f"{m['descriptor_nc']}")
+    if m["image_nc"] != fields["img_channels"]:
+        raise ConversionError(f"motion generator image channels {m['image_nc']} != {fields['img_channels']}")
+    return {**fields, "coeff_nc": m["coeff_nc"], "descriptor_nc": m["descriptor_nc"],
+            "mapping_layers": m["mapping_layers"], "motion_base_nc": m["base_nc"], "motion_max_nc": m["max_nc"],
+            "motion_encoder_layers": m["encoder_layer"], "motion_decoder_layers": m["decoder_layer"],
+            "refine_channels": r["channels"][0]}
+
+
+def _vtoonify_inputs(module: VToonify) -> tuple[jnp.ndarray, jnp.ndarray]:
+    n_latent = 2 * (module.out_size.bit_length() - 1) - 2
+    return (jnp.zeros((1, module.in_size, module.in_size, module.img_channels)),
+            jnp.zeros((1, n_latent, module.style_dim)))
+
+
+def _init_style_a(module: AudioDrivenVToonify, rng):
+    size = 2**module.motion_encoder_layers
+    return module.init(rng, *_vtoonify_inputs(module), jnp.zeros((1, size, size, module.img_channels)),
+                       jnp.zeros((1, 7 + 6 * module.mapping_layers, module.coeff_nc)))
+
+
+_STYLEGAN_LAYOUT = dict(key_fn=torch_key, leaf_overrides=STYLEGAN_LEAF_OVERRIDES, strip_prefixes=("module.",))
+
+register(Kind(
+    name="vtoonify",
+    summary="VToonify-D (g_ema of vtoonify_d_*.pt). apply(v, x[B,256,256,3 (+parsing=[B,256,256,19] logits) "
+            "or 22], style W+[B,18,512], d_s=0.5, return_mask=, return_feat=) -> image [B,1024,1024,3]; "
+            "method='zplus2wplus' maps pSp Z+ codes to W+.",
+    build=lambda config, state: (VToonify(**(f := vtoonify_fields(state, config))), f),
+    init=lambda module, rng: module.init(rng, *_vtoonify_inputs(module)),
+    containers=("g_ema", "g", "state_dict"),
+    **_STYLEGAN_LAYOUT,
+))
+
+register(Kind(
+    name="style2talker_style_a",
+    summary="Style2Talker Style-A Audio_Driven_VToonify (checkpoint 'g'). apply(v, x[B,256,256,3] (+parsing=), "
+            "style W+[B,18,512], input_image[B,256,256,3], driven_3dmm[B,27,73], d_s=0.5, flow=None, "
+            "return_aux=False) -> image [B,1024,1024,3]; method='zplus2wplus'.",
+    build=lambda config, state: (AudioDrivenVToonify(**(f := style_a_fields(state, config))), f),
+    init=_init_style_a,
+    containers=("g", "g_ema", "state_dict"),
+    **_STYLEGAN_LAYOUT,
 ))
