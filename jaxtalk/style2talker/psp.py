@@ -3,8 +3,8 @@
 An IR-SE50 ResNet body (bottleneck units with squeeze-excitation and PReLU, eval-mode BatchNorm), taps after the
 2nd, 3rd and 4th stages, an FPN top-down path (bilinear up, align_corners=True, + 1x1 lateral conv), and 18
 GradualStyleBlocks (stride-2 convs down to 1x1, then an EqualLinear): styles 0-2 from the coarsest map, 3-6 from
-the middle and 7-17 from the finest. VToonify's encoder outputs Z+ codes; `zplus_to_wplus` maps them to W+ with
-the StyleGAN mapping network row by row. With `latent_avg` (stored in pSp checkpoints, added by
+the middle and 7-17 from the finest. VToonify's encoder outputs Z+ codes; `VToonify.zplus2wplus` maps them to W+
+with the StyleGAN mapping network row by row. With `latent_avg` (stored in pSp checkpoints, added by
 `load_psp_standalone`'s forward hook) the codes are offset by it.
 
 Channels-last; BatchNorm running statistics live in the `batch_stats` collection.
@@ -13,7 +13,6 @@ Channels-last; BatchNorm running statistics live in the `batch_stats` collection
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -176,10 +175,3 @@ class GradualStyleEncoder(nn.Module):
             codes = codes + avg.astype(codes.dtype)
         return codes
 
-
-def zplus_to_wplus(mapping: Callable[[jax.Array], jax.Array], zplus: jax.Array) -> jax.Array:
-    """VToonify `zplus2wplus`: the StyleGAN mapping network applied to every row of a Z+ code (B, L, D)."""
-    if zplus.ndim != 3:
-        raise ValueError(f"zplus_to_wplus: expected Z+ codes (batch, n_latent, dim), got {zplus.shape}")
-    b, n, d = zplus.shape
-    return mapping(zplus.reshape(b * n, d)).reshape(b, n, -1)
