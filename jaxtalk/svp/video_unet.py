@@ -187,8 +187,8 @@ class SVPUNetConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> SVPUNetConfig:
-        """A small config for tests and CPU demos (two levels of 32 / 64 channels, 4 motion heads)."""
-        unet = UNetConfig(block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=2,
+        """A small config for tests and CPU demos (two levels of 32 / 64 channels, 4 heads everywhere)."""
+        unet = UNetConfig(block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=4,
                           cross_attention_dim=32, norm_num_groups=8,
                           down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                           up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
