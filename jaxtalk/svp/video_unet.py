@@ -210,6 +210,11 @@ class SVPUNetConfig:
 
 # ------------------------------------------------------------------------------------------------ blocks
 
+def _scaled(weight: float | jax.Array, y: jax.Array) -> jax.Array:
+    """weight * y in y's dtype (a float32 weight array must not promote a bf16 residual stream)."""
+    return y * jnp.asarray(weight, y.dtype)
+
+
 def _per_frame(x: jax.Array, rows: int, num_frames: int, what: str) -> jax.Array:
     """(B, L, D) conditioning for B videos -> (B*F, L, D) rows, one copy per frame ("b l d -> (b f) l d")."""
     if x.ndim != 3:
@@ -288,8 +293,8 @@ class VideoTransformerBlock(BasicTransformerBlock):
         if self.reference_mode == "vexpress":
             if bank is None:  # V-Express's unconditional branch: an all-zero bank
                 bank = jnp.zeros((n, 1, c), x.dtype)
-            x = x + reference_weight * self.attention("attn1_5")(self.norm("norm1_5")(x), bank)
-        x = x + audio_weight * self.attention("attn2")(self.norm("norm2")(x), context)
+            x = x + _scaled(reference_weight, self.attention("attn1_5")(self.norm("norm1_5")(x), bank))
+        x = x + _scaled(audio_weight, self.attention("attn2")(self.norm("norm2")(x), context))
         if self.use_style:
             heads = self.heads if self.style_heads is None else self.style_heads
             style = StyleCrossAttention(heads, c // heads, self.implementation, self.dtype, self.param_dtype,
@@ -297,7 +302,7 @@ class VideoTransformerBlock(BasicTransformerBlock):
             norm = self.norm("norm_style")
             if style_tokens is not None:
                 s = _per_frame(style_tokens, n, num_frames, "style_tokens").astype(x.dtype)
-                x = x + style_weight * style(norm(x), s)
+                x = x + _scaled(style_weight, style(norm(x), s))
             elif self.is_initializing():  # create the params; without style tokens the term is absent
                 style(norm(x), jnp.zeros((n, 1, self.style_dim), x.dtype))
         x = x + FeedForward(name="ff", dtype=self.dtype, param_dtype=self.param_dtype)(self.norm("norm3")(x))

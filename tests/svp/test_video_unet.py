@@ -182,7 +182,7 @@ def test_block_matches_numpy(mode, with_bank):
     kw = dict(num_frames=frames, reference_bank=None if bank is None else (r(videos, 4, c), bank),
               style_tokens=style)
     rw = 1.0 if mode == "concat" else 0.7
-    params = perturbed(block.init(rbg(0), x, ctx, **kw)["params"], seed=4)  # style to_out made non-zero
+    params = random_params(lambda: block.init(rbg(0), x, ctx, **kw), seed=4)  # style to_out non-zero too
     out = jax.jit(lambda p: block.apply({"params": p}, x, ctx, reference_weight=rw, audio_weight=1.2,
                                         style_weight=0.8, **kw))(params)
     as64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
@@ -192,14 +192,30 @@ def test_block_matches_numpy(mode, with_bank):
     assert ("attn1_5" in params) == (mode == "vexpress")
 
 
+def test_block_bfloat16_compute():
+    """bf16 compute with float32 params and float32 weight arrays keeps a bf16 stream close to float32."""
+    rng = np.random.default_rng(11)
+    x, ctx, style = (rng.standard_normal(s).astype(np.float32) for s in ((4, 6, 8), (4, 3, 8), (2, 1, 6)))
+    bank = (rng.standard_normal((2, 6, 8)).astype(np.float32),)
+    kw = dict(num_frames=2, reference_bank=bank, style_tokens=style, reference_weight=jnp.float32(0.9),
+              audio_weight=jnp.float32(1.1), style_weight=jnp.float32(0.7))
+    make = lambda dtype: VideoTransformerBlock(heads=2, dim_head=4, use_style=True, style_dim=6, dtype=dtype)
+    params = random_params(lambda: make(jnp.float32).init(rbg(0), x, ctx, **kw), seed=12)
+    run = jax.jit(lambda p, x, dtype: make(dtype).apply({"params": p}, x, ctx, **kw), static_argnums=2)
+    ref = run(params, x, jnp.float32)
+    out = run(params, x.astype(jnp.bfloat16), jnp.bfloat16)
+    assert out.dtype == jnp.bfloat16
+    assert_close(out.astype(jnp.float32), ref, rtol=3e-2, name="bf16 block")
+
+
 def test_block_zero_bank_is_the_unconditional_branch():
     """reference_bank=None equals an explicit all-zero bank (V-Express CFG's uncond rows) in vexpress mode."""
     block = VideoTransformerBlock(heads=2, dim_head=4, reference_mode="vexpress")
     rng = np.random.default_rng(5)
     x, ctx = rng.standard_normal((4, 6, 8)).astype(np.float32), rng.standard_normal((4, 3, 8)).astype(np.float32)
     zeros = (np.zeros((2, 6, 8), np.float32),)
-    params = perturbed(block.init(rbg(0), x, ctx, num_frames=2, reference_bank=zeros)["params"], seed=6)
-    run = lambda bank: block.apply({"params": params}, x, ctx, num_frames=2, reference_bank=bank)
+    params = random_params(lambda: block.init(rbg(0), x, ctx, num_frames=2, reference_bank=zeros), seed=6)
+    run = jax.jit(lambda bank: block.apply({"params": params}, x, ctx, num_frames=2, reference_bank=bank))
     np.testing.assert_allclose(np.asarray(run(None)), np.asarray(run(zeros)), rtol=0, atol=1e-6)
 
 
