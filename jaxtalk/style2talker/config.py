@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from jaxtalk import config as cfg
 from jaxtalk.backbones.clip_text import CLIPTextConfig
-from jaxtalk.config import ConfigError, MeshConfig
+from jaxtalk.config import ConfigError
 from jaxtalk.style2talker.audio2exp import EXP_DIM
 from jaxtalk.style2talker.style_e import StyleEConfig, StyleESamplerConfig
 
@@ -110,7 +110,6 @@ class Style2TalkerConfig:
     style_a: StyleAConfig = cfg.field(default_factory=StyleAConfig)
     inference: InferenceConfig = cfg.field(default_factory=InferenceConfig)
     dtype: Literal["float32", "bfloat16"] = cfg.field("float32", doc="compute dtype (params stay float32)")
-    mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
 
     @property
     def window_frames(self) -> int:

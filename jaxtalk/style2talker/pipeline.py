@@ -51,10 +51,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm.auto import tqdm
 
 from jaxtalk import config as config_lib
+from jaxtalk import parallel
 from jaxtalk.backbones.clip_tokenizer import CLIPTokenizer
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
@@ -233,7 +236,7 @@ def _expression_stage(a2e_module, a2e_variables, style_e, style_e_params, mels, 
                                  blink=blink, sampling=sampling)
 
 
-def _encode_identity(module: VToonify, x: jax.Array, style: jax.Array, d_s: jax.Array, parsing: jax.Array):
+def encode_identity(module: VToonify, x: jax.Array, style: jax.Array, d_s: jax.Array, parsing: jax.Array):
     """VToonify's content encoder on the identity: (32 px feature, RGB skip, fusion features)."""
     resstyles, _ = module.style_codes(style)
     return module.encode(module.content_input(x, parsing), resstyles, d_s)
@@ -246,12 +249,12 @@ def _identity_stage(psp, psp_variables, style_a, style_a_params, psp_image, exst
     identity = to_wplus(psp.apply(psp_variables, psp_image))
     ex = to_wplus(exstyle[None]) if style_is_zplus else exstyle[None]
     style = style_code(ex, identity, color_transfer)
-    encoded = style_a.apply({"params": style_a_params}, x, style, d_s, parsing, method=_encode_identity)
+    encoded = style_a.apply({"params": style_a_params}, x, style, d_s, parsing, method=encode_identity)
     return style[0], encoded
 
 
 @functools.partial(jax.jit, static_argnames=("style_a",))
-def _render_stage(style_a, params, encoded, style, image, driven, d_s):
+def render_batch(style_a, params, encoded, style, image, driven, d_s):
     """Style-A frames for a batch of driving windows, with the content encoder replaced by its cached output."""
     b = driven.shape[0]
     batch = lambda a: jnp.broadcast_to(a, (b, *a.shape[1:]))
@@ -278,13 +281,24 @@ def _render_stage(style_a, params, encoded, style, image, driven, d_s):
 class Style2TalkerPipeline:
     """Runs the stages above for one input at a time; compiled functions are shared by every pipeline built on
     equal modules (jit caches keyed on the module configs), so a second call with the same clip length and batch
-    size compiles nothing."""
+    size compiles nothing.
 
-    def __init__(self, models: Style2TalkerModels, *, progress: bool = True):
+    `mesh` (a `jaxtalk.parallel.make_mesh` mesh): Style-A frame batches are split over its batch axes (data, fsdp)
+    with the Style-A params and the cached identity features replicated; `inference.batch_size` must be a multiple
+    of data x fsdp. The text / expression / identity stages are small and run on the default device.
+    """
+
+    def __init__(self, models: Style2TalkerModels, *, progress: bool = True, mesh: Mesh | None = None):
         self.models = models
         self.cfg = models.config
         self.progress = progress
         self.tokenizer = CLIPTokenizer(context_length=self.cfg.clip.max_length)
+        self.mesh = mesh
+        if mesh is not None:
+            split = mesh.shape["data"] * mesh.shape["fsdp"]
+            if self.cfg.inference.batch_size % split:
+                raise ValueError(f"inference.batch_size={self.cfg.inference.batch_size} must be a multiple of the "
+                                 f"mesh's data x fsdp = {split} devices the frame batches are split over")
 
     # -- stages --------------------------------------------------------------------------------------------
 
@@ -347,9 +361,16 @@ class Style2TalkerPipeline:
         m, inf = self.models, self.cfg.inference
         plan = batch_plan(windows.shape[0], inf.batch_size)
         d_s = np.float32(inf.style_degree)
+        params = m.params["style_a"]
+        put = lambda x: x
+        if self.mesh is not None:
+            replicated = NamedSharding(self.mesh, P())
+            params, encoded, style, image = jax.device_put((params, encoded, style, image), replicated)
+            sharding = parallel.batch_sharding(self.mesh, windows.ndim)
+            put = lambda x: jax.device_put(x, sharding)
         frames = np.empty((windows.shape[0], self.cfg.style_a.out_size, self.cfg.style_a.out_size, 3), np.uint8)
         for k, idx in enumerate(tqdm(plan, desc="Style-A frames", unit="batch", disable=not self.progress)):
-            out = _render_stage(m.modules["style_a"], m.params["style_a"], encoded, style, image, windows[idx], d_s)
+            out = render_batch(m.modules["style_a"], params, encoded, style, image, put(windows[idx]), d_s)
             start = k * inf.batch_size
             keep = min(inf.batch_size, windows.shape[0] - start)
             frames[start:start + keep] = np.asarray(out)[:keep]
@@ -454,6 +475,12 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         style = load_exstyle(style, cfg.style_a.n_latent, cfg.style_a.style_dim)
     inputs = Style2TalkerInputs(img, wav, emotion, style, exp_arr, pose_arr)
     validate_inputs(cfg, inputs, CLIPTokenizer(context_length=cfg.clip.max_length))
+    if models is None and checkpoint is not None and (style is None or isinstance(style, (int, np.integer))):
+        from jaxtalk.style2talker.models import STYLE_BANK_FILE
+
+        if not (Path(checkpoint) / STYLE_BANK_FILE).is_file():
+            raise ValueError(f"{checkpoint}: has no style bank ({STYLE_BANK_FILE}); pass an art style code file "
+                             "(a .npy W+ code) as the style")
     if models is None and checkpoint is None:
         from jaxtalk.style2talker.models import random_models
 

@@ -1,0 +1,224 @@
+"""Style2Talker generation at the tiny preset (random weights): end to end through `jaxtalk generate` from a
+checkpoint folder, seed determinism, the cached content encoder against Style-A's own forward, the 73-d coefficient
+windows and the Style-E tiling against numpy references of the released rules, and bad inputs."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from jaxtalk import config, parallel
+from jaxtalk.cli import main
+from jaxtalk.data import media, synthetic
+from jaxtalk.style2talker import audio2exp as a2e
+from jaxtalk.style2talker.config import Style2TalkerConfig
+from jaxtalk.style2talker.models import load_models, random_models, save_checkpoints
+from jaxtalk.style2talker.pipeline import (
+    Style2TalkerInputs,
+    Style2TalkerPipeline,
+    batch_plan,
+    coefficient_sequence,
+    driving_windows,
+    per_frame,
+    to_model_image,
+)
+from jaxtalk.style2talker.style_e import sample_windows
+
+CFG = config.load("style2talker_tiny", cls=Style2TalkerConfig)
+FRAMES = 45  # two Style-E windows (the second re-taken from the end), 12 Style-A batches of 4 (the last padded)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return random_models(CFG, seed=0)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return synthetic.generate_clip(synthetic.make_identity(3, 0), "angry", 2, seed=5, num_frames=FRAMES,
+                                   resolution=64)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, clip, models):
+    d = tmp_path_factory.mktemp("s2t_inputs")
+    paths = {"image": d / "identity.png", "audio": d / "speech.wav", "style": d / "art_style.npy",
+             "checkpoint": d / "ckpt"}
+    Image.fromarray(clip.frames[0]).save(paths["image"])
+    soundfile.write(paths["audio"], clip.audio, clip.sample_rate)
+    rng = np.random.default_rng(0)
+    np.save(paths["style"], rng.standard_normal((CFG.style_a.n_latent, CFG.style_a.style_dim)).astype(np.float32))
+    save_checkpoints(models, paths["checkpoint"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pipe(models):
+    return Style2TalkerPipeline(models, progress=False)
+
+
+def _inputs(clip, style=1):
+    return Style2TalkerInputs(clip.frames[0], clip.audio, clip.emotion_texts[0], style=style)
+
+
+def test_generate_cli_writes_video_with_audio_and_config(files, clip, tmp_path, capsys):
+    out = tmp_path / "talk.mp4"
+    rc = main(["generate", "--system", "style2talker", "--image", str(files["image"]), "--audio",
+               str(files["audio"]), "--emotion", clip.emotion_texts[0], "--style", str(files["style"]),
+               "--checkpoint", str(files["checkpoint"]), "--seed", "3", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "checkpoints in" in printed
+    info = media.probe_video(out)
+    assert info["has_audio"] and info["sample_rate"] == 16000
+    assert (info["width"], info["height"]) == (64, 64)
+    frames, fps = media.read_video_frames(out)
+    assert frames.shape == (FRAMES, 64, 64, 3) and fps == pytest.approx(25.0)
+    assert media.read_video_audio(out).shape[0] == pytest.approx(FRAMES * 640, abs=1024)
+    resolved = config.load(out.with_suffix(".yaml"))
+    assert resolved == dataclasses.replace(CFG, inference=dataclasses.replace(CFG.inference, seed=3))
+
+
+def test_checkpoint_folder_round_trips_exactly(files, models):
+    loaded = load_models(files["checkpoint"])
+    assert loaded.config == CFG and loaded.modules == models.modules
+    np.testing.assert_array_equal(loaded.style_bank, models.style_bank)
+    leaves = jax.tree.leaves_with_path(models.params)
+    back = dict(jax.tree.leaves_with_path(loaded.params))
+    assert len(back) == len(leaves)
+    for path, value in leaves:
+        np.testing.assert_array_equal(np.asarray(back[path]), np.asarray(value), err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def generated(pipe, clip):
+    return pipe(_inputs(clip), seed=3)
+
+
+def test_same_seed_same_video(pipe, clip, generated):
+    again = pipe(_inputs(clip), seed=3)
+    assert generated.frames.shape == (FRAMES, 64, 64, 3) and generated.frames.dtype == np.uint8
+    np.testing.assert_array_equal(generated.frames, again.frames)
+    np.testing.assert_array_equal(generated.expression, again.expression)
+    assert generated.frames.std() > 1.0  # not a constant image
+    other = pipe.expression(clip.audio, generated.text_feature, None, seed=4)
+    assert np.max(np.abs(other - generated.expression)) > 1e-3
+
+
+@pytest.mark.slow
+def test_cached_content_encoder_matches_style_a_forward(models, clip, generated):
+    """Frame 0 (content encoder run once, reused per batch) equals Style-A's full forward on the same inputs."""
+    first = generated
+    sa = models.modules["style_a"]
+    x = to_model_image(clip.frames[0], CFG.style_a.in_size)
+    window = driving_windows(first.coefficients, CFG.inference.radius)[:1]
+    full = jax.jit(lambda p: sa.apply({"params": p}, x, first.style[None], x, window, CFG.inference.style_degree))(
+        models.params["style_a"])
+    expected = np.round((np.clip(np.asarray(full, np.float64), -1, 1) + 1) * 127.5)[0]
+    assert np.max(np.abs(expected - first.frames[0])) <= 1
+
+
+@pytest.mark.slow
+def test_frame_batches_split_over_a_mesh(models, clip, generated):
+    mesh = parallel.make_mesh(data=2, fsdp=2, tensor=1, devices=jax.devices()[:4])
+    split = Style2TalkerPipeline(models, progress=False, mesh=mesh)(_inputs(clip), seed=3)
+    assert np.max(np.abs(split.frames.astype(int) - generated.frames.astype(int))) <= 1
+    with pytest.raises(ValueError, match="multiple of the mesh"):
+        Style2TalkerPipeline(models, mesh=parallel.make_mesh(data=1, fsdp=8, tensor=1))
+
+
+def _windows_reference(coeffs: np.ndarray, radius: int) -> np.ndarray:
+    n = coeffs.shape[0]
+    return np.stack([coeffs[[min(max(j, 0), n - 1) for j in range(i - radius, i + radius + 1)]] for i in range(n)])
+
+
+@pytest.mark.parametrize("num_frames", [5, 27, 40])
+def test_coefficient_windows_match_numpy(num_frames):
+    rng = np.random.default_rng(num_frames)
+    exp = rng.standard_normal((num_frames, 64)).astype(np.float32)
+    pose = rng.standard_normal((num_frames + 3, 6)).astype(np.float32)  # longer pose tracks are cut
+    crop = np.array([0.9, 120.0, 131.0], np.float32)  # one crop held for the clip
+    coeffs = coefficient_sequence(exp, per_frame(pose, num_frames, 6, np.zeros(6), "pose"),
+                                  per_frame(crop, num_frames, 3, CFG.inference.crop, "crop"))
+    reference = np.concatenate([exp, pose[:num_frames, :3], pose[:num_frames, 3:], np.tile(crop, (num_frames, 1))], 1)
+    np.testing.assert_array_equal(coeffs, reference)
+    windows = driving_windows(coeffs, 13)
+    assert windows.shape == (num_frames, 27, 73)
+    np.testing.assert_array_equal(windows, _windows_reference(reference, 13))
+    with pytest.raises(ValueError, match="pose has 2 frames"):
+        per_frame(pose[:2], num_frames, 6, np.zeros(6), "pose")
+    plan = batch_plan(num_frames, 4)
+    assert plan.shape == (-(-num_frames // 4), 4) and plan[-1, -1] == num_frames - 1
+    np.testing.assert_array_equal(plan.reshape(-1)[:num_frames], np.arange(num_frames))
+
+
+def _tiling_reference(num_frames: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The released `non_overlapping_test`: window starts and, per output frame, its (window, position)."""
+    if num_frames < window:
+        pad = window - num_frames
+        gather = np.array([[0] * pad + list(range(num_frames))])
+        return gather, np.array([(0, pad + f) for f in range(num_frames)])
+    starts, keep = [], []
+    count = 0
+    while count < num_frames:
+        if count + window > num_frames:
+            starts.append(num_frames - window)
+            keep.append(count - (num_frames - window))
+        else:
+            starts.append(count)
+            keep.append(0)
+        count += window
+    gather = np.array([list(range(s, s + window)) for s in starts])
+    where = [(k, p) for k, first in enumerate(keep) for p in range(first, window)]
+    return gather, np.array(where)
+
+
+@pytest.mark.parametrize("num_frames", [20, 32, 45])
+def test_style_e_tiling_any_length(pipe, models, num_frames):
+    """The pipeline's expression for a clip shorter than, equal to and longer than the 32-frame window equals the
+    sampler run on the windows cut (and put back) by the released rule. (45 frames reuses the compiled stage of
+    the end-to-end tests.)"""
+    rng = np.random.default_rng(num_frames)
+    audio = (0.1 * rng.standard_normal(num_frames * 640)).astype(np.float32)
+    text = rng.standard_normal(CFG.style_e.text_dim).astype(np.float32)
+    ref = rng.standard_normal(64).astype(np.float32)
+    got = pipe.expression(audio, text, ref, seed=7)
+    assert got.shape == (num_frames, 64)
+
+    mels = a2e.audio_to_mel_windows(audio)
+    blink = a2e.blink_ratio(num_frames, np.random.default_rng(np.random.SeedSequence([7, 0xB1])))
+    sparse = np.asarray(jax.jit(lambda v: a2e.audio2exp(models.modules["audio2exp"], v, mels[None], ref[None],
+                                                        blink[None]))(models.params["audio2exp"]))[0]
+    gather, where = _tiling_reference(num_frames, 32)
+    sample = jax.jit(lambda p, s, t, k: sample_windows(models.modules["style_e"], p, s, t, k, sampling=CFG.sampler))
+    samples = sample(models.params["style_e"], sparse[gather], np.broadcast_to(text, (gather.shape[0], text.shape[0])),
+                     jax.random.fold_in(jax.random.key(7), 1))
+    expected = np.asarray(samples)[where[:, 0], where[:, 1]]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["missing_image", "corrupt_audio", "empty_emotion"])
+def test_bad_inputs_one_error_line_no_output(files, clip, tmp_path, capsys, case):
+    args = {"--image": str(files["image"]), "--audio": str(files["audio"]), "--emotion": clip.emotion_texts[0]}
+    if case == "missing_image":
+        args["--image"] = str(tmp_path / "nobody.png")
+        expect = "image file not found"
+    elif case == "corrupt_audio":
+        bad = tmp_path / "broken.wav"
+        bad.write_bytes(b"RIFF\x00\x01garbage" * 7)
+        args["--audio"] = str(bad)
+        expect = "cannot be decoded"
+    else:
+        args["--emotion"] = "   "
+        expect = "emotion text is empty"
+    out = tmp_path / "out" / "talk.mp4"
+    rc = main(["generate", "--system", "style2talker", *sum(([k, v] for k, v in args.items()), []),
+               "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert expect in err and err.startswith("jaxtalk generate: error:") and "\n" not in err
+    assert not out.exists() and not out.with_suffix(".yaml").exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())
