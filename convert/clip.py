@@ -1,53 +1,14 @@
-"""Convert a CLIP text tower (transformers CLIPTextModel[WithProjection] / CLIPModel folder or file, or an OpenAI clip state dict)
-to jaxtalk Flax params.
+"""Convert CLIP text / image towers (transformers or OpenAI layout) into jaxtalk checkpoint directories.
 
-    python convert/clip.py SOURCE OUT.safetensors [--config CONFIG]
+    python convert/clip.py --kind KIND --weights FILE_OR_DIR [--config CFG] --out DIR
 
-SOURCE: a checkpoint file or folder (safetensors, or torch files read with weights_only=True). CONFIG: a
-transformers config.json, a preset (ViT-B/32, ViT-L/14), or omitted: the folder's config.json when there is one, else
-sizes inferred from shapes. OUT holds the params under their Flax paths ("text_model/encoder/layers_0/...") with
-the kind and the resolved config in the safetensors metadata; `interop.to_torch("clip_text", params, layout=...)`
-writes PyTorch names back.
+Kinds: clip_text, clip_vision.
+See `jaxtalk/interop/convert.py` for the options and `jaxtalk.interop.KINDS` for each kind.
 """
 
-from __future__ import annotations
+from jaxtalk.interop.convert import main
 
-import argparse
-import dataclasses
-import json
-import pathlib
-
-import numpy as np
-from flax import traverse_util
-from safetensors.numpy import save_file
-
-from jaxtalk import interop
-
-KIND = "clip_text"
-
-
-def load_config(source: str, config: str | None):
-    """A config.json path, a preset name, the source folder's config.json, or None (inferred from shapes)."""
-    if config is None:
-        folder_config = pathlib.Path(source) / "config.json"
-        return json.loads(folder_config.read_text()) if folder_config.is_file() else None
-    path = pathlib.Path(config)
-    return json.loads(path.read_text()) if path.is_file() else config
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="checkpoint file or folder")
-    parser.add_argument("output", help="where to write the Flax params (.safetensors)")
-    parser.add_argument("--config", default=None, help="config.json path or preset name")
-    args = parser.parse_args(argv)
-    module, params = interop.from_torch(KIND, args.source, load_config(args.source, args.config))
-    flat = {"/".join(path): np.ascontiguousarray(value) for path, value in traverse_util.flatten_dict(params).items()}
-    metadata = {"jaxtalk_kind": KIND, "config": json.dumps(dataclasses.asdict(module.config))}
-    save_file(flat, args.output, metadata=metadata)
-    count = sum(v.size for v in flat.values())
-    print(f"{KIND}: {len(flat)} tensors, {count / 1e6:.2f}M params, config {module.config} -> {args.output}")
-
+KINDS = ("clip_text", "clip_vision")
 
 if __name__ == "__main__":
-    main()
+    main(kinds=KINDS, description=__doc__.splitlines()[0])

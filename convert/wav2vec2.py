@@ -1,53 +1,14 @@
-"""Convert a wav2vec2 encoder (transformers Wav2Vec2Model / Wav2Vec2ForCTC folder or file, e.g. wav2vec2-base-960h)
-to jaxtalk Flax params.
+"""Convert a wav2vec 2.0 encoder (transformers layout) into a jaxtalk checkpoint directory.
 
-    python convert/wav2vec2.py SOURCE OUT.safetensors [--config CONFIG]
+    python convert/wav2vec2.py --kind KIND --weights FILE_OR_DIR [--config CFG] --out DIR
 
-SOURCE: a checkpoint file or folder (safetensors, or torch files read with weights_only=True). CONFIG: a
-transformers config.json, a preset (base, large-lv60), or omitted: the folder's config.json when there is one, else
-sizes inferred from shapes. OUT holds the params under their Flax paths ("encoder/layers_0/attention/q_proj/kernel", ...) with
-the kind and the resolved config in the safetensors metadata; `interop.to_torch("wav2vec2", params, layout=...)`
-writes PyTorch names back.
+Kinds: wav2vec2.
+See `jaxtalk/interop/convert.py` for the options and `jaxtalk.interop.KINDS` for each kind.
 """
 
-from __future__ import annotations
+from jaxtalk.interop.convert import main
 
-import argparse
-import dataclasses
-import json
-import pathlib
-
-import numpy as np
-from flax import traverse_util
-from safetensors.numpy import save_file
-
-from jaxtalk import interop
-
-KIND = "wav2vec2"
-
-
-def load_config(source: str, config: str | None):
-    """A config.json path, a preset name, the source folder's config.json, or None (inferred from shapes)."""
-    if config is None:
-        folder_config = pathlib.Path(source) / "config.json"
-        return json.loads(folder_config.read_text()) if folder_config.is_file() else None
-    path = pathlib.Path(config)
-    return json.loads(path.read_text()) if path.is_file() else config
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="checkpoint file or folder")
-    parser.add_argument("output", help="where to write the Flax params (.safetensors)")
-    parser.add_argument("--config", default=None, help="config.json path or preset name")
-    args = parser.parse_args(argv)
-    module, params = interop.from_torch(KIND, args.source, load_config(args.source, args.config))
-    flat = {"/".join(path): np.ascontiguousarray(value) for path, value in traverse_util.flatten_dict(params).items()}
-    metadata = {"jaxtalk_kind": KIND, "config": json.dumps(dataclasses.asdict(module.config))}
-    save_file(flat, args.output, metadata=metadata)
-    count = sum(v.size for v in flat.values())
-    print(f"{KIND}: {len(flat)} tensors, {count / 1e6:.2f}M params, config {module.config} -> {args.output}")
-
+KINDS = ("wav2vec2",)
 
 if __name__ == "__main__":
-    main()
+    main(kinds=KINDS, description=__doc__.splitlines()[0])

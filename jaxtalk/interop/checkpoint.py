@@ -84,6 +84,19 @@ def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return (shape[-1], shape[-2], *shape[:-2])
 
 
+def _torch_shapes(kind: Any, tree: Any) -> dict[str, jax.ShapeDtypeStruct]:
+    """A shape-only torch state dict for a params tree (or a `{'params': ..., 'batch_stats': ...}` tree)."""
+    kind = get_kind(kind) if isinstance(kind, str) else kind
+    tree = dict(tree)
+    collections = tree if "params" in tree and all(isinstance(v, dict) for v in tree.values()) else {"params": tree}
+    shapes = {}
+    for collection, sub in collections.items():
+        for path, m in traverse_util.flatten_dict(sub).items():
+            key = kind.torch_key(path, collection)
+            shapes[key] = jax.ShapeDtypeStruct(_torch_shape(path[-1], tuple(m.shape)), m.dtype)
+    return shapes
+
+
 def load_converted(directory: str | os.PathLike, *, shardings: Any = None) -> tuple[nn.Module, Any]:
     """Rebuild `(module, params)` from `save_converted` output.
 
@@ -96,9 +109,7 @@ def load_converted(directory: str | os.PathLike, *, shardings: Any = None) -> tu
     checkpointer = ocp.StandardCheckpointer()
     tree = checkpointer.metadata(directory / PARAMS_NAME).item_metadata.tree
     flat = traverse_util.flatten_dict(tree)
-    shapes = {kind.torch_key(path): jax.ShapeDtypeStruct(_torch_shape(path[-1], tuple(m.shape)), m.dtype)
-              for path, m in flat.items()}
-    module, _ = kind.build(meta["config"], shapes)
+    module, _ = kind.build(meta["config"], _torch_shapes(kind, tree))
     if shardings is None:
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = {path: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device) for path, m in flat.items()}

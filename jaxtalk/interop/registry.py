@@ -133,11 +133,12 @@ def _summarise(label: str, names: list[str], limit: int = 8) -> str:
     return f"{len(names)} {label}: {shown}"
 
 
-def from_torch(kind: str, source: Any, config: Any = None) -> tuple[nn.Module, Any]:
+def from_torch(kind: str, source: Any, config: Any = None, *, return_config: bool = False) -> tuple:
     """Import a PyTorch checkpoint (path or mapping) as `(module, params)`, strictly.
 
     Returns the 'params' collection (float32 numpy arrays); a module with other collections (e.g. batch
-    statistics) gets the whole variables dict `{'params': ..., 'batch_stats': ...}` instead.
+    statistics) gets the whole variables dict `{'params': ..., 'batch_stats': ...}` instead. With
+    `return_config=True` the kind's resolved config comes third: `(module, params, resolved_config)`.
     """
     k = get_kind(kind)
     state = select_subtree(read_state_dict(source), k.containers, k.strip_prefixes)
@@ -145,7 +146,7 @@ def from_torch(kind: str, source: Any, config: Any = None) -> tuple[nn.Module, A
         state, _ = k.to_canonical(state)
     ignored = [key for key in state if any(re.fullmatch(p, key) for p in k.ignore)]
     state = {key: v for key, v in state.items() if key not in ignored}
-    module, _ = k.build(config, state)
+    module, resolved = k.build(config, state)
     leaves = _flat_leaves(abstract_variables(k, module))
     optional = [leaf for leaf in leaves
                 if any(re.fullmatch(p, k.torch_key(leaf[1], leaf[0])) for p in k.init_if_missing)]
@@ -181,8 +182,8 @@ def from_torch(kind: str, source: Any, config: Any = None) -> tuple[nn.Module, A
         by_collection.setdefault(collection, {})[path] = value
     variables = {c: traverse_util.unflatten_dict(flat) for c, flat in by_collection.items()}
     if set(variables) == {"params"}:
-        return module, variables["params"]
-    return module, variables
+        variables = variables["params"]
+    return (module, variables, resolved) if return_config else (module, variables)
 
 
 def to_torch(kind: str, params: Any, config: Any = None, *, layout: str | None = None) -> StateDict:
