@@ -1,0 +1,198 @@
+"""SVP three-stage training on the tiny presets over synthetic records, on a (2, 2, 2) mesh of 8 CPU devices.
+
+Per stage: the stage's parameter mask (frozen params bit-identical after several steps, trained ones moved), a fixed
+batch overfits, runs chain (stage 1 -> 2 -> 3 plus the style prior run) through `init` sources; for stage 1 a
+checkpoint + resume gives the same next-step loss as an uninterrupted run, and `train/svp.py` runs end to end.
+Steps compile once per stage (the loop's compiled-step cache).
+"""
+
+import importlib.util
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from jaxtalk import config, parallel
+from jaxtalk.svp.audio_projection import AudioProjectionConfig, interpolate_linear
+from jaxtalk.svp.style_extractor import ProbabilisticStyleExtractor
+from jaxtalk.training import checkpoint, loop, sources
+from jaxtalk.training import data as data_lib
+from jaxtalk.training import state as state_lib
+from jaxtalk.training.svp import SVPTask
+from tests.conftest import REPO_ROOT
+
+OVERFIT_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("svp_train")
+
+
+def _cfg(name, root, *overrides):
+    return config.load(name, [f"data.record_dir={root / 'data'}", f"train.workdir={root / name}",
+                              "train.progress=false", *overrides])
+
+
+def _flat(tree):
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()}
+
+
+def _overfit(cfg):
+    """Fresh state of the task, then OVERFIT_STEPS steps on one batch with one rng: (task, before, after, losses)."""
+    task = SVPTask.from_config(cfg)
+    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    options = loop.FAST_COMPILE if cfg.train.fast_compile else ()
+    state = loop.make_state(task, cfg.optimizer, mesh, cfg.train.seed, fresh=True, compiler_options=options)
+    before = _flat(state.params)
+    host = loop._host_batch(next(iter(task.dataset())), task.device_fields())
+    losses = []
+    with jax.set_mesh(mesh):
+        batch = parallel.shard_batch(host, mesh)
+        step = loop.compiled_step(task, cfg.optimizer, mesh, state, batch, options)
+        for _ in range(OVERFIT_STEPS):
+            state, metrics = step(state, batch, jax.random.key(7))
+            losses.append(float(metrics["loss"]))
+    return task, state, before, _flat(state.params), losses
+
+
+def _check_mask(task, cfg, before, after, trained_prefixes, frozen_prefixes):
+    mask = traverse_util.flatten_dict(loop.optimizer_of(task, cfg.optimizer)[0], sep="/")
+    for k, m in mask.items():
+        if not m:
+            np.testing.assert_array_equal(after[k], before[k], err_msg=f"frozen {k} changed")
+    for prefix in trained_prefixes:
+        keys = [k for k in mask if k.startswith(prefix)]
+        assert keys and all(mask[k] for k in keys), prefix
+        assert any(not np.array_equal(after[k], before[k]) for k in keys), f"nothing under {prefix} was trained"
+    for prefix in frozen_prefixes:
+        keys = [k for k in mask if prefix in k]
+        assert keys and not any(mask[k] for k in keys), prefix
+
+
+@pytest.fixture(scope="module")
+def stage1(root):
+    cfg = _cfg("train_svp_stage1_tiny", root, "train.steps=3", "train.checkpoint_every=2")
+    result = loop.train(SVPTask.from_config(cfg), cfg)
+    return cfg, result
+
+
+def test_audio_windows_match_the_projection_windowing(root, stage1):
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((47, 6)).astype(np.float32)
+    ap = AudioProjectionConfig(embedding_dim=6)
+    full = np.asarray(ap.windows(jnp.asarray(feats)[None], 25))
+    part = data_lib.audio_windows(feats, 25, 7, 4, ap.num_pad_audio_frames, ap.vectors_per_frame)
+    np.testing.assert_allclose(part, full[7:11], rtol=1e-6, atol=1e-6)
+    per_frame = data_lib.per_frame_features(feats, 20, 25.0)
+    np.testing.assert_allclose(per_frame, np.asarray(interpolate_linear(jnp.asarray(feats[:40]), 20)),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_stage1_trains_unet_reference_net_and_guider(root, stage1):
+    cfg, result = stage1
+    assert [r["step"] for r in result.history] == [1, 2, 3]
+    assert sorted(p.name for p in (root / "train_svp_stage1_tiny" / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["2", "3"]
+    assert all(np.isfinite(r["loss"]) for r in result.history)
+    task, _, before, after, losses = _overfit(cfg)
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
+    _check_mask(task, cfg, before, after,
+                trained_prefixes=("unet/conv_in", "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn1_5",
+                                  "reference_net/down_blocks_0", "kps_guider/"),
+                frozen_prefixes=("vae/", "audio_projection/", "style_extractor/", "/attn_style/", "unet/mid_block/"
+                                 "attentions_0/transformer_blocks_0/attn2/", "reference_net/up_blocks_",
+                                 "reference_net/conv_out"))
+    assert not any("motion_modules" in k for k in after)
+
+
+def test_stage1_resume_gives_the_uninterrupted_loss(root, stage1):
+    cfg, full = stage1
+    shutil.copytree(root / "train_svp_stage1_tiny", root / "resumed")
+    shutil.rmtree(root / "resumed" / "checkpoints" / "3")  # as if the run had stopped after step 2
+    resumed = loop.train(SVPTask.from_config(cfg), _cfg("train_svp_stage1_tiny", root, "train.steps=3",
+                                                        f"train.workdir={root / 'resumed'}"))
+    assert [r["step"] for r in resumed.history] == [3]
+    np.testing.assert_allclose(resumed.history[-1]["loss"], full.history[-1]["loss"], rtol=1e-6)
+    assert loop.read_metrics(root / "resumed")[-1]["step"] == 3
+
+
+@pytest.fixture(scope="module")
+def stage2(root, stage1):
+    cfg = _cfg("train_svp_stage2_tiny", root, f"init=[{{kind: run, path: {root / 'train_svp_stage1_tiny'}}}]")
+    task, state, before, after, losses = _overfit(cfg)
+    ckpt = checkpoint.Checkpointer(root / "stage2_run" / "checkpoints")
+    ckpt.save(OVERFIT_STEPS, state)
+    ckpt.close()
+    return cfg, task, before, after, losses
+
+
+def test_stage2_starts_from_stage1_and_trains_motion_and_audio(root, stage2):
+    cfg, task, before, after, losses = stage2
+    s1 = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(
+        sources.run_params(root / "train_svp_stage1_tiny"), sep="/").items()}
+    for k in ("unet/conv_in/kernel", "reference_net/down_blocks_0/attentions_0/proj_in/kernel",
+              "kps_guider/conv_out/kernel"):
+        np.testing.assert_array_equal(before[k], s1[k])
+    zeroed = [k for k in before if "attn2/to_out_0" in k and k.startswith("unet/")]
+    zeroed += [k for k in before if "temporal_transformer/proj_out" in k]
+    assert zeroed and all(not before[k].any() for k in zeroed)
+    assert any("motion_modules" in k for k in before)
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.95 * losses[0], losses
+    _check_mask(task, cfg, before, after,
+                trained_prefixes=("unet/down_blocks_0/motion_modules_0", "audio_projection/",
+                                  "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn2"),
+                frozen_prefixes=("reference_net/", "kps_guider/", "vae/", "unet/conv_in", "/attn1/", "/attn1_5/",
+                                 "/attn_style/", "resnets_0"))
+
+
+def test_stage3_trains_only_the_style_attention(root, stage2):
+    ex = stage2[0].model.style_extractor  # a stand-in style-prior run: extractor params under a TrainState
+    module = ProbabilisticStyleExtractor(ex)
+    params = jax.jit(lambda k: nn.meta.unbox(module.init(k, jnp.zeros((1, 2, ex.exp_dim)),
+                                                         jnp.zeros((1, 2, ex.audio_dim)))))(jax.random.key(3))
+    params = jax.tree.map(lambda x: x + 1.0, params["params"])
+    prior_state = state_lib.create_state({"style_extractor": params},
+                                         state_lib.make_optimizer(state_lib.OptimizerConfig()))
+    ckpt = checkpoint.Checkpointer(root / "prior_run" / "checkpoints")
+    ckpt.save(1, prior_state)
+    ckpt.close()
+    cfg = _cfg("train_svp_stage3_tiny", root, f"init=[{{kind: run, path: {root / 'stage2_run'}}}, "
+                                             f"{{kind: run, path: {root / 'prior_run'}, component: style_extractor}}]")
+    task, _, before, after, losses = _overfit(cfg)
+    for k, v in traverse_util.flatten_dict(jax.device_get(params), sep="/").items():
+        np.testing.assert_array_equal(before[f"style_extractor/{k}"], np.asarray(v))
+    s2 = stage2[3]
+    for k in ("unet/down_blocks_0/motion_modules_0/temporal_transformer/proj_out/kernel",
+              "audio_projection/proj_in/kernel"):
+        np.testing.assert_array_equal(before[k], s2[k])
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    _check_mask(task, cfg, before, after, trained_prefixes=(
+        "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn_style",),
+                frozen_prefixes=("unet/conv_in", "motion_modules", "audio_projection/", "style_extractor/",
+                                 "reference_net/", "/attn2/"))
+
+
+def test_stage_configs_are_checked():
+    with pytest.raises(config.ConfigError, match="single frames"):
+        config.load("train_svp_stage1_tiny", ["data.frames=4"])
+    with pytest.raises(config.ConfigError, match="motion"):
+        config.load("train_svp_stage2_tiny", ["model.unet.motion.enabled=false"])
+    with pytest.raises(config.ConfigError, match="divisible"):
+        config.load("train_svp_stage1_tiny", ["data.batch_size=3"])
+
+
+def test_train_script_runs(root, stage1):
+    spec = importlib.util.spec_from_file_location("train_svp_script", REPO_ROOT / "train" / "svp.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = root / "script_run"
+    result = script.main(["--config", "train_svp_stage1_tiny", "--steps", "2", "--workdir", str(out),
+                          f"data.record_dir={root / 'data'}", "train.progress=false"])
+    assert [r["step"] for r in loop.read_metrics(out)] == [1, 2]
+    assert (out / "checkpoints" / "2").is_dir() and (out / "config.yaml").is_file()
+    assert int(result.state.step) == 2
