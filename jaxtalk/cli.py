@@ -165,6 +165,11 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     if ckpt is not None and not ckpt.is_dir():
         raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
     converted = ckpt is not None and svp_models.is_converted_checkpoint(ckpt)
+    if ckpt is not None and not (converted or svp_models.is_converted_parts(ckpt)
+                                 or svp_models.is_vexpress_folder(ckpt)):
+        raise svp_models.ModelLoadError(
+            f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
+            "folders written by convert/*.py (jaxtalk_kind.json), or V-Express's five .bin files")
     if converted:
         cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
     else:
@@ -183,8 +188,11 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
         mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
     if converted:
         models = svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
+    elif ckpt is not None and svp_models.is_vexpress_folder(ckpt):
+        models = svp_models.from_vexpress(ckpt, vae=args.vae, audio_encoder=args.audio_encoder, cfg=cfg, mesh=mesh,
+                                          seed=cfg.seed)
     elif ckpt is not None:
-        models = svp_models.from_vexpress(ckpt, vae=args.vae, audio_encoder=args.audio_encoder, cfg=cfg, mesh=mesh)
+        models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
     else:
         models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
     note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
@@ -231,14 +239,16 @@ def _parser() -> argparse.ArgumentParser:
                    "audio); give twice to interpolate with --style-mix")
     p.add_argument("--style-mix", type=float, default=0.5, help="weight of the second --style (0..1)")
     p.add_argument("--kps", help="head keypoints .npy/.npz in the image's pixels: (8,2) held still or (F,8,2)")
-    p.add_argument("--checkpoint", help="converted SVP checkpoint folder, or V-Express's model_ckpts/v-express "
-                   "(default: random weights)")
+    p.add_argument("--checkpoint", help="saved SVP bundle, a folder of convert/*.py outputs, or V-Express's "
+                   "model_ckpts/v-express (default: random weights; missing parts are random and the output says so)")
     p.add_argument("--vae", help="with a V-Express checkpoint: sd-vae-ft-mse folder or weights file")
     p.add_argument("--audio-encoder", help="with a V-Express checkpoint: wav2vec2-base-960h folder or weights file")
     p.add_argument("--config", help="preset name or YAML path (default svp_tiny; svp_vexpress with a V-Express "
                    "checkpoint; a converted checkpoint's own config)")
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
     p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--devices", type=int, help="use the first N devices (default all; 1 = no mesh); with more "
+                   "than one, params are sharded by the config's mesh section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--system", choices=("svp", "style2talker"), default="svp", help="which model generates")
     p.add_argument("--emotion", help="style2talker: emotion text, e.g. \"She is happy, pulling up the lip corners\"")

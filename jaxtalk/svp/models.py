@@ -250,14 +250,7 @@ def build_models(cfg: SVPConfig, *, seed: int = 0, mesh: Mesh | None = None) -> 
             variables, sh = parallel.init_sharded(fns[name], rngs[name], mesh)
             params[name], shardings[name] = variables["params"], sh["params"]
     else:
-        todo = [name for name in names if (cfg, name) not in _INITS]
-        if todo:  # trace here, compile the components' inits side by side (XLA compiles outside the GIL)
-            lowered = {name: jax.jit(lambda r, fn=fns[name]: nn.meta.unbox(fn(r))["params"]).lower(rngs[name])
-                       for name in todo}
-            with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-                compiled = dict(zip(todo, pool.map(lambda low: low.compile(), lowered.values())))
-            _INITS.update({(cfg, name): c for name, c in compiled.items()})
-        params = {name: _INITS[cfg, name](rngs[name]) for name in names}
+        params = _random_init(cfg, fns, names, seed)
     if copy_reference:
         ref = jax.tree.map(lambda x: jnp.array(x, copy=True), _reference_from_unet(params["unet"],
                                                                                    fns["reference_net"]))
@@ -267,6 +260,20 @@ def build_models(cfg: SVPConfig, *, seed: int = 0, mesh: Mesh | None = None) -> 
     return SVPModels(cfg, modules, {k: params[k] for k in fns}, mesh,
                      {k: shardings[k] for k in fns} if mesh is not None else None,
                      source=f"random init (seed {seed})")
+
+
+def _random_init(cfg: SVPConfig, fns: Mapping[str, Callable], names: Sequence[str], seed: int) -> dict[str, Any]:
+    """Host random init of some components; each init program is compiled once per process (side by side)."""
+    base = _init_key(seed)
+    rngs = {name: jax.random.fold_in(base, i) for i, name in enumerate(fns)}
+    todo = [name for name in names if (cfg, name) not in _INITS]
+    if todo:  # trace here, compile side by side (XLA compiles outside the GIL)
+        lowered = {name: jax.jit(lambda r, fn=fns[name]: nn.meta.unbox(fn(r))["params"]).lower(rngs[name])
+                   for name in todo}
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            compiled = dict(zip(todo, pool.map(lambda low: low.compile(), lowered.values())))
+        _INITS.update({(cfg, name): c for name, c in compiled.items()})
+    return {name: _INITS[cfg, name](rngs[name]) for name in names}
 
 
 def abstract_params(cfg: SVPConfig, modules: Mapping[str, nn.Module] | None = None,
@@ -329,7 +336,101 @@ def load_models(directory: str | os.PathLike, *, overrides: Sequence[str] = (), 
     return SVPModels(cfg, modules, dict(params), mesh, shardings, source=f"converted checkpoint {d}")
 
 
-# ------------------------------------------------------------------------------------------------- V-Express
+# ------------------------------------------------------------------------------------ imported components
+
+# Interop kind -> component, for folders of per-kind converted checkpoints (`convert/*.py` output).
+KIND_COMPONENTS = {
+    "vexpress_denoising_unet": "unet", "vexpress_reference_net": "reference_net", "vexpress_kps_guider": "kps_guider",
+    "vexpress_audio_projection": "audio_projection", "sd_vae": "vae", "wav2vec2": "audio_encoder",
+    "whisper_encoder": "audio_encoder",
+}
+
+
+def _config_with(cfg: SVPConfig, imported: Mapping[str, tuple[nn.Module, Any]]) -> SVPConfig:
+    """`cfg` with the sizes of the imported modules (the checkpoints decide), re-validated as a whole."""
+    from jaxtalk.svp.audio_projection import AudioProjectionConfig
+    from jaxtalk.svp.kps_guider import KpsGuiderConfig
+
+    changes: dict[str, Any] = {}
+    if "unet" in imported:
+        changes["unet"] = imported["unet"][0].config
+    if "reference_net" in imported:
+        ref = imported["reference_net"][0].config
+        unet2d = (changes.get("unet") or cfg.unet).unet
+        if dataclasses.replace(ref, use_conv_norm_out=False) != dataclasses.replace(unet2d, use_conv_norm_out=False):
+            raise ModelLoadError("the ReferenceNet checkpoint's UNet sizes differ from the denoising UNet's; they "
+                                 "must be the same 2D UNet")
+    if "kps_guider" in imported:
+        g = imported["kps_guider"][0]
+        changes["kps_guider"] = KpsGuiderConfig(g.conditioning_embedding_channels, g.conditioning_channels,
+                                                tuple(g.block_out_channels))
+    if "audio_projection" in imported:
+        a, ap = imported["audio_projection"][0], cfg.audio_projection
+        if a.max_seq_len % ap.vectors_per_frame or (a.max_seq_len // ap.vectors_per_frame) % 2 == 0:
+            raise ModelLoadError(f"audio projection max_seq_len={a.max_seq_len} is not vectors_per_frame="
+                                 f"{ap.vectors_per_frame} x an odd number of frames (2 * pad + 1)")
+        changes["audio_projection"] = AudioProjectionConfig(
+            dim=a.dim, depth=a.depth, dim_head=a.dim_head, heads=a.heads, num_queries=a.num_queries,
+            embedding_dim=a.embedding_dim, output_dim=a.output_dim, ff_mult=a.ff_mult,
+            num_pad_audio_frames=(a.max_seq_len // ap.vectors_per_frame - 1) // 2, vectors_per_frame=ap.vectors_per_frame)
+    if "vae" in imported:
+        changes["vae"] = imported["vae"][0].config
+    if "audio_encoder" in imported:
+        enc = imported["audio_encoder"][0]
+        kind = "wav2vec2" if isinstance(enc, Wav2Vec2Model) else "whisper"
+        changes["audio"] = dataclasses.replace(cfg.audio, encoder=kind, **{kind: enc.config})
+    try:
+        return config_lib.from_dict(SVPConfig, config_lib.to_dict(dataclasses.replace(cfg, **changes)))
+    except config_lib.ConfigError as e:
+        raise ModelLoadError(f"the imported checkpoints do not fit together with the config: {e}") from None
+
+
+def _assemble(cfg: SVPConfig, imported: Mapping[str, tuple[nn.Module, Any]], mesh: Mesh | None, seed: int,
+              sources: list[str]) -> SVPModels:
+    """Imported components plus random init for the rest (listed in `source`), placed on `mesh`."""
+    cfg = _config_with(cfg, imported)
+    modules = build_modules(cfg)
+    fns = init_functions(cfg, modules)
+    missing = [name for name in fns if name not in imported]
+    params = {name: imported[name][1] for name in fns if name in imported}
+    if missing:
+        params.update(_random_init(cfg, fns, missing, seed))
+        sources.append(f"random init (seed {seed}): {', '.join(missing)}")
+    models = SVPModels(cfg, modules, {k: jax.tree.map(jnp.asarray, params[k]) for k in fns}, None, None,
+                       source="; ".join(sources))
+    return models.on_mesh(mesh) if mesh is not None else models
+
+
+def load_converted_parts(directory: str | os.PathLike, *, cfg: SVPConfig | None = None, mesh: Mesh | None = None,
+                         seed: int = 0) -> SVPModels:
+    """A folder of per-kind converted checkpoints (`convert/vexpress.py --out DIR/<part>`, each with
+    `jaxtalk_kind.json`); components without one are randomly initialised and `source` lists them."""
+    from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
+
+    d = Path(directory)
+    cfg = cfg or config_lib.load("svp_vexpress", cls=SVPConfig)
+    imported: dict[str, tuple[nn.Module, Any]] = {}
+    sources = []
+    for sub in sorted(p for p in d.iterdir() if (p / META_NAME).is_file()):
+        kind = read_meta(sub)["kind"]
+        if kind not in KIND_COMPONENTS:
+            raise ModelLoadError(f"{sub}: kind {kind!r} is not an SVP component ({', '.join(KIND_COMPONENTS)})")
+        name = KIND_COMPONENTS[kind]
+        if name in imported:
+            raise ModelLoadError(f"{sub}: a second checkpoint for the {name} (kind {kind})")
+        imported[name] = load_converted(sub)
+        sources.append(f"{name} {sub}")
+    if not imported:
+        raise ModelLoadError(f"{d}: no converted checkpoints (sub-folders with {META_NAME}) found")
+    return _assemble(cfg, imported, mesh, seed, sources)
+
+
+def is_converted_parts(directory: str | os.PathLike) -> bool:
+    from jaxtalk.interop.checkpoint import META_NAME
+
+    d = Path(directory)
+    return d.is_dir() and any((p / META_NAME).is_file() for p in d.iterdir())
+
 
 def _find(directory: Path, stem: str) -> Path:
     for suffix in _SUFFIXES:
@@ -356,83 +457,46 @@ def _weights_in(path: Path) -> tuple[Path, dict | None]:
     raise ModelLoadError(f"{path}: no diffusion_pytorch_model / model / pytorch_model weights file")
 
 
+def is_vexpress_folder(directory: str | os.PathLike) -> bool:
+    d = Path(directory)
+    return d.is_dir() and any((d / f"denoising_unet{s}").is_file() for s in _SUFFIXES)
+
+
 def from_vexpress(directory: str | os.PathLike, *, vae: str | os.PathLike | None = None,
                   audio_encoder: str | os.PathLike | None = None, cfg: SVPConfig | None = None,
                   mesh: Mesh | None = None, seed: int = 0) -> SVPModels:
-    """Import V-Express's checkpoints (denoising_unet, motion_module, reference_net, v_kps_guider,
+    """Import V-Express's checkpoints (denoising_unet + motion_module, reference_net, v_kps_guider,
     audio_projection) strictly through the interop kinds; the VAE (`sd_vae`) and the wav2vec2 encoder come from
     the given files / folders, else they are randomly initialised from `cfg` (and `source` says so).
 
-    `cfg` defaults to `configs/svp_vexpress.yaml`; the UNet, guider and projection sizes are taken from the
-    checkpoints themselves.
+    `cfg` (default `configs/svp_vexpress.yaml`) supplies what shapes cannot show (head counts, motion-module
+    settings) and the strict import checks every shape against it; `unet.use_style` adds SVP's style attention,
+    kept at its zero-output init. Guider and projection widths are read from the checkpoints.
     """
     from jaxtalk import interop
-    from jaxtalk.interop.reading import read_state_dict
+    from jaxtalk.interop.kinds.vexpress import load_vexpress_unet
 
     d = Path(directory)
     if not d.is_dir():
         raise ModelLoadError(f"{d}: V-Express checkpoint folder not found")
     cfg = cfg or config_lib.load("svp_vexpress", cls=SVPConfig)
     files = {stem: _find(d, stem) for stem in VEXPRESS_FILES}
-    state = dict(read_state_dict(files["denoising_unet"]))
-    state.update(read_state_dict(files["motion_module"]))
-    unet_module, unet_params = interop.from_torch("vexpress_denoising_unet", state, config=cfg.unet)
-    ref_module, ref_params = interop.from_torch("vexpress_reference_net", files["reference_net"],
-                                                config=reference_unet_config(cfg))
-    guider_module, guider_params = interop.from_torch("vexpress_kps_guider", files["v_kps_guider"])
-    proj_module, proj_params = interop.from_torch("vexpress_audio_projection", files["audio_projection"])
-    cfg = _config_from_vexpress_modules(cfg, unet_module, guider_module, proj_module)
-    params = {"unet": unet_params, "reference_net": ref_params, "kps_guider": guider_params,
-              "audio_projection": proj_params}
+    ap = cfg.audio_projection
+    imported = {
+        "unet": load_vexpress_unet(files["denoising_unet"], files["motion_module"], config=cfg.unet),
+        "reference_net": interop.from_torch("vexpress_reference_net", files["reference_net"],
+                                            config=reference_unet_config(cfg)),
+        "kps_guider": interop.from_torch("vexpress_kps_guider", files["v_kps_guider"]),
+        "audio_projection": interop.from_torch("vexpress_audio_projection", files["audio_projection"],
+                                               config={"heads": ap.heads, "dim_head": ap.dim_head}),
+    }
     sources = [f"V-Express {d}"]
     if vae is not None:
         path, vae_config = _weights_in(Path(vae))
-        vae_module, params["vae"] = interop.from_torch("sd_vae", path, config=vae_config)
-        cfg = dataclasses.replace(cfg, vae=vae_module.config)
+        imported["vae"] = interop.from_torch("sd_vae", path, config=vae_config)
         sources.append(f"vae {path}")
-    else:
-        sources.append("vae random init")
     if audio_encoder is not None:
         path, enc_config = _weights_in(Path(audio_encoder))
-        enc_module, params["audio_encoder"] = interop.from_torch("wav2vec2", path, config=enc_config)
-        cfg = dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, encoder="wav2vec2",
-                                                                 wav2vec2=enc_module.config))
+        imported["audio_encoder"] = interop.from_torch("wav2vec2", path, config=enc_config)
         sources.append(f"audio encoder {path}")
-    else:
-        sources.append("audio encoder random init")
-    cfg = config_lib.from_dict(SVPConfig, config_lib.to_dict(cfg))  # re-validate the combined config
-    modules = build_modules(cfg)
-    fns = init_functions(cfg, modules)
-    for i, name in enumerate(fns):
-        if name not in params:
-            params[name] = jax.jit(lambda r, fn=fns[name]: nn.meta.unbox(fn(r)))(
-                jax.random.fold_in(_init_key(seed), i))["params"]
-    shardings = None
-    if mesh is not None:
-        placed = {name: _place(params[name], mesh, fns[name]) for name in fns}
-        params = {k: v[0] for k, v in placed.items()}
-        shardings = {k: v[1] for k, v in placed.items()}
-    else:
-        params = jax.tree.map(jnp.asarray, params)
-    return SVPModels(cfg, modules, params, mesh, shardings, source="; ".join(sources))
-
-
-def _config_from_vexpress_modules(cfg: SVPConfig, unet: Any, guider: Any, projection: Any) -> SVPConfig:
-    """Replace the config's sizes with those the imported V-Express modules have."""
-    from jaxtalk.svp.audio_projection import AudioProjectionConfig
-    from jaxtalk.svp.kps_guider import KpsGuiderConfig
-
-    ap = cfg.audio_projection
-    window = projection.max_seq_len
-    if window % ap.vectors_per_frame:
-        raise ModelLoadError(f"audio_projection max_seq_len={window} is not a multiple of "
-                             f"vectors_per_frame={ap.vectors_per_frame}")
-    pad = (window // ap.vectors_per_frame - 1) // 2
-    projection_cfg = AudioProjectionConfig(
-        dim=projection.dim, depth=projection.depth, dim_head=projection.dim_head, heads=projection.heads,
-        num_queries=projection.num_queries, embedding_dim=projection.embedding_dim,
-        output_dim=projection.output_dim, ff_mult=projection.ff_mult, num_pad_audio_frames=pad,
-        vectors_per_frame=ap.vectors_per_frame)
-    guider_cfg = KpsGuiderConfig(guider.conditioning_embedding_channels, guider.conditioning_channels,
-                                 tuple(guider.block_out_channels))
-    return dataclasses.replace(cfg, unet=unet.config, kps_guider=guider_cfg, audio_projection=projection_cfg)
+    return _assemble(cfg, imported, mesh, seed, sources)

@@ -232,3 +232,61 @@ def test_write_outputs_is_atomic(tmp_path, models):
         P.write_outputs(tmp_path / "b.mp4", frames, audio, 25.0, models.config)
     assert not (tmp_path / "b.mp4").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a.yaml", "b.yaml"]
+
+
+def _leaves(tree):
+    from flax import traverse_util
+
+    return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
+def test_vexpress_files_and_saved_bundles_load_exactly(tmp_path, models):
+    import re
+
+    import torch
+
+    from jaxtalk import interop
+    from jaxtalk.interop.checkpoint import save_converted
+
+    p = models.params
+    save = lambda state, name: torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
+                                          tmp_path / "vx" / f"{name}.pth")
+    (tmp_path / "vx").mkdir()
+    unet_sd = interop.to_torch("vexpress_denoising_unet", p["unet"], models.config.unet)  # V-Express keys only
+    motion = {k: v for k, v in unet_sd.items() if ".motion_modules." in k}
+    save({k: v for k, v in unet_sd.items() if k not in motion}, "denoising_unet")
+    save(motion, "motion_module")
+    save(interop.to_torch("vexpress_reference_net", p["reference_net"]), "reference_net")
+    save(interop.to_torch("vexpress_kps_guider", p["kps_guider"]), "v_kps_guider")
+    save(interop.to_torch("vexpress_audio_projection", p["audio_projection"]), "audio_projection")
+
+    loaded = svp_models.from_vexpress(tmp_path / "vx", cfg=models.config)
+    assert loaded.config == models.config
+    assert "random init" in loaded.source and "vae" in loaded.source and "audio_encoder" in loaded.source
+    for name in ("reference_net", "kps_guider", "audio_projection"):
+        a, b = _leaves(loaded.params[name]), _leaves(p[name])
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
+    a, b = _leaves(loaded.params["unet"]), _leaves(p["unet"])
+    style = [k for k in b if re.search(r"(attn_style|norm_style)", k)]
+    assert style and a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in b if k not in style)
+    assert all(not np.any(a[k]) for k in style if "to_out_0" in k)  # V-Express has no style layers: zero output
+
+    bundle = svp_models.save_models(models, tmp_path / "bundle")
+    again = svp_models.load_models(bundle)
+    assert again.config == models.config and again.source.startswith("converted checkpoint")
+    for name in models.params:
+        a, b = _leaves(again.params[name]), _leaves(p[name])
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
+
+    parts = tmp_path / "parts"
+    save_converted(parts / "guider", "vexpress_kps_guider", p["kps_guider"], None)
+    save_converted(parts / "projection", "vexpress_audio_projection", p["audio_projection"],
+                   {"heads": models.config.audio_projection.heads, "dim_head": models.config.audio_projection.dim_head})
+    mixed = svp_models.load_converted_parts(parts, cfg=models.config)
+    assert mixed.config == models.config
+    assert "kps_guider" in mixed.source and "random init" in mixed.source and "unet" in mixed.source
+    a, b = _leaves(mixed.params["kps_guider"]), _leaves(p["kps_guider"])
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+    with pytest.raises(svp_models.ModelLoadError, match="denoising_unet"):
+        svp_models.from_vexpress(parts, cfg=models.config)

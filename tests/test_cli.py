@@ -1,0 +1,89 @@
+"""`jaxtalk generate` (SVP at the tiny config): writes the mp4 and its config; bad input gives one error line and
+leaves nothing behind. `jaxtalk demo` end to end is slow-marked."""
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from jaxtalk import cli, config
+from jaxtalk.data import media, synthetic
+from jaxtalk.svp.config import SVPConfig
+
+OVERRIDES = ["sampler.steps=2", "context.overlap=2"]  # as tests/svp/test_pipeline.py (shares its compiled loops)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_inputs")
+    clip = synthetic.generate_clip(synthetic.make_identity(5, 0), "surprised", 2, seed=3, num_frames=12, fps=25.0,
+                                   resolution=64)
+    Image.fromarray(clip.frames[0]).save(d / "ref.png")
+    hop = 16000 // 25
+    loudest = max(range(0, 9), key=lambda f: float(np.abs(clip.audio[f * hop:(f + 4) * hop]).max()))
+    soundfile.write(d / "speech.wav", clip.audio[loudest * hop:(loudest + 4) * hop], 16000)  # 4 frames at 25 fps
+    np.save(d / "kps.npy", clip.head_kps[loudest:loudest + 4])
+    np.savez(d / "style.npz", expression=clip.expression, audio=clip.audio, fps=np.float32(25.0))
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 8)
+    np.save(d / "bad_kps.npy", np.zeros((4, 5, 2), np.float32))
+    (d / "not_a_checkpoint").mkdir()
+    return d
+
+
+def _generate(d, out, *extra):
+    return cli.main(["generate", "--image", str(d / "ref.png"), "--audio", str(d / "speech.wav"), "--out", str(out),
+                     "--devices", "1", "--quiet", *extra, *OVERRIDES])
+
+
+def test_generate_writes_video_and_config(tmp_path, inputs, capsys):
+    out = tmp_path / "talk.mp4"
+    rc = _generate(inputs, out, "--kps", str(inputs / "kps.npy"), "--style", str(inputs / "style.npz"),
+                   "--style", str(inputs / "style.npz"), "--style-mix", "0.3", "--seed", "3")
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "weights: random init (seed 3)" in printed.out
+    info = media.probe_video(out)
+    assert info["num_frames"] == 4 and (info["width"], info["height"]) == (32, 32) and info["has_audio"]
+    cfg = config.load(tmp_path / "talk.yaml")
+    assert isinstance(cfg, SVPConfig) and cfg.sampler.steps == 2 and cfg.seed == 3 and cfg.context.overlap == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4", "talk.yaml"]
+
+
+@pytest.mark.parametrize("case, replace, extra, message", [
+    ("missing image", {"--image": "nowhere.png"}, [], "image file not found"),
+    ("corrupt audio", {"--audio": "{d}/corrupt.wav"}, [], "cannot be decoded as audio"),
+    ("not an mp4", {"--out": "{t}/x.avi"}, [], "must be an .mp4"),
+    ("unknown config key", {}, ["guidance.nonsense=1"], "nonsense: unknown config key"),
+    ("bad value", {}, ["sampler.steps=0"], "sampler.steps: 0 is below the minimum 1"),
+    ("unknown preset", {}, ["--config", "svp_nonexistent"], "no such config file or preset"),
+    ("missing style", {}, ["--style", "{d}/none.npz"], "style file not found"),
+    ("bad keypoints", {}, ["--kps", "{d}/bad_kps.npy"], "keypoints must be"),
+    ("not a checkpoint", {}, ["--checkpoint", "{d}/not_a_checkpoint"], "not a checkpoint folder"),
+])
+def test_bad_input_is_one_error_line_and_no_output(tmp_path, inputs, capsys, case, replace, extra, message):
+    fill = lambda a: a.format(d=inputs, t=tmp_path)
+    flags = {"--image": str(inputs / "ref.png"), "--audio": str(inputs / "speech.wav"),
+             "--out": str(tmp_path / "talk.mp4"), **{k: fill(v) for k, v in replace.items()}}
+    extra = [fill(a) for a in extra]
+    overrides = [a for a in extra if "=" in a and not a.startswith("--")]
+    argv = ["generate", *[x for kv in flags.items() for x in kv], "--devices", "1", "--quiet",
+            *[a for a in extra if a not in overrides], *OVERRIDES, *overrides]
+    rc = cli.main(argv)
+    printed = capsys.readouterr()
+    lines = [line for line in printed.err.splitlines() if line.strip()]
+    assert rc == 2, f"{case}: {printed.out}"
+    assert len(lines) == 1 and lines[0].startswith("jaxtalk generate: error: "), lines
+    assert message in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_demo_writes_data_and_svp_outputs(tmp_path, capsys):
+    rc = cli.main(["demo", f"output_dir={tmp_path}", "num_clips=1", "data.resolution=64", "--style2talker-config",
+                   "none"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    for name in ("demo.mp4", "contact_sheet.png", "svp.mp4", "svp.yaml", "svp_style_prior.npz", "svp_reference.png"):
+        assert (tmp_path / name).is_file(), name
+    assert "weights: random init" in printed and "jaxtalk generate" in printed
+    assert media.probe_video(tmp_path / "svp.mp4")["has_audio"]
