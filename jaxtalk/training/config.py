@@ -73,12 +73,15 @@ class InitSource:
     kind "run": a jaxtalk training run (its workdir, or its `checkpoints/` folder), newest step; every component
     the two param trees share is loaded (or only `component`). Any other kind is a `jaxtalk.interop` kind read
     into `component`: `path` is a converted checkpoint folder (`jaxtalk_kind.json`) or a PyTorch / safetensors
-    file. Every loaded tensor must land on a param of the same shape; params the source lacks keep their init.
+    file (with `config`, the source's config, where shapes do not tell, e.g. a motion module's head count). Every
+    loaded tensor must land on a param of the same shape; params the source lacks keep their init.
     """
 
     kind: str = "run"
     path: str = ""
     component: str | None = None
+    config: str | None = cfg.field(None, doc="JSON / YAML file with the source's own config (default: a "
+                                   "config.json beside the weights, else inferred from shapes)")
 
     def validate(self) -> None:
         if not self.path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import yaml
 from flax import traverse_util
 
 from jaxtalk.training.config import InitSource
@@ -31,8 +33,12 @@ from jaxtalk.training.config import InitSource
 log = logging.getLogger(__name__)
 
 
-def load_interop(kind: str, path: str | pathlib.Path) -> Any:
-    """Params of a converted checkpoint folder or a PyTorch / safetensors file of an interop kind (host arrays)."""
+def load_interop(kind: str, path: str | pathlib.Path, config: str | pathlib.Path | None = None) -> Any:
+    """Params of a converted checkpoint folder or a PyTorch / safetensors file of an interop kind (host arrays).
+
+    `config`: a JSON / YAML file with the source's config; by default a `config.json` beside the weights is used
+    when there is one, else the kind infers the config from shapes.
+    """
     from jaxtalk import interop
     from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
 
@@ -44,7 +50,10 @@ def load_interop(kind: str, path: str | pathlib.Path) -> Any:
         return load_converted(path)[1]
     if not path.exists():
         raise FileNotFoundError(f"init source {path}: no such file or folder")
-    return interop.from_torch(kind, str(path))[1]
+    beside = (path if path.is_dir() else path.parent) / "config.json"
+    config_path = pathlib.Path(config) if config else beside if beside.is_file() else None
+    source_config = yaml.safe_load(config_path.read_text()) if config_path is not None else None
+    return interop.from_torch(kind, str(path), source_config)[1]
 
 
 def component_params(module: nn.Module, checkpoint: str | None, kind: str, seed: int) -> Any:
@@ -83,13 +92,18 @@ def run_params(path: str | pathlib.Path, step: int | None = None) -> Any:
     return jax.tree.map(np.asarray, restored["params"])
 
 
-def merge_params(target: Any, source: Any, where: str) -> tuple[Any, list[str]]:
+def merge_params(target: Any, source: Any, where: str, skip: Sequence[str] = ()) -> tuple[Any, list[str]]:
     """Write every leaf of `source` over `target` (same paths and shapes); returns (merged, '/'-paths written).
 
-    Placement follows the target leaf's sharding when it has one.
+    Source leaves matching a `skip` regex are dropped (parts of a checkpoint the trained system does not hold, e.g.
+    the VAE decoder). Placement follows the target leaf's sharding when it has one.
     """
     flat_t = traverse_util.flatten_dict(target, sep="/")
     flat_s = traverse_util.flatten_dict(nn.meta.unbox(source), sep="/")
+    skipped = [k for k in flat_s if any(re.search(p, k) for p in skip)]
+    if skipped:
+        log.info("init source %s: %d tensors not used in training skipped", where, len(skipped))
+        flat_s = {k: v for k, v in flat_s.items() if k not in set(skipped)}
     missing = [k for k in flat_s if k not in flat_t]
     shapes = [f"{k} {tuple(np.shape(v))} vs {tuple(flat_t[k].shape)}" for k, v in flat_s.items()
               if k in flat_t and tuple(np.shape(v)) != tuple(flat_t[k].shape)]
@@ -108,9 +122,11 @@ def merge_params(target: Any, source: Any, where: str) -> tuple[Any, list[str]]:
     return traverse_util.unflatten_dict(out, sep="/"), list(flat_s)
 
 
-def apply_init_sources(params: dict, sources: Sequence[InitSource]) -> tuple[dict, set[str]]:
+def apply_init_sources(params: dict, sources: Sequence[InitSource],
+                       skip: dict[str, tuple[str, ...]] | None = None) -> tuple[dict, set[str]]:
     """Load every source over `params` (a dict of components), in order; also returns the '/'-paths
-    ('component/...') that some source wrote."""
+    ('component/...') that some source wrote. `skip`: per component, regexes of source tensors to drop."""
+    skip = skip or {}
     params, written = dict(params), set()
     for src in sources:
         if src.kind == "run":
@@ -123,14 +139,16 @@ def apply_init_sources(params: dict, sources: Sequence[InitSource]) -> tuple[dic
                 if name not in loaded or name not in params:
                     raise ValueError(f"init source {src.path}: component {name!r} is not in both the run "
                                      f"({sorted(loaded)}) and this model ({sorted(params)})")
-                params[name], keys = merge_params(params[name], loaded[name], f"{src.path}:{name}")
+                params[name], keys = merge_params(params[name], loaded[name], f"{src.path}:{name}",
+                                                  skip.get(name, ()))
                 written.update(f"{name}/{k}" for k in keys)
                 log.info("init: %d tensors of %s from run %s", len(keys), name, src.path)
         else:
             if src.component not in params:
                 raise ValueError(f"init source {src.path}: component {src.component!r} is not one of {sorted(params)}")
-            params[src.component], keys = merge_params(params[src.component], load_interop(src.kind, src.path),
-                                                       f"{src.path} ({src.kind})")
+            loaded = load_interop(src.kind, src.path, src.config)
+            params[src.component], keys = merge_params(params[src.component], loaded,
+                                                       f"{src.path} ({src.kind})", skip.get(src.component, ()))
             written.update(f"{src.component}/{k}" for k in keys)
             log.info("init: %d tensors of %s from %s", len(keys), src.component, src.path)
     return params, written

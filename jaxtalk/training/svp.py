@@ -4,7 +4,7 @@
     loop.train(task, cfg)
 
 Trained system (param tree components, the same in every stage so runs chain): `unet` (SVPUNet), `reference_net`,
-`kps_guider`, `audio_projection`, the frozen `vae` and, with `model.unet.use_style`, the frozen `style_extractor`
+`kps_guider`, `audio_projection`, the frozen `vae` encoder (its decoder is not held) and, with `model.unet.use_style`, the frozen `style_extractor`
 (used in stage 3). One step, per sample of f frames:
 
     z_0   = VAE(frames) sample * scaling_factor                (frozen VAE, one call for frames + reference)
@@ -53,6 +53,9 @@ from jaxtalk.training.config import (
 from jaxtalk.training.loop import Task
 
 _BLOCK = r"transformer_blocks_\d+/"
+# Checkpoint tensors the trained system does not hold: the VAE decoder (training only encodes) and the SD UNet's
+# conv_norm_out, which V-Express's ReferenceNet drops.
+SOURCE_UNUSED = {"vae": (r"^(decoder|post_quant_conv)/",), "reference_net": (r"^conv_norm_out/",)}
 
 
 def stage_trainable(stage: int, num_levels: int) -> tuple[str, ...]:
@@ -126,7 +129,8 @@ class SVPTask(Task):
             "reference_net": mods["reference_net"].init(keys["reference_net"], jnp.zeros((1, s, s, u.in_channels)),
                                                         jnp.zeros((1,)), jnp.zeros((1, 1, u.cross_attention_dim)))[
                 "params"],
-            "vae": mods["vae"].init(keys["vae"], jnp.zeros((1, f, f, m.vae.in_channels)))["params"],
+            "vae": mods["vae"].init(keys["vae"], jnp.zeros((1, f, f, m.vae.in_channels)), method="encode")[
+                "params"],
             "kps_guider": mods["kps_guider"].init(keys["kps_guider"], jnp.zeros(
                 (1, 1, g, g, m.kps_guider.conditioning_channels)))["params"],
             "audio_projection": mods["audio_projection"].init(keys["audio_projection"], jnp.zeros(
@@ -145,7 +149,7 @@ class SVPTask(Task):
 
     def prepare_params(self, params: dict) -> dict:
         """Init sources, then attn1 -> attn1_5 copies where a source filled attn1 only, then `zero_params`."""
-        params, written = sources.apply_init_sources(params, self.init)
+        params, written = sources.apply_init_sources(params, self.init, SOURCE_UNUSED)
         flat = traverse_util.flatten_dict(params, sep="/")
         if self.copy_attn1_to_attn1_5 and written:
             for key in list(flat):

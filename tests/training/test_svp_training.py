@@ -6,24 +6,22 @@ checkpoint + resume gives the same next-step loss as an uninterrupted run, and `
 Steps compile once per stage (the loop's compiled-step cache).
 """
 
-import importlib.util
-import shutil
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from safetensors.numpy import save_file
 
-from jaxtalk import config, parallel
+from jaxtalk import config, interop, parallel
 from jaxtalk.svp.audio_projection import AudioProjectionConfig, interpolate_linear
 from jaxtalk.svp.style_extractor import ProbabilisticStyleExtractor
 from jaxtalk.training import checkpoint, loop, sources
 from jaxtalk.training import data as data_lib
 from jaxtalk.training import state as state_lib
 from jaxtalk.training.svp import SVPTask
-from tests.conftest import REPO_ROOT
+from tests.training.train_utils import check_mask, check_resume, load_cfg, overfit, run_script
 
 OVERFIT_STEPS = 12
 
@@ -33,55 +31,19 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("svp_train")
 
 
-def _cfg(name, root, *overrides):
-    return config.load(name, [f"data.record_dir={root / 'data'}", f"train.workdir={root / name}",
-                              "train.progress=false", *overrides])
-
-
-def _flat(tree):
-    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()}
-
-
 def _overfit(cfg):
-    """Fresh state of the task, then OVERFIT_STEPS steps on one batch with one rng: (task, before, after, losses)."""
     task = SVPTask.from_config(cfg)
-    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    options = loop.FAST_COMPILE if cfg.train.fast_compile else ()
-    state = loop.make_state(task, cfg.optimizer, mesh, cfg.train.seed, fresh=True, compiler_options=options)
-    before = _flat(state.params)
-    host = loop._host_batch(next(iter(task.dataset())), task.device_fields())
-    losses = []
-    with jax.set_mesh(mesh):
-        batch = parallel.shard_batch(host, mesh)
-        step = loop.compiled_step(task, cfg.optimizer, mesh, state, batch, options)
-        for _ in range(OVERFIT_STEPS):
-            state, metrics = step(state, batch, jax.random.key(7))
-            losses.append(float(metrics["loss"]))
-    return task, state, before, _flat(state.params), losses
-
-
-def _check_mask(task, cfg, before, after, trained_prefixes, frozen_prefixes):
-    mask = traverse_util.flatten_dict(loop.optimizer_of(task, cfg.optimizer)[0], sep="/")
-    for k, m in mask.items():
-        if not m:
-            np.testing.assert_array_equal(after[k], before[k], err_msg=f"frozen {k} changed")
-    for prefix in trained_prefixes:
-        keys = [k for k in mask if k.startswith(prefix)]
-        assert keys and all(mask[k] for k in keys), prefix
-        assert any(not np.array_equal(after[k], before[k]) for k in keys), f"nothing under {prefix} was trained"
-    for prefix in frozen_prefixes:
-        keys = [k for k in mask if prefix in k]
-        assert keys and not any(mask[k] for k in keys), prefix
+    return (task, *overfit(task, cfg, OVERFIT_STEPS))
 
 
 @pytest.fixture(scope="module")
 def stage1(root):
-    cfg = _cfg("train_svp_stage1_tiny", root, "train.steps=3", "train.checkpoint_every=2")
+    cfg = load_cfg("train_svp_stage1_tiny", root, "train.steps=3", "train.checkpoint_every=2")
     result = loop.train(SVPTask.from_config(cfg), cfg)
     return cfg, result
 
 
-def test_audio_windows_match_the_projection_windowing(root, stage1):
+def test_audio_windows_match_the_projection_windowing():
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((47, 6)).astype(np.float32)
     ap = AudioProjectionConfig(embedding_dim=6)
@@ -101,38 +63,50 @@ def test_stage1_trains_unet_reference_net_and_guider(root, stage1):
     assert all(np.isfinite(r["loss"]) for r in result.history)
     task, _, before, after, losses = _overfit(cfg)
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
-    _check_mask(task, cfg, before, after,
-                trained_prefixes=("unet/conv_in", "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn1_5",
+    check_mask(task, cfg, before, after,
+                trained=("unet/conv_in", "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn1_5",
                                   "reference_net/down_blocks_0", "kps_guider/"),
-                frozen_prefixes=("vae/", "audio_projection/", "style_extractor/", "/attn_style/", "unet/mid_block/"
+                frozen=("vae/", "audio_projection/", "style_extractor/", "/attn_style/", "unet/mid_block/"
                                  "attentions_0/transformer_blocks_0/attn2/", "reference_net/up_blocks_",
                                  "reference_net/conv_out"))
     assert not any("motion_modules" in k for k in after)
 
 
 def test_stage1_resume_gives_the_uninterrupted_loss(root, stage1):
-    cfg, full = stage1
-    shutil.copytree(root / "train_svp_stage1_tiny", root / "resumed")
-    shutil.rmtree(root / "resumed" / "checkpoints" / "3")  # as if the run had stopped after step 2
-    resumed = loop.train(SVPTask.from_config(cfg), _cfg("train_svp_stage1_tiny", root, "train.steps=3",
-                                                        f"train.workdir={root / 'resumed'}"))
-    assert [r["step"] for r in resumed.history] == [3]
-    np.testing.assert_allclose(resumed.history[-1]["loss"], full.history[-1]["loss"], rtol=1e-6)
-    assert loop.read_metrics(root / "resumed")[-1]["step"] == 3
+    check_resume(SVPTask.from_config(stage1[0]), stage1[0], stage1[1], root, "train_svp_stage1_tiny")
+
+
+def _motion_checkpoint(cfg, path):
+    """An AnimateDiff-layout motion-module file for the tiny UNet (another random init), written with interop."""
+    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    params = loop.init_params(SVPTask.from_config(cfg), mesh, 5, loop.FAST_COMPILE)
+    motion = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(
+        jax.device_get(params["unet"]), sep="/").items() if "motion_modules_" in k}
+    state = interop.to_torch("animatediff_motion_module", traverse_util.unflatten_dict(motion, sep="/"))
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
+    path.with_suffix(".json").write_text('{"num_attention_heads": 2, "norm_num_groups": 8}')
+    return motion
 
 
 @pytest.fixture(scope="module")
 def stage2(root, stage1):
-    cfg = _cfg("train_svp_stage2_tiny", root, f"init=[{{kind: run, path: {root / 'train_svp_stage1_tiny'}}}]")
+    base = load_cfg("train_svp_stage2_tiny", root, "init=[]")
+    motion = _motion_checkpoint(base, root / "motion.safetensors")
+    cfg = load_cfg("train_svp_stage2_tiny", root, f"init=[{{kind: run, path: {root / 'train_svp_stage1_tiny'}}}, "
+                                                 "{kind: animatediff_motion_module, component: unet, "
+                                                 f"path: {root / 'motion.safetensors'}, "
+                                                 f"config: {root / 'motion.json'}}}]")
     task, state, before, after, losses = _overfit(cfg)
     ckpt = checkpoint.Checkpointer(root / "stage2_run" / "checkpoints")
     ckpt.save(OVERFIT_STEPS, state)
     ckpt.close()
-    return cfg, task, before, after, losses
+    return cfg, task, before, after, losses, motion
 
 
 def test_stage2_starts_from_stage1_and_trains_motion_and_audio(root, stage2):
-    cfg, task, before, after, losses = stage2
+    cfg, task, before, after, losses, motion = stage2
+    for k, v in motion.items():  # the motion-module file, with the temporal proj_out zeroed after loading
+        np.testing.assert_array_equal(before[f"unet/{k}"], 0 * v if "temporal_transformer/proj_out" in k else v)
     s1 = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(
         sources.run_params(root / "train_svp_stage1_tiny"), sep="/").items()}
     for k in ("unet/conv_in/kernel", "reference_net/down_blocks_0/attentions_0/proj_in/kernel",
@@ -143,11 +117,25 @@ def test_stage2_starts_from_stage1_and_trains_motion_and_audio(root, stage2):
     assert zeroed and all(not before[k].any() for k in zeroed)
     assert any("motion_modules" in k for k in before)
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.95 * losses[0], losses
-    _check_mask(task, cfg, before, after,
-                trained_prefixes=("unet/down_blocks_0/motion_modules_0", "audio_projection/",
+    check_mask(task, cfg, before, after,
+                trained=("unet/down_blocks_0/motion_modules_0", "audio_projection/",
                                   "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn2"),
-                frozen_prefixes=("reference_net/", "kps_guider/", "vae/", "unet/conv_in", "/attn1/", "/attn1_5/",
+                frozen=("reference_net/", "kps_guider/", "vae/", "unet/conv_in", "/attn1/", "/attn1_5/",
                                  "/attn_style/", "resnets_0"))
+
+
+def test_stage3_batches(root, stage2):
+    cfg = load_cfg("train_svp_stage3_tiny", root, "init=[]")
+    task = SVPTask.from_config(cfg)
+    batch = next(iter(task.dataset()))
+    b, f, s, w = cfg.data.batch_size, cfg.data.frames, cfg.data.image_size, cfg.data.clip_window
+    ap = cfg.model.audio_projection
+    assert batch["frames"].shape == (b, f, s, s, 3) and batch["frames"].dtype == np.uint8
+    assert batch["reference"].shape == (b, s, s, 3) and batch["kps"].shape == (b, f, s, s, 3)
+    assert batch["audio"].shape == (b, f, ap.window, cfg.audio.feature_dim)
+    assert batch["style_exp"].shape == (b, w, 64) and batch["style_audio"].shape == (b, w, cfg.audio.feature_dim)
+    assert batch["kps"].max() > 0
+    assert set(task.device_fields()) <= set(batch)
 
 
 def test_stage3_trains_only_the_style_attention(root, stage2):
@@ -161,7 +149,7 @@ def test_stage3_trains_only_the_style_attention(root, stage2):
     ckpt = checkpoint.Checkpointer(root / "prior_run" / "checkpoints")
     ckpt.save(1, prior_state)
     ckpt.close()
-    cfg = _cfg("train_svp_stage3_tiny", root, f"init=[{{kind: run, path: {root / 'stage2_run'}}}, "
+    cfg = load_cfg("train_svp_stage3_tiny", root, f"init=[{{kind: run, path: {root / 'stage2_run'}}}, "
                                              f"{{kind: run, path: {root / 'prior_run'}, component: style_extractor}}]")
     task, _, before, after, losses = _overfit(cfg)
     for k, v in traverse_util.flatten_dict(jax.device_get(params), sep="/").items():
@@ -171,9 +159,9 @@ def test_stage3_trains_only_the_style_attention(root, stage2):
               "audio_projection/proj_in/kernel"):
         np.testing.assert_array_equal(before[k], s2[k])
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
-    _check_mask(task, cfg, before, after, trained_prefixes=(
+    check_mask(task, cfg, before, after, trained=(
         "unet/down_blocks_0/attentions_0/transformer_blocks_0/attn_style",),
-                frozen_prefixes=("unet/conv_in", "motion_modules", "audio_projection/", "style_extractor/",
+                frozen=("unet/conv_in", "motion_modules", "audio_projection/", "style_extractor/",
                                  "reference_net/", "/attn2/"))
 
 
@@ -187,12 +175,4 @@ def test_stage_configs_are_checked():
 
 
 def test_train_script_runs(root, stage1):
-    spec = importlib.util.spec_from_file_location("train_svp_script", REPO_ROOT / "train" / "svp.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = root / "script_run"
-    result = script.main(["--config", "train_svp_stage1_tiny", "--steps", "2", "--workdir", str(out),
-                          f"data.record_dir={root / 'data'}", "train.progress=false"])
-    assert [r["step"] for r in loop.read_metrics(out)] == [1, 2]
-    assert (out / "checkpoints" / "2").is_dir() and (out / "config.yaml").is_file()
-    assert int(result.state.step) == 2
+    run_script("svp", "train_svp_stage1_tiny", root)
