@@ -118,7 +118,6 @@ class SVPModels:
     mesh: Mesh | None = None
     shardings: dict[str, Any] | None = None
     source: str = "random init"
-    _jitted: dict[Any, Callable] = dataclasses.field(default_factory=dict, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         modules = self.__dict__.get("modules", {})
@@ -143,14 +142,17 @@ class SVPModels:
     def on_mesh(self, mesh: Mesh) -> SVPModels:
         """The same weights placed on `mesh` with their logical (fsdp / tensor) shardings."""
         fns = init_functions(self.config, self.modules)
-        placed = {name: _place(jax.device_get(self.params[name]), mesh, fns[name]) for name in self.params}
+        placed = {name: _place(jax.device_get(self.params[name]), mesh, self.config, name, fns[name])
+                  for name in self.params}
         return dataclasses.replace(self, params={k: v[0] for k, v in placed.items()}, mesh=mesh,
-                                   shardings={k: v[1] for k, v in placed.items()}, _jitted={})
+                                   shardings={k: v[1] for k, v in placed.items()})
 
     def _jit(self, key: Any, fn: Callable) -> Callable:
-        if key not in self._jitted:
-            self._jitted[key] = jax.jit(fn)
-        return self._jitted[key]
+        """`jax.jit(fn)` shared by every bundle with the same modules (fn takes the params as an argument)."""
+        full = (_model_key(self.config), key)
+        if full not in _JITTED:
+            _JITTED[full] = jax.jit(fn)
+        return _JITTED[full]
 
     def audio_states(self, audio: np.ndarray) -> np.ndarray:
         """16 kHz mono audio -> encoder features at 50 Hz: (T, D) for wav2vec2, (T, L+1, D) for Whisper."""
@@ -197,18 +199,27 @@ class SVPModels:
 
 # ------------------------------------------------------------------------------------------------ construction
 
-def _place(variables: Any, mesh: Mesh | None, init_fn: Callable) -> tuple[Any, Any]:
-    """Host params -> (params, shardings): put on the logical shardings of `init_fn` when a mesh is given."""
+def _boxed_shapes(cfg: SVPConfig, name: str, init_fn: Callable) -> Any:
+    """`jax.eval_shape` of a component's init (boxed with its logical names), cached per model config."""
+    key = (_model_key(cfg), name)
+    if key not in _SHAPES:
+        _SHAPES[key] = jax.eval_shape(init_fn, jax.random.key(0))
+    return _SHAPES[key]
+
+
+def _place(variables: Any, mesh: Mesh | None, cfg: SVPConfig, name: str, init_fn: Callable) -> tuple[Any, Any]:
+    """Host params -> (params, shardings): put on the component's logical shardings when a mesh is given."""
     if mesh is None:
         return variables, None
     with nn.logical_axis_rules(parallel.LOGICAL_RULES):
-        abstract = jax.eval_shape(init_fn, jax.random.key(0))
-        shardings = parallel.logical_to_shardings(abstract, mesh)["params"]
+        shardings = parallel.logical_to_shardings(_boxed_shapes(cfg, name, init_fn), mesh)["params"]
     return parallel.shard_params(variables, shardings), shardings
 
 
-# Jitted random inits, one per (config, component), reused by every build in the process.
+# Jitted random inits, one per (model config, component), and other jitted helpers, reused in the process.
 _INITS: dict[tuple, Callable] = {}
+_JITTED: dict[tuple, Callable] = {}
+_SHAPES: dict[tuple, Any] = {}
 INIT_PRNG = "unsafe_rbg"
 
 
@@ -219,10 +230,10 @@ def _init_key(seed: int) -> jax.Array:
     return jax.random.key(seed, impl=INIT_PRNG)
 
 
-def _reference_from_unet(unet_params: Any, reference_fn: Callable) -> Any | None:
+def _reference_from_unet(unet_params: Any, cfg: SVPConfig, reference_fn: Callable) -> Any | None:
     """The ReferenceNet's params taken from the denoising UNet's 2D weights (same names and shapes), or None if
     the two trees do not line up. Works on arrays and on ShapeDtypeStructs."""
-    boxed = jax.eval_shape(reference_fn, jax.random.key(0))
+    boxed = _boxed_shapes(cfg, "reference_net", reference_fn)
     wanted = traverse_util.flatten_dict(nn.meta.unbox(boxed)["params"])
     source = traverse_util.flatten_dict(unet_params)
     if any(k not in source or source[k].shape != v.shape for k, v in wanted.items()):
@@ -240,8 +251,8 @@ def build_models(cfg: SVPConfig, *, seed: int = 0, mesh: Mesh | None = None) -> 
     fns = init_functions(cfg, modules)
     base = _init_key(seed)
     rngs = {name: jax.random.fold_in(base, i) for i, name in enumerate(fns)}
-    unet_shapes = jax.eval_shape(lambda r: nn.meta.unbox(fns["unet"](r))["params"], rngs["unet"])
-    copy_reference = _reference_from_unet(unet_shapes, fns["reference_net"]) is not None
+    unet_shapes = nn.meta.unbox(_boxed_shapes(cfg, "unet", fns["unet"]))["params"]
+    copy_reference = _reference_from_unet(unet_shapes, cfg, fns["reference_net"]) is not None
     names = [n for n in fns if not (copy_reference and n == "reference_net")]
     params: dict[str, Any] = {}
     shardings: dict[str, Any] = {}
@@ -252,7 +263,7 @@ def build_models(cfg: SVPConfig, *, seed: int = 0, mesh: Mesh | None = None) -> 
     else:
         params = _random_init(cfg, fns, names, seed)
     if copy_reference:
-        ref = jax.tree.map(lambda x: jnp.array(x, copy=True), _reference_from_unet(params["unet"],
+        ref = jax.tree.map(lambda x: jnp.array(x, copy=True), _reference_from_unet(params["unet"], cfg,
                                                                                    fns["reference_net"]))
         params["reference_net"] = ref
         if mesh is not None:
@@ -266,14 +277,21 @@ def _random_init(cfg: SVPConfig, fns: Mapping[str, Callable], names: Sequence[st
     """Host random init of some components; each init program is compiled once per process (side by side)."""
     base = _init_key(seed)
     rngs = {name: jax.random.fold_in(base, i) for i, name in enumerate(fns)}
-    todo = [name for name in names if (cfg, name) not in _INITS]
+    key = _model_key(cfg)
+    todo = [name for name in names if (key, name) not in _INITS]
     if todo:  # trace here, compile side by side (XLA compiles outside the GIL)
         lowered = {name: jax.jit(lambda r, fn=fns[name]: nn.meta.unbox(fn(r))["params"]).lower(rngs[name])
                    for name in todo}
         with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
             compiled = dict(zip(todo, pool.map(lambda low: low.compile(), lowered.values())))
-        _INITS.update({(cfg, name): c for name, c in compiled.items()})
-    return {name: _INITS[cfg, name](rngs[name]) for name in names}
+        _INITS.update({(key, name): c for name, c in compiled.items()})
+    return {name: _INITS[key, name](rngs[name]) for name in names}
+
+
+def _model_key(cfg: SVPConfig) -> tuple:
+    """The config sections that define the modules (not seeds, sampling or output settings)."""
+    style = cfg.style.extractor if cfg.style.enabled else None
+    return (cfg.unet, cfg.vae, cfg.kps_guider, cfg.audio_projection, cfg.audio, style, cfg.dtype, cfg.attention)
 
 
 def abstract_params(cfg: SVPConfig, modules: Mapping[str, nn.Module] | None = None,
@@ -283,7 +301,7 @@ def abstract_params(cfg: SVPConfig, modules: Mapping[str, nn.Module] | None = No
     out = {}
     for name, fn in init_functions(cfg, modules).items():
         with nn.logical_axis_rules(parallel.LOGICAL_RULES):
-            boxed = jax.eval_shape(fn, jax.random.key(0))
+            boxed = _boxed_shapes(cfg, name, fn)
             shardings = parallel.logical_to_shardings(boxed, mesh)["params"] if mesh is not None else None
         shapes = nn.meta.unbox(boxed)["params"]
         if shardings is None:

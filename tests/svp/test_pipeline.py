@@ -23,19 +23,18 @@ OVERRIDES = ["sampler.steps=2", "context.overlap=2"]  # 12 frames = 5 windows of
 FPS = 25.0
 
 
-def _rerandomise_zeros(params, key):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    out = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) if not np.any(np.asarray(x)) else x
-           for x, k in zip(leaves, keys)]
-    return jax.tree.unflatten(tree, out)
+def _rerandomise_zeros(params, seed):
+    rng = np.random.default_rng(seed)
+    host = jax.device_get(params)
+    return jax.tree.map(lambda x: jnp.asarray(x if np.any(x) else (0.05 * rng.standard_normal(x.shape)).astype(x.dtype)),
+                        host)
 
 
 @pytest.fixture(scope="module")
 def models():
     cfg = config.load("svp_tiny", overrides=OVERRIDES)
     m = svp_models.build_models(cfg, seed=0)
-    return dataclasses.replace(m, params=_rerandomise_zeros(m.params, jax.random.key(1)))
+    return dataclasses.replace(m, params=_rerandomise_zeros(m.params, 1))
 
 
 @pytest.fixture(scope="module")
