@@ -74,9 +74,10 @@ def build_modules(cfg: SVPConfig) -> dict[str, nn.Module]:
     kw = dict(dtype=_dtype(cfg.dtype), param_dtype=jnp.float32)
     a = cfg.audio
     modules: dict[str, nn.Module] = {
-        "unet": SVPUNet(cfg.unet, attention_implementation=cfg.attention, **kw),
-        "reference_net": ReferenceNet(reference_unet_config(cfg), attention_implementation=cfg.attention, **kw),
-        "vae": AutoencoderKL(cfg.vae, implementation=cfg.attention, **kw),
+        "unet": SVPUNet(cfg.unet, attention_implementation=cfg.attention, query_chunk_size=cfg.attention_chunk, **kw),
+        "reference_net": ReferenceNet(reference_unet_config(cfg), attention_implementation=cfg.attention,
+                                      query_chunk_size=cfg.attention_chunk, **kw),
+        "vae": AutoencoderKL(cfg.vae, implementation=cfg.attention, query_chunk_size=cfg.attention_chunk, **kw),
         "kps_guider": cfg.kps_guider.module(**kw),
         "audio_projection": cfg.audio_projection.module(**kw),
         "audio_encoder": Wav2Vec2Model(a.wav2vec2) if a.encoder == "wav2vec2" else WhisperEncoder(a.whisper),
@@ -291,7 +292,8 @@ def _random_init(cfg: SVPConfig, fns: Mapping[str, Callable], names: Sequence[st
 def _model_key(cfg: SVPConfig) -> tuple:
     """The config sections that define the modules (not seeds, sampling or output settings)."""
     style = cfg.style.extractor if cfg.style.enabled else None
-    return (cfg.unet, cfg.vae, cfg.kps_guider, cfg.audio_projection, cfg.audio, style, cfg.dtype, cfg.attention)
+    return (cfg.unet, cfg.vae, cfg.kps_guider, cfg.audio_projection, cfg.audio, style, cfg.dtype, cfg.attention,
+            cfg.attention_chunk)
 
 
 def abstract_params(cfg: SVPConfig, modules: Mapping[str, nn.Module] | None = None,
