@@ -289,3 +289,79 @@ def test_vexpress_files_and_saved_bundles_load_exactly(tmp_path, models):
     assert all(np.array_equal(a[k], b[k]) for k in b)
     with pytest.raises(svp_models.ModelLoadError, match="denoising_unet"):
         svp_models.from_vexpress(parts, cfg=models.config)
+
+
+def test_sampler_sections_select_the_papers_schedules():
+    vx = P.sampler_coefficients(config.load("svp_vexpress").sampler)  # DDIM, v-prediction, zero SNR, trailing
+    assert vx.prediction_type == "v_prediction"
+    np.testing.assert_array_equal(np.asarray(vx.timesteps), np.arange(999, 0, -40))  # 999, 959, ..., 39
+    assert float(vx.alphas_cumprod[0]) == 0.0 and float(vx.alphas_cumprod_prev[-1]) == 1.0
+    svp = P.sampler_coefficients(config.load("svp_paper").sampler)  # Euler, epsilon, SD1.5 schedule
+    assert svp.prediction_type == "epsilon" and svp.num_steps == 25
+    np.testing.assert_allclose(np.asarray(svp.sigmas[:3]), [14.61465, 11.43594, 9.07681], rtol=1e-4)
+    assert float(svp.sigmas[-1]) == 0.0 and float(svp.init_noise_sigma) == pytest.approx(14.6146, rel=1e-4)
+
+
+class _WindowUNet:
+    """A stand-in UNet whose output depends on the whole window (so overlapping windows disagree)."""
+
+    dtype = jnp.float32
+
+    def apply(self, variables, x, t, audio, *, reference_bank, kps_features, style_tokens, **weights):
+        per_frame = jnp.mean(audio, axis=(2, 3))[:, :, None, None, None]
+        return 0.3 * x + 0.1 * jnp.mean(x, axis=1, keepdims=True) + 1e-4 * t[:, None, None, None, None] + per_frame
+
+
+@pytest.mark.parametrize("preset", ["svp_paper", "svp_vexpress"])
+def test_windowed_loop_matches_a_direct_computation(preset):
+    """denoise_latents (scan over steps, fori_loop over windows, mean overlap, one step) against numpy."""
+    import types
+
+    cfg = config.load(preset, overrides=["sampler.steps=3", "guidance.scale=1.0"])
+    fake = types.SimpleNamespace(config=cfg, unet=_WindowUNet(), kps_guider=None)
+    plan = context.window_plan(11, 4, 1)  # windows 0-3, 3-6, 6-9 and a reflected 9,10,9,8
+    coeffs = P.sampler_coefficients(cfg.sampler)
+    keys = P.clip_keys(0, 2)
+    audio = jnp.asarray(np.random.default_rng(0).standard_normal((2, 11, 2, 3)), jnp.float32)
+    cond = P.Conditions(audio_tokens=audio, reference_bank=())
+    scalars = {k: jnp.float32(1.0) for k in ("guidance_scale", "reference_weight", "audio_weight", "style_weight")}
+    got = jax.jit(lambda k, c: P.denoise_latents(fake, {"unet": None}, k, c, scalars, plan=plan, coeffs=coeffs,
+                                                 latent_shape=(2, 2, 4), do_cfg=False))(keys, cond)
+
+    z = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(k, 0), (11, 2, 2, 4))) for k in keys], 0)
+    a = np.asarray(audio, np.float64).mean(axis=(2, 3))
+    euler = cfg.sampler.kind == "euler"
+    x = z * float(coeffs.init_noise_sigma) if euler else z.astype(np.float64)
+    for n in range(coeffs.num_steps):
+        t = float(coeffs.timesteps[n])
+        inp = x / np.sqrt(float(coeffs.sigmas[n]) ** 2 + 1) if euler else x
+        acc, count = np.zeros_like(x), np.zeros(11)
+        for idx in plan.indices:
+            w = inp[:, idx]
+            pred = 0.3 * w + 0.1 * w.mean(axis=1, keepdims=True) + 1e-4 * t + a[:, idx][:, :, None, None, None]
+            for p, f in enumerate(idx):
+                acc[:, f] += pred[:, p]
+                count[f] += 1
+        eps = acc / count[None, :, None, None, None]
+        if euler:  # epsilon prediction
+            s, s_next = float(coeffs.sigmas[n]), float(coeffs.sigmas[n + 1])
+            x = x + (x - (x - s * eps)) / s * (s_next - s)
+        else:  # DDIM eta 0, v prediction
+            ab, ab_prev = float(coeffs.alphas_cumprod[n]), float(coeffs.alphas_cumprod_prev[n])
+            x0 = np.sqrt(ab) * x - np.sqrt(1 - ab) * eps
+            e = np.sqrt(ab) * eps + np.sqrt(1 - ab) * x
+            x = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev) * e
+    np.testing.assert_allclose(np.asarray(got), x, rtol=1e-4, atol=1e-4 * np.abs(x).max())
+
+
+def test_median_filter_is_vexpress_3d_median():
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (1, 5, 6, 7, 3), dtype=np.uint8)
+    got = P.median_filter_video(video)
+    padded = np.pad(video[0], ((1, 1), (1, 1), (1, 1), (0, 0)), mode="reflect")  # torch 'reflect'
+    expected = np.zeros_like(video[0])
+    for f in range(5):
+        for y in range(6):
+            for x in range(7):
+                expected[f, y, x] = np.median(padded[f:f + 3, y:y + 3, x:x + 3].reshape(27, 3), axis=0)
+    np.testing.assert_array_equal(got[0], expected)
