@@ -14,16 +14,16 @@ Stages (host side, shown with tqdm):
 4. keypoints: Head-Kps (SVP) or V-Kps (V-Express) images per frame, kept as uint8; the guider runs inside each
    window, so its 320-channel features never exist for the whole clip at once.
 5. denoise: ONE compiled function. `lax.scan` over the sampler steps (`diffusion.euler_sample` / `ddim_sample`);
-   at every step `lax.fori_loop` visits the context windows, runs the UNet on W frames with classifier-free guidance
-   (the [uncond, cond] pair in one batched call; uncond = zero bank, zero kps features, zero audio tokens, zero style tokens unless
-   `guidance.uncond_style="keep"`; eps = u + s (c - u)), scatter-adds the prediction into a per-frame
-   accumulator, divides by each frame's window count (V-Express mean overlap) and steps once. Only W frames ever
-   pass through the UNet, so activation memory does not grow with the clip length.
+   at every step `lax.fori_loop` visits the context windows, runs the UNet on W frames with classifier-free
+   guidance (the [uncond, cond] pair in one batched call; uncond = zero bank, zero kps features, zero audio tokens,
+   zero style tokens unless `guidance.uncond_style="keep"`; eps = u + s (c - u)), scatter-adds the prediction
+   into a per-frame accumulator, divides by each frame's window count (V-Express mean overlap) and steps once.
+   Only W frames ever pass through the UNet, so activation memory does not grow with the clip length.
 6. decode: VAE decode in chunks under `lax.map`, quantised to uint8 inside the map; optional 3x3x3 median filter.
 
 Batches of clips (same frame count) run data-parallel: with a mesh, params keep their fsdp / tensor shardings and
-the clip axis is split over (data, fsdp); each clip's noise comes from its own key, so a clip samples the same
-alone or in a batch.
+the clip axis is split over the batch mesh axes that divide it; each clip's noise comes from its own key, so a
+clip samples the same alone or in a batch. Compiled stages are cached per (model config, mesh, shapes).
 """
 
 from __future__ import annotations
@@ -183,9 +183,8 @@ def keypoint_track(kps: np.ndarray, num_frames: int) -> np.ndarray:
     if kps.ndim != 3 or kps.shape[-1] != 2 or kps.shape[0] == 0:
         raise ValueError(f"keypoints must be (K, 2) or (F, K, 2) pixel coordinates, got shape {kps.shape}")
     kps = kps[:num_frames]
-    flat = jnp.asarray(kps.reshape(kps.shape[0], -1).T[None])  # (1, K*2, F_k): time last, as torch does
-    out = interpolate_linear(jnp.swapaxes(flat, -1, -2), num_frames)  # (1, F, K*2)
-    return np.asarray(out[0]).reshape(num_frames, *kps.shape[1:])
+    out = interpolate_linear(jnp.asarray(kps.reshape(kps.shape[0], -1)), num_frames)  # (F, K*2) over time
+    return np.asarray(out).reshape(num_frames, *kps.shape[1:])
 
 
 def keypoint_images(kps: np.ndarray, num_frames: int, source_size: tuple[int, int], size: tuple[int, int],
