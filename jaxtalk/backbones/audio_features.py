@@ -34,6 +34,22 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // AUDIO_FPS  # 320
 Rule = Literal["musetalk", "echomimic"]
 
 
+def logmel_frames(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
+    """16 kHz mono audio (N,) -> float32 (N // 320, 2 * n_mels): Whisper's log-mel spectrogram (10 ms hop), two
+    consecutive frames stacked per 20 ms, so the features sit on the same 50 Hz grid as the encoders' states.
+
+    A fixed signal-processing front end with no learned weights: what it carries about the speech (formants,
+    energy, voicing) is real by construction, and the trained audio projection learns what to read from it.
+    """
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    frames = audio.shape[0] // SAMPLES_PER_FRAME
+    if frames < 1:
+        raise ValueError(f"audio of {audio.shape[0]} samples is shorter than one 20 ms frame ({SAMPLES_PER_FRAME})")
+    mel = log_mel_spectrogram(audio, n_mels=n_mels, n_samples=frames * SAMPLES_PER_FRAME)[0]  # (>= 2T, n_mels)
+    mel = np.pad(mel, ((0, max(0, 2 * frames - mel.shape[0])), (0, 0)), mode="edge")[: 2 * frames]
+    return mel.reshape(frames, 2 * n_mels).astype(np.float32)
+
+
 def whisper_audio_states(module: WhisperEncoder, params: Any, audio: np.ndarray, *, final_layer_norm: bool = True,
                          batch_size: int = 4) -> np.ndarray:
     """Per-20 ms hidden states of 16 kHz mono audio (N,) -> float32 (N // 320, L+1, D), 30 s segment by segment."""

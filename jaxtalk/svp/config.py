@@ -32,16 +32,21 @@ class AudioEncoderConfig:
 
     `wav2vec2`: V-Express (wav2vec2-base-960h `last_hidden_state`, 768-d at 50 Hz, waveform normalised first).
     `whisper`: SVP (Whisper-Tiny, all L+1 hidden states concatenated: 5 x 384 = 1920-d at 50 Hz).
+    `logmel`: no learned encoder, Whisper's log-mel with two 10 ms frames stacked per 20 ms (2 x n_mels at 50 Hz);
+    the models trained on the synthetic faces use it.
     """
 
-    encoder: Literal["wav2vec2", "whisper"] = "whisper"
+    encoder: Literal["wav2vec2", "whisper", "logmel"] = "whisper"
     wav2vec2: Wav2Vec2Config = cfg.field(default_factory=Wav2Vec2Config)
     whisper: WhisperEncoderConfig = cfg.field(default_factory=WhisperEncoderConfig)
     normalize: bool = cfg.field(True, doc="wav2vec2: zero-mean / unit-variance waveform (Wav2Vec2Processor)")
     whisper_final_layer_norm: bool = cfg.field(True, doc="whisper: last state after the final LayerNorm (HF)")
+    n_mels: int = cfg.field(80, min=8, doc="logmel: mel bands (features are 2 x n_mels wide)")
 
     @property
     def feature_dim(self) -> int:
+        if self.encoder == "logmel":
+            return 2 * self.n_mels
         if self.encoder == "wav2vec2":
             return self.wav2vec2.width
         return (self.whisper.layers + 1) * self.whisper.width

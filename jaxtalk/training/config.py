@@ -95,21 +95,25 @@ class InitSource:
 class AudioFeaturesConfig:
     """The frozen speech encoder whose 50 Hz features are cached per clip before training (`training.data`).
 
-    `whisper` (SVP: Whisper-Tiny, all L+1 hidden states concatenated, 5 x 384 = 1920-d) or `wav2vec2` (V-Express:
-    last_hidden_state, 768-d). `checkpoint`: a `whisper_encoder` / `wav2vec2` interop source (file or converted
-    folder); None draws random weights (tests only).
+    `whisper` (SVP: Whisper-Tiny, all L+1 hidden states concatenated, 5 x 384 = 1920-d), `wav2vec2` (V-Express:
+    last_hidden_state, 768-d) or `logmel` (no learned encoder: Whisper's log-mel, two 10 ms frames stacked per
+    20 ms, 2 x n_mels; the synthetic-domain models use it). `checkpoint`: a `whisper_encoder` / `wav2vec2` interop
+    source (file or converted folder); None draws random weights (tests only).
     """
 
-    encoder: Literal["whisper", "wav2vec2"] = "whisper"
+    encoder: Literal["whisper", "wav2vec2", "logmel"] = "whisper"
     whisper: WhisperEncoderConfig = cfg.field(default_factory=WhisperEncoderConfig)
     wav2vec2: Wav2Vec2Config = cfg.field(default_factory=Wav2Vec2Config)
     checkpoint: str | None = None
     whisper_final_layer_norm: bool = True
     normalize: bool = cfg.field(True, doc="wav2vec2: zero-mean / unit-variance waveform first")
     seed: int = cfg.field(0, min=0, doc="random weights when checkpoint is None")
+    n_mels: int = cfg.field(80, min=8, doc="logmel: mel bands (features are 2 x n_mels wide)")
 
     @property
     def feature_dim(self) -> int:
+        if self.encoder == "logmel":
+            return 2 * self.n_mels
         if self.encoder == "wav2vec2":
             return self.wav2vec2.width
         return (self.whisper.layers + 1) * self.whisper.width
@@ -247,6 +251,36 @@ class TrainSVPConfig:
         if problems:
             raise ConfigError("train_svp config: " + "; ".join(problems))
         _check_batch(d.batch_size, self.mesh, "train_svp")
+
+
+# ------------------------------------------------------------------------------------------------ VAE
+
+@cfg.register_root("train_vae")
+@dataclasses.dataclass(frozen=True)
+class TrainVAEConfig:
+    """Reconstruction training of a small SD-architecture autoencoder (`jaxtalk.training.vae`): L1 + MSE + image
+    gradient L1 + a tiny KL term, single frames from the clip records (`data.frames` must be 1)."""
+
+    vae: VAEConfig = cfg.field(default_factory=lambda: VAEConfig.from_diffusers(SD_VAE_CONFIG))
+    data: SVPDataConfig = cfg.field(default_factory=lambda: SVPDataConfig(frames=1, clip_window=2, image_size=64))
+    kl_weight: float = cfg.field(1e-6, min=0.0)
+    mse_weight: float = cfg.field(1.0, min=0.0)
+    grad_weight: float = cfg.field(0.5, min=0.0)
+    optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=4e-4))
+    init: tuple[InitSource, ...] = ()
+    train: LoopConfig = cfg.field(default_factory=LoopConfig)
+    mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
+
+    def validate(self) -> None:
+        down = 2 ** (len(self.vae.block_out_channels) - 1)
+        problems = []
+        if self.data.frames != 1:
+            problems.append(f"data.frames must be 1 (single frames), got {self.data.frames}")
+        if self.data.image_size % down:
+            problems.append(f"data.image_size={self.data.image_size} must be divisible by the VAE's {down}")
+        if problems:
+            raise ConfigError("train_vae config: " + "; ".join(problems))
+        _check_batch(self.data.batch_size, self.mesh, "train_vae")
 
 
 # ------------------------------------------------------------------------------------------------ style prior

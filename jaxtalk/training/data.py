@@ -44,6 +44,10 @@ def audio_encoder_fn(cfg: AudioFeaturesConfig) -> Callable[[np.ndarray], np.ndar
     """16 kHz mono audio (N,) -> float32 (N // 320, D) features of the configured frozen encoder."""
     from jaxtalk.training import sources
 
+    if cfg.encoder == "logmel":
+        from jaxtalk.backbones.audio_features import logmel_frames
+
+        return lambda audio: logmel_frames(audio, cfg.n_mels)
     if cfg.encoder == "whisper":
         from jaxtalk.backbones.audio_features import whisper_audio_states
         from jaxtalk.backbones.whisper import WhisperEncoder
