@@ -112,3 +112,28 @@ def loss_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
     for i, (name, (x, y)) in enumerate(curves.items()):
         canvas.line(x, smooth(y, smoothing), PALETTE[i % len(PALETTE)], name)
     return canvas.save(path)
+
+
+def image_strip(rows: Sequence[tuple[str, np.ndarray]], path: str | Path, scale: int = 2,
+                label_width: int = 110) -> Path:
+    """A PNG grid: one labelled row per (label, frames (N, H, W, 3) uint8), frames side by side, upscaled."""
+    if not rows:
+        raise ValueError("image_strip: no rows")
+    h, w = (np.asarray(rows[0][1]).shape[-3:-1])
+    n = max(len(np.asarray(f).reshape(-1, h, w, 3)) for _, f in rows)
+    cell_h, cell_w = h * scale, w * scale
+    img = Image.new("RGB", (label_width + n * (cell_w + 2), len(rows) * (cell_h + 4)), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (label, frames) in enumerate(rows):
+        frames = np.asarray(frames, np.uint8).reshape(-1, h, w, 3)
+        y = r * (cell_h + 4)
+        draw.text((4, y + cell_h // 2 - 6), label, fill="black")
+        for c, frame in enumerate(frames):
+            tile = Image.fromarray(frame).resize((cell_w, cell_h), Image.NEAREST)
+            img.paste(tile, (label_width + c * (cell_w + 2), y))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    img.save(tmp)
+    tmp.replace(path)
+    return path
