@@ -16,35 +16,13 @@ import dataclasses
 from typing import Literal
 
 from jaxtalk import config as cfg
+from jaxtalk.backbones.audio_features import AudioEncoderConfig
 from jaxtalk.backbones.sd_vae import SD_VAE_CONFIG, VAEConfig
-from jaxtalk.backbones.wav2vec2 import Wav2Vec2Config
-from jaxtalk.backbones.whisper import WhisperEncoderConfig
 from jaxtalk.config import ConfigError, MeshConfig
 from jaxtalk.svp.audio_projection import AudioProjectionConfig
 from jaxtalk.svp.kps_guider import KpsGuiderConfig
 from jaxtalk.svp.style_extractor import StyleExtractorConfig
 from jaxtalk.svp.video_unet import SVPUNetConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class AudioEncoderConfig:
-    """The speech encoder feeding the audio projection (and the style extractor's audio branch).
-
-    `wav2vec2`: V-Express (wav2vec2-base-960h `last_hidden_state`, 768-d at 50 Hz, waveform normalised first).
-    `whisper`: SVP (Whisper-Tiny, all L+1 hidden states concatenated: 5 x 384 = 1920-d at 50 Hz).
-    """
-
-    encoder: Literal["wav2vec2", "whisper"] = "whisper"
-    wav2vec2: Wav2Vec2Config = cfg.field(default_factory=Wav2Vec2Config)
-    whisper: WhisperEncoderConfig = cfg.field(default_factory=WhisperEncoderConfig)
-    normalize: bool = cfg.field(True, doc="wav2vec2: zero-mean / unit-variance waveform (Wav2Vec2Processor)")
-    whisper_final_layer_norm: bool = cfg.field(True, doc="whisper: last state after the final LayerNorm (HF)")
-
-    @property
-    def feature_dim(self) -> int:
-        if self.encoder == "wav2vec2":
-            return self.wav2vec2.width
-        return (self.whisper.layers + 1) * self.whisper.width
 
 
 @dataclasses.dataclass(frozen=True)
