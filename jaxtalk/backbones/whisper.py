@@ -190,9 +190,7 @@ class WhisperEncoderLayer(nn.Module):
         h = layers.layer_norm(name="self_attn_layer_norm", **kw)(x)
         x = x + transformer.SelfAttention(self.heads, key_bias=False, name="self_attn", **kw)(h)
         h = layers.layer_norm(name="final_layer_norm", **kw)(x)
-        h = layers.dense(self.ffn_dim, name="fc1", axes=("embed", "mlp"), **kw)(h)
-        h = layers.constrain(transformer.activation(self.activation, "whisper")(h), ("act_batch", "act_length", "act_mlp"))
-        x = x + layers.dense(x.shape[-1], name="fc2", axes=("mlp", "embed"), **kw)(h)
+        x = x + transformer.feed_forward(h, self.ffn_dim, self.activation, **kw)
         return layers.constrain(x, ("act_batch", "act_length", "act_embed"))
 
 

@@ -74,8 +74,18 @@ class SelfAttention(nn.Module):
                             axes=("heads", "embed"))(o)
 
 
+def feed_forward(x: jax.Array, hidden: int, activation_name: str, inner_name: str = "fc1", out_name: str = "fc2",
+                 *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> jax.Array:
+    """`out(act(inner(x)))` back to the input width, its two layers created in the calling compact module (Whisper
+    keeps fc1 / fc2 on the layer itself)."""
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    h = layers.dense(hidden, name=inner_name, axes=("embed", "mlp"), **kw)(x)
+    h = layers.constrain(activation(activation_name)(h), ("act_batch", "act_length", "act_mlp"))
+    return layers.dense(x.shape[-1], name=out_name, axes=("mlp", "embed"), **kw)(h)
+
+
 class MLP(nn.Module):
-    """`out(act(inner(x)))` back to the input width; the two layer names are the checkpoint's."""
+    """`feed_forward` as a submodule; the two layer names are the checkpoint's."""
 
     hidden: int
     activation: str = "gelu"
@@ -86,10 +96,8 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.dense(self.hidden, name=self.inner_name, axes=("embed", "mlp"), **kw)(x)
-        h = layers.constrain(activation(self.activation)(h), ("act_batch", "act_length", "act_mlp"))
-        return layers.dense(x.shape[-1], name=self.out_name, axes=("mlp", "embed"), **kw)(h)
+        return feed_forward(x, self.hidden, self.activation, self.inner_name, self.out_name, dtype=self.dtype,
+                            param_dtype=self.param_dtype)
 
 
 class CLIPEncoderLayer(nn.Module):
