@@ -160,6 +160,8 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
         overrides.append(f"seed={args.seed}")
     if args.steps is not None:
         overrides.append(f"sampler.steps={args.steps}")
+    if getattr(args, "sampler", None) is not None:
+        overrides.append(f"sampler.kind={args.sampler}")
 
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     if ckpt is not None and not ckpt.is_dir():
@@ -247,6 +249,8 @@ def _parser() -> argparse.ArgumentParser:
                    "checkpoint; a converted checkpoint's own config)")
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
     p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--sampler", choices=("euler", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc"),
+                   help="SVP sampler (default: the config's); the multistep solvers need fewer --steps")
     p.add_argument("--devices", type=int, help="use the first N devices (default all; 1 = no mesh); with more "
                    "than one, params are sharded by the config's mesh section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
