@@ -38,19 +38,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None) -> dict[str, Path]:
-    """SVP on a synthetic reference: its first frame, its speech and head keypoints, the style of another
-    synthetic clip of the same person with a different emotion. Also writes those inputs, so the printed
-    `jaxtalk generate` command reproduces the video."""
+    """SVP on a held-out synthetic person (population `svp_stack.EVAL_SEED`, never seen in training): the first
+    frame of one of their clips as reference, that clip's speech and head keypoints, and the style of another
+    utterance with the same emotion. With the default `svp_config="trained"` the shipped trained weights generate
+    at their own size; a preset name (e.g. svp_tiny) samples that config with random weights instead. Writes the
+    inputs (so the printed `jaxtalk generate` command reproduces the video), the mp4 and `svp_strip.png`
+    (reference, generated frames, ground-truth frames)."""
     import soundfile
     from PIL import Image
 
     from jaxtalk.data import synthetic
     from jaxtalk.data.atomic import atomic_path
+    from jaxtalk.plot import image_strip
     from jaxtalk.svp import pipeline
+    from jaxtalk.training.svp_stack import EVAL_SEED
 
-    identity = synthetic.make_identity(seed, 0)
-    clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 1, num_frames=20, fps=25.0, resolution=128)
-    style_clip = synthetic.generate_clip(identity, "sad", 3, seed=seed + 2, num_frames=40, fps=25.0,
+    trained = svp_config == "trained"
+    size = 64 if trained else 128
+    identity = synthetic.make_identity(EVAL_SEED, 7 + seed)
+    clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 1, num_frames=40, fps=25.0, resolution=size)
+    style_clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 2, num_frames=40, fps=25.0,
                                          resolution=64, render_video=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = {"reference": out_dir / "svp_reference.png", "audio": out_dir / "svp_audio.wav",
@@ -66,8 +73,9 @@ def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None)
         with open(tmp, "wb") as f:
             np.savez(f, expression=style_clip.expression, audio=style_clip.audio, fps=np.float32(style_clip.fps))
     argv = ["--image", str(inputs["reference"]), "--audio", str(inputs["audio"]), "--kps", str(inputs["kps"]),
-            "--style", str(inputs["style"]), "--config", svp_config, "--devices", "1",
-            "--out", str(out_dir / "svp.mp4")]
+            "--style", str(inputs["style"]), "--devices", "1", "--out", str(out_dir / "svp.mp4")]
+    if not trained:
+        argv += ["--config", svp_config]
     if checkpoint:
         argv += ["--checkpoint", checkpoint]
     print("svp: jaxtalk generate " + " ".join(argv))
@@ -76,6 +84,11 @@ def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None)
     if outputs.get("prior") is not None:
         pipeline.save_style_prior(prior_path, outputs.pop("prior"))
         outputs["style_prior"] = prior_path
+    frames = outputs.pop("frames", None)
+    if frames is not None:
+        n = len(frames)
+        outputs["strip"] = image_strip([("reference", clip.frames[:1]), ("generated", frames[::4]),
+                                        ("ground truth", clip.frames[:n:4])], out_dir / "svp_strip.png")
     return {**{f"svp_{k}": v for k, v in inputs.items()}, **{f"svp_{k}": v for k, v in outputs.items()}}
 
 
@@ -128,6 +141,7 @@ def _generate(args: argparse.Namespace) -> int:
         return _style2talker_generate(args)
     outputs = _run_generate(args)
     outputs.pop("prior", None)
+    outputs.pop("frames", None)
     for what, path in outputs.items():
         print(f"{what}: {path}")
     return 0
@@ -174,6 +188,9 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
             "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
     if converted:
         cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
+    elif ckpt is None and args.config is None:  # the shipped model trained on the synthetic faces
+        ckpt, converted = svp_models.packaged_weights(), True
+        cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
     else:
         name = args.config or ("svp_vexpress" if ckpt is not None else "svp_tiny")
         cfg = config.load(name, overrides=overrides, cls=SVPConfig)
@@ -197,7 +214,7 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
         models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
     else:
         models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
-    note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
+    note = "" if ckpt is not None else " (--config without --checkpoint: untrained weights, the video is not a face)"
     print(f"weights: {models.source}{note}", flush=True)
 
     pipe = pipeline.SVPPipeline(models, progress=not args.quiet)
@@ -205,6 +222,7 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     result = pipe([clip])
     paths: dict[str, Any] = pipeline.write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
     paths["prior"] = pipeline.resolve_style(models, style) if style is not None else None
+    paths["frames"] = result.frames[0]
     print(f"video: {result.frames.shape[1]} frames of {cfg.video.height}x{cfg.video.width} at {result.fps:.3f} fps",
           flush=True)
     return paths
@@ -236,10 +254,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="synthetic clips (mp4 + contact sheet) and an SVP video at the tiny config")
     p.add_argument("--config", default="demo", help="preset name or YAML path")
-    p.add_argument("--svp-config", default="svp_tiny", help="SVP preset for the generated video ('none' skips it)")
+    p.add_argument("--svp-config", default="trained", help="'trained' (the shipped weights), a preset name for "
+                   "random weights at that config, or 'none' to skip the SVP video")
     p.add_argument("--style2talker-config", default="style2talker_tiny",
                    help="Style2Talker preset for its generated video ('none' skips it)")
-    p.add_argument("--checkpoint", help="converted SVP checkpoint folder (default: random weights)")
+    p.add_argument("--checkpoint", help="converted SVP checkpoint folder (default: the shipped trained weights)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.resolution=256")
     p.set_defaults(fn=_demo)
     p = sub.add_parser("generate", help="talking-head video from a reference image and speech (SVP / V-Express)")
@@ -251,11 +270,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--style-mix", type=float, default=0.5, help="weight of the second --style (0..1)")
     p.add_argument("--kps", help="head keypoints .npy/.npz in the image's pixels: (8,2) held still or (F,8,2)")
     p.add_argument("--checkpoint", help="saved SVP bundle, a folder of jaxtalk convert outputs, or V-Express's "
-                   "model_ckpts/v-express (default: random weights; missing parts are random and the output says so)")
+                   "model_ckpts/v-express (default: the shipped model trained on the synthetic faces; with a V-Express "
+                   "folder, missing parts are random and the output says so)")
     p.add_argument("--vae", help="with a V-Express checkpoint: sd-vae-ft-mse folder or weights file")
     p.add_argument("--audio-encoder", help="with a V-Express checkpoint: wav2vec2-base-960h folder or weights file")
-    p.add_argument("--config", help="preset name or YAML path (default svp_tiny; svp_vexpress with a V-Express "
-                   "checkpoint; a converted checkpoint's own config)")
+    p.add_argument("--config", help="preset name or YAML path for random weights (e.g. svp_tiny); default: the "
+                   "checkpoint's own config, svp_vexpress with a V-Express folder")
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--sampler", choices=("euler", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc"),

@@ -11,6 +11,7 @@ from jaxtalk.data import media, synthetic
 from jaxtalk.svp.config import SVPConfig
 
 OVERRIDES = ["sampler.steps=2", "context.overlap=2"]  # as tests/svp/test_pipeline.py (shares its compiled loops)
+TINY = ["--config", "svp_tiny"]  # random weights at the tiny preset (the default is the shipped trained model)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def inputs(tmp_path_factory):
 
 def _generate(d, out, *extra):
     return cli.main(["generate", "--image", str(d / "ref.png"), "--audio", str(d / "speech.wav"), "--out", str(out),
-                     "--devices", "1", "--quiet", *extra, *OVERRIDES])
+                     "--devices", "1", "--quiet", *TINY, *extra, *OVERRIDES])
 
 
 def test_generate_writes_video_and_config(tmp_path, inputs, capsys):
@@ -66,7 +67,7 @@ def test_bad_input_is_one_error_line_and_no_output(tmp_path, inputs, capsys, cas
              "--out": str(tmp_path / "talk.mp4"), **{k: fill(v) for k, v in replace.items()}}
     extra = [fill(a) for a in extra]
     overrides = [a for a in extra if "=" in a and not a.startswith("--")]
-    argv = ["generate", *[x for kv in flags.items() for x in kv], "--devices", "1", "--quiet",
+    argv = ["generate", *[x for kv in flags.items() for x in kv], "--devices", "1", "--quiet", *TINY,
             *[a for a in extra if a not in overrides], *OVERRIDES, *overrides]
     rc = cli.main(argv)
     printed = capsys.readouterr()
@@ -80,7 +81,7 @@ def test_bad_input_is_one_error_line_and_no_output(tmp_path, inputs, capsys, cas
 @pytest.mark.slow
 def test_demo_writes_data_and_svp_outputs(tmp_path, capsys):
     rc = cli.main(["demo", f"output_dir={tmp_path}", "num_clips=1", "data.resolution=64", "--style2talker-config",
-                   "none"])
+                   "none", "--svp-config", "svp_tiny"])
     printed = capsys.readouterr().out
     assert rc == 0
     for name in ("demo.mp4", "contact_sheet.png", "svp.mp4", "svp.yaml", "svp_style_prior.npz", "svp_reference.png"):

@@ -151,11 +151,12 @@ class SVPConfig:
                 problems.append("style.enabled needs unet.use_style=true (the style attention layers)")
             if ex.d_model != self.unet.style_dim:
                 problems.append(f"style.extractor.d_model={ex.d_model} must equal unet.style_dim={self.unet.style_dim}")
-            if self.audio.encoder != "whisper":
-                problems.append("style.enabled needs audio.encoder=whisper (the style extractor reads Whisper states)")
+            if self.audio.encoder == "wav2vec2":
+                problems.append("style.enabled needs audio.encoder=whisper or logmel (the style extractor reads "
+                                "per-frame Whisper states or log-mel features)")
             elif ex.audio_dim != self.audio.feature_dim:
-                problems.append(f"style.extractor.audio_dim={ex.audio_dim} must equal the whisper feature width "
-                                f"{self.audio.feature_dim}")
+                problems.append(f"style.extractor.audio_dim={ex.audio_dim} must equal the {self.audio.encoder} "
+                                f"feature width {self.audio.feature_dim}")
         down = self.vae_scale_factor * 2 ** (len(u.block_out_channels) - 1)
         if self.video.height % down or self.video.width % down:
             problems.append(f"video size {self.video.height}x{self.video.width} must be divisible by {down} "

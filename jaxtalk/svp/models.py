@@ -332,6 +332,18 @@ def save_models(models: SVPModels, directory: str | os.PathLike) -> Path:
     return directory
 
 
+PACKAGED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "svp_synthetic"
+
+
+def packaged_weights() -> Path:
+    """The SVP model trained on the synthetic talking faces that ships inside the package (`train/svp_stack.py`
+    made it; its manifest.json records how): the default weights of `jaxtalk generate` and `make demo`."""
+    if not is_converted_checkpoint(PACKAGED_WEIGHTS):
+        raise ModelLoadError(f"{PACKAGED_WEIGHTS}: the shipped SVP weights are missing from this installation; "
+                             "reinstall jaxtalk or pass --checkpoint")
+    return PACKAGED_WEIGHTS
+
+
 def is_converted_checkpoint(directory: str | os.PathLike) -> bool:
     d = Path(directory)
     return (d / "config.yaml").is_file() and (d / "params").is_dir()

@@ -242,3 +242,20 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(old)
     return out_dir
+
+
+def plot_curves(root: str | Path, path: str | Path) -> Path:
+    """One PNG of every run's loss over its steps (running mean of 5 logged points), log scale."""
+    from jaxtalk.plot import loss_curves
+
+    root = Path(root)
+    curves = {}
+    for run in RUNS:
+        metrics_path = root / run.name / loop.METRICS_NAME
+        if metrics_path.is_file():
+            rows = loop.read_metrics(root / run.name)
+            curves[run.name] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+    if not curves:
+        raise FileNotFoundError(f"{root}: no run of the SVP stack has metrics yet")
+    positive = {k: v for k, v in curves.items() if min(v[1]) > 0}
+    return loss_curves(positive, path, title="SVP synthetic stack: training loss per run", log_y=True)
