@@ -124,6 +124,9 @@ def _style2talker_generate(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from jaxtalk import distributed
+
+    distributed.initialize(distributed.config_from_args(args))
     if args.system == "style2talker":
         return _style2talker_generate(args)
     outputs = _run_generate(args)
@@ -198,10 +201,13 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
     print(f"weights: {models.source}{note}", flush=True)
 
-    pipe = pipeline.SVPPipeline(models, progress=not args.quiet)
+    main_process = jax.process_index() == 0  # in a multi-process run, process 0 alone writes the outputs
+    pipe = pipeline.SVPPipeline(models, progress=not args.quiet and main_process)
     clip = pipeline.ClipInputs(reference=image, audio=audio, kps=kps, style=style)
     result = pipe([clip])
-    paths: dict[str, Any] = pipeline.write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
+    paths: dict[str, Any] = {}
+    if main_process:
+        paths = pipeline.write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
     paths["prior"] = pipeline.resolve_style(models, style) if style is not None else None
     print(f"video: {result.frames.shape[1]} frames of {cfg.video.height}x{cfg.video.width} at {result.fps:.3f} fps",
           flush=True)
@@ -251,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
                    "than one, params are sharded by the config's mesh section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--system", choices=("svp", "style2talker"), default="svp", help="which model generates")
+    from jaxtalk import distributed
+
+    distributed.add_arguments(p)
     p.add_argument("--emotion", help="style2talker: emotion text, e.g. \"She is happy, pulling up the lip corners\"")
     p.add_argument("--pose", help="style2talker: head pose .npy, (F,6) angles + translation per frame or (6,)")
     p.add_argument("--identity-exp", help="style2talker: the identity's 64-d 3DMM expression .npy (default zeros)")
@@ -265,11 +274,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from jaxtalk.config import ConfigError
+    from jaxtalk.distributed import DistributedError
     from jaxtalk.interop import CheckpointError
 
     try:
         return args.fn(args)
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError, DistributedError) as e:
         print(f"jaxtalk {args.command}: error: {e}", file=sys.stderr)
         return 2
 
