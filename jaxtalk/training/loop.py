@@ -248,6 +248,16 @@ def data_rows(cfg: Any, mesh: jax.sharding.Mesh) -> np.ndarray | None:
     return parallel.process_batch_rows(mesh, batch_size)
 
 
+def _agreed(step: int | None) -> int | None:
+    """Process 0's view of the newest checkpoint, for every process (file listings may lag on shared storage)."""
+    if jax.process_count() == 1:
+        return step
+    from jax.experimental import multihost_utils
+
+    agreed = int(multihost_utils.broadcast_one_to_all(np.int32(-1 if step is None else step)))
+    return None if agreed < 0 else agreed
+
+
 def train(task: Task, cfg: Any) -> TrainResult:
     """Run (or continue) training of `task` with the root config's train / optimizer / mesh sections.
 
@@ -263,7 +273,7 @@ def train(task: Task, cfg: Any) -> TrainResult:
         workdir.mkdir(parents=True, exist_ok=True)
         config_lib.save(cfg, workdir / "config.yaml")
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=loop.max_to_keep)
-    resume_step = ckpt.latest_step() if loop.resume else None
+    resume_step = _agreed(ckpt.latest_step()) if loop.resume else None
     from jaxtalk.training.data import process_rows
 
     with process_rows(data_rows(cfg, mesh)):

@@ -21,7 +21,7 @@ from jaxtalk.training import loop
 from jaxtalk.training.checkpoint import Checkpointer
 from jaxtalk.training.config import LoopConfig
 from jaxtalk.training.state import OptimizerConfig
-from jaxtalk.training.style_e import StyleETask
+from jaxtalk.training.style_e import StyleETask, save_text_features, text_feature_table
 from tests import multihost
 from tests.training.train_utils import flat, load_cfg
 
@@ -38,7 +38,8 @@ def root(tmp_path_factory):
 
 def _script_args(root, workdir, steps, *extra):
     return ["train/style_e.py", "--config", PRESET, "--steps", str(steps), "--workdir", str(workdir),
-            f"data.record_dir={root / 'data'}", *COMMON, *extra]
+            f"data.record_dir={root / 'data'}", *COMMON, f"text.features_file={root / 'text_features.npz'}",
+            *extra]
 
 
 def _losses(workdir):
@@ -47,9 +48,23 @@ def _losses(workdir):
 
 
 @pytest.fixture(scope="module")
-def single(root):
+def text_features(root):
+    """The emotion-text feature table, computed once here so the worker processes need no CLIP tower."""
+    cfg = load_cfg(PRESET, root)
+    data_lib.ensure_records(cfg.data)
+    table = text_feature_table(cfg.text, data_lib.emotion_texts(cfg.data.record_dir))
+    return save_text_features(root / "text_features.npz", table)
+
+
+@pytest.fixture(scope="module")
+def common(text_features):
+    return (*COMMON, f"text.features_file={text_features}")
+
+
+@pytest.fixture(scope="module")
+def single(root, common):
     """3 steps by this process over its 8 devices (fsdp=8): the reference run."""
-    cfg = load_cfg(PRESET, root, "train.steps=3", *COMMON)
+    cfg = load_cfg(PRESET, root, "train.steps=3", *common)
     return cfg, loop.train(StyleETask.from_config(cfg), cfg)
 
 
@@ -135,12 +150,12 @@ def test_two_process_fsdp_checkpoint_restores_on_one_process_tensor_mesh(single,
         np.testing.assert_allclose(have[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_resume_on_another_process_count_sees_the_same_batches(root, single, two):
+def test_resume_on_another_process_count_sees_the_same_batches(root, common, single, two):
     """The 2-process run cut back to its step-2 checkpoint, resumed by 1 process: the step-3 loss of both runs."""
     cut = root / "two_cut"
     shutil.copytree(two, cut)
     shutil.rmtree(cut / "checkpoints" / "3")
-    cfg = load_cfg(PRESET, root, "train.steps=3", *COMMON, f"train.workdir={cut}")
+    cfg = load_cfg(PRESET, root, "train.steps=3", *common, f"train.workdir={cut}")
     resumed = loop.train(StyleETask.from_config(cfg), cfg)
     assert [r["step"] for r in resumed.history] == [3]
     np.testing.assert_allclose(resumed.history[0]["loss"], _losses(two)[3], rtol=1e-5)
@@ -235,16 +250,16 @@ def _checkpoints(workdir):
 
 
 @pytest.fixture(scope="module")
-def six(root, single):
+def six(root, common, single):
     """The uninterrupted 6-step run (1 process) the interrupted ones must reproduce."""
-    cfg = load_cfg(PRESET, root, "train.steps=6", *COMMON, f"train.workdir={root / 'six'}")
+    cfg = load_cfg(PRESET, root, "train.steps=6", *common, f"train.workdir={root / 'six'}")
     return {r["step"]: r["loss"] for r in loop.train(StyleETask.from_config(cfg), cfg).history}
 
 
 @pytest.mark.slow
 def test_killed_worker_stops_the_others_and_the_restart_resumes(root, six):
     workdir = root / "killed"
-    args = _script_args(root, workdir, 6, "train.distributed.heartbeat_timeout=5")
+    args = _script_args(root, workdir, 6, "train.distributed.heartbeat_timeout=10")
     with multihost.Group(args, 2, 2, root / "logs_killed") as group:
         group.wait(TIMEOUT, until=lambda: 2 in _checkpoints(workdir))
         assert 2 in _checkpoints(workdir), group.text(0)[-3000:]
