@@ -1,4 +1,4 @@
-"""The `jaxtalk` console entry: `demo`, `generate`, `prepare`, `inspect`."""
+"""The `jaxtalk` console entry: `demo`, `generate`, `prepare`, `prepare-dataset`, `inspect`."""
 
 from __future__ import annotations
 
@@ -111,6 +111,9 @@ def _svp_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nd
     from jaxtalk.faces import prepare
 
     bundle = prepare.read_bundle(args.image) if prepare.is_bundle(args.image) else None
+    if bundle is not None and bundle["meta"].get("system") != "svp":
+        raise ValueError(f"--image {args.image}: prepared for {bundle['meta'].get('system')}; add --system "
+                         f"{bundle['meta'].get('system')} or run jaxtalk prepare --system svp")
     image = bundle["reference"] if bundle is not None else media.load_image(args.image)
     if args.audio:
         audio = prepare.load_speech(args.audio)
@@ -209,6 +212,20 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"{what}: {path}")
     print(f"next: jaxtalk generate --image {out} --out video.mp4" + ("" if prep.audio is not None else " --audio SPEECH")
           + (" --system style2talker --emotion TEXT" if args.system == "style2talker" else ""))
+    return 0
+
+
+def _prepare_dataset(args: argparse.Namespace) -> int:
+    from jaxtalk.faces.dataset import REPORT_NAME, prepare_dataset
+
+    report = prepare_dataset(args.video_dir, args.out, size=args.size, coeffs=args.coeffs,
+                             zero_expression=args.zero_expression, workers=args.workers,
+                             min_score=args.min_face_score, progress=not args.quiet)
+    print(f"clips: {len(report['kept'])} of {report['videos']} videos kept ({report['resumed']} already there), "
+          f"{len(report['skipped'])} skipped")
+    for s in report["skipped"]:
+        print(f"skipped: {s['video']}: {s['reason']}")
+    print(f"dataset: {Path(args.out) / 'index.json'}\nreport: {Path(args.out) / REPORT_NAME}")
     return 0
 
 
@@ -406,6 +423,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="crop size in pixels (default 512 for svp, 256 for style2talker)")
     _face_args(p)
     p.set_defaults(fn=_prepare)
+    p = sub.add_parser("prepare-dataset", help="a folder of talking-head videos (MEAD / HDTF layouts or plain "
+                       "mp4s) -> clip records + index.json for training")
+    p.add_argument("video_dir", help="folder of videos (searched recursively)")
+    p.add_argument("--out", required=True, help="dataset folder (created; rerunning resumes)")
+    p.add_argument("--size", type=int, default=256, help="square crop size in pixels")
+    p.add_argument("--coeffs", help="folder of Deep3DFaceRecon 3DMM coefficients per video (.mat with 'coeff' "
+                   "(F, 257) as StyleTalk uses, or .npy), same relative paths as the videos")
+    p.add_argument("--zero-expression", action="store_true", help="no coefficient files: write zero expressions")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--min-face-score", type=float, default=0.5, help="face detector confidence threshold")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_prepare_dataset)
     p = sub.add_parser("inspect", help="list the tensors of a checkpoint (read safely)")
     p.add_argument("checkpoint")
     p.set_defaults(fn=_inspect)

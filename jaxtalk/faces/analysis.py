@@ -226,7 +226,7 @@ def smooth_track(values: np.ndarray, window: int = 5) -> np.ndarray:
 
 
 def track_faces(frames: np.ndarray, min_score: float = 0.5, face_index: int | None = None, smooth: int = 5,
-                batch: int = 16, what: str = "video") -> FaceTrack:
+                batch: int = mp.BATCH, what: str = "video") -> FaceTrack:
     """Analyse every frame of uint8 (F, H, W, 3): per-frame detection (the face nearest the previous one when
     several), landmarks, gaps (frames with no face) interpolated, then smoothed over `smooth` frames.
     Raises FaceError when no frame has a face."""

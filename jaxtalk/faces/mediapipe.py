@@ -179,10 +179,13 @@ def sample_roi(image: np.ndarray, roi: np.ndarray, size: int) -> np.ndarray:
     return np.stack(chans, axis=-1) / 255.0
 
 
-def _padded(batch: np.ndarray, multiple: int = 8) -> np.ndarray:
-    """Pad a batch to 1 or a multiple of `multiple` rows, so the jitted networks compile for few batch sizes."""
+BATCH = 8  # frames per network call: batches are padded to a multiple, so each network compiles once
+
+
+def _padded(batch: np.ndarray, multiple: int = BATCH) -> np.ndarray:
+    """Pad a batch to a multiple of `multiple` rows (one compiled shape for single photos and video chunks)."""
     n = len(batch)
-    target = 1 if n == 1 else -(-n // multiple) * multiple
+    target = -(-n // multiple) * multiple
     return batch if target == n else np.concatenate([batch, np.repeat(batch[-1:], target - n, axis=0)])
 
 

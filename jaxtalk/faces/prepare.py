@@ -123,12 +123,13 @@ def overlay(image: np.ndarray, analysis: fa.FaceAnalysis, matrix: np.ndarray | N
 
 
 def _reference(image: Any, face_index: int | None, min_score: float) -> tuple[np.ndarray, fa.FaceAnalysis, str]:
-    what = "image"
+    """(RGB photo, its analysis, source: the photo's absolute path, or 'image' for an array)."""
+    what, source = "image", "image"
     if isinstance(image, (str, os.PathLike)):
-        what = str(image)
+        what, source = str(image), str(Path(image).resolve())
         image = media.load_image(image)
     image = fa.check_image(image, what)
-    return image, fa.analyze(image, face_index=face_index, min_score=min_score, what=what), what
+    return image, fa.analyze(image, face_index=face_index, min_score=min_score, what=what), source
 
 
 def _driving_track(driving: Any, fps: float | None, size: int, min_score: float, smooth: int, face_index: int | None
