@@ -104,6 +104,16 @@ def _load_kps(path: str) -> np.ndarray:
     return kps
 
 
+def _write_debug(debug_dir: str | None, prep: Any) -> None:
+    """overlay.png (detections on the photo) and crop_overlay.png (keypoints on the crop) for --debug-dir."""
+    if debug_dir:
+        from PIL import Image
+
+        Path(debug_dir).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(prep.overlay()).save(Path(debug_dir) / "overlay.png")
+        Image.fromarray(prep.crop_overlay()).save(Path(debug_dir) / "crop_overlay.png")
+
+
 def _svp_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict | None]:
     """(image, audio, kps, bundle) from --image (a photo or a `jaxtalk prepare` folder), --audio / --driving's
     sound / the folder's audio.wav, and --kps / the folder's keypoints."""
@@ -149,12 +159,7 @@ def _prepare_svp_reference(args: argparse.Namespace, image: np.ndarray, audio: n
     box = ", ".join(f"{v:.0f}" for v in prep.analysis.box)
     print(f"face: box [{box}] score {prep.analysis.score:.2f}, crop {prep.reference.shape[0]} px, keypoints "
           f"{prep.meta['retarget']}", flush=True)
-    if args.debug_dir:
-        from jaxtalk.faces.prepare import _save_png
-
-        Path(args.debug_dir).mkdir(parents=True, exist_ok=True)
-        _save_png(Path(args.debug_dir) / "overlay.png", prep.overlay())
-        _save_png(Path(args.debug_dir) / "crop_overlay.png", prep.crop_overlay())
+    _write_debug(args.debug_dir, prep)
     return prep.reference, prep.kps, (prep.image, prep.matrix, prep.reference.shape[0])
 
 
@@ -173,12 +178,14 @@ def _style2talker_inputs(args: argparse.Namespace):
         audio = audio or b["audio"]
         if audio is None:
             raise ValueError("--audio is required: the prepared folder has no audio.wav")
+        paste = (b["original"], np.asarray(b["meta"]["matrix"]), b["meta"]["crop_size"])
         return b["reference"], audio, pose if pose is not None else b["pose"], (
-            identity_exp if identity_exp is not None else b.get("identity_exp"))
+            identity_exp if identity_exp is not None else b.get("identity_exp")), (
+            paste if paste[0] is not None else None)
     if audio is None and not args.driving:
         raise ValueError("--audio is required (speech file), unless --driving gives a video with sound")
     if args.face == "off":
-        return args.image, audio or prepare.load_speech(args.driving), pose, identity_exp
+        return args.image, audio or prepare.load_speech(args.driving), pose, identity_exp, None
     try:
         prep = prepare.prepare_style2talker(args.image, audio=audio, driving_video=args.driving,
                                             face_index=args.face_index, min_score=args.min_face_score)
@@ -186,8 +193,10 @@ def _style2talker_inputs(args: argparse.Namespace):
         if args.face == "on" or args.driving:
             raise
         print(f"note: {e}; using the image as given, not aligned (--face on makes this an error)", flush=True)
-        return args.image, audio, pose, identity_exp
-    return prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_exp
+        return args.image, audio, pose, identity_exp, None
+    _write_debug(args.debug_dir, prep)
+    paste = (prep.image, prep.matrix, prep.reference.shape[0])
+    return prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_exp, paste
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -236,12 +245,23 @@ def _style2talker_generate(args: argparse.Namespace) -> int:
         raise ValueError("--emotion is required with --system style2talker, e.g. --emotion \"She is happy\"")
     if args.style and len(args.style) > 1:
         raise ValueError("--style: Style2Talker takes one art style (a .npy W+ code or a style-bank index)")
-    image, audio, pose, identity_exp = _style2talker_inputs(args)
+    image, audio, pose, identity_exp, paste = _style2talker_inputs(args)
+    if args.paste_back and paste is None:
+        raise ValueError("--paste-back: needs a raw photo with a detected face (or a prepared folder whose "
+                         "original photo still exists); it cannot be used with --face off")
     outputs = pipeline.generate(
         image, audio, args.emotion, args.out, style=pipeline.parse_style(args.style[0] if args.style
                                                                          else None),
         checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, pose=pose,
         identity_expression=identity_exp, progress=not args.quiet)
+    if args.paste_back:
+        from jaxtalk.faces.geometry import crop_size_matrix, paste_back
+
+        r = outputs["result"]
+        original, matrix, crop_size = paste
+        M = crop_size_matrix(matrix, crop_size, r.frames.shape[1:3])
+        r.frames = np.stack([paste_back(original, f, M) for f in r.frames])
+        pipeline.write_outputs(args.out, r.frames, r.audio, r.fps, r.config)
     print(f"weights: {outputs['models'].source}")
     frames = outputs["result"].frames
     print(f"video: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]} at {outputs['result'].fps:g} fps")
@@ -320,8 +340,11 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     if converted:
         models = svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
     elif ckpt is not None and svp_models.is_vexpress_folder(ckpt):
-        models = svp_models.from_vexpress(ckpt, vae=args.vae, audio_encoder=args.audio_encoder, cfg=cfg, mesh=mesh,
-                                          seed=cfg.seed)
+        from jaxtalk.interop.hf_cache import resolve_pretrained
+
+        vae = resolve_pretrained(args.vae, "--vae") if args.vae else None
+        encoder = resolve_pretrained(args.audio_encoder, "--audio-encoder") if args.audio_encoder else None
+        models = svp_models.from_vexpress(ckpt, vae=vae, audio_encoder=encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
     elif ckpt is not None:
         models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
     else:
@@ -393,8 +416,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kps", help="head keypoints .npy/.npz in the image's pixels: (8,2) held still or (F,8,2)")
     p.add_argument("--checkpoint", help="saved SVP bundle, a folder of convert/*.py outputs, or V-Express's "
                    "model_ckpts/v-express (default: random weights; missing parts are random and the output says so)")
-    p.add_argument("--vae", help="with a V-Express checkpoint: sd-vae-ft-mse folder or weights file")
-    p.add_argument("--audio-encoder", help="with a V-Express checkpoint: wav2vec2-base-960h folder or weights file")
+    p.add_argument("--vae", help="with a V-Express checkpoint: sd-vae-ft-mse folder (HF layout) or weights file, "
+                   "or a model id in the local Hugging Face cache (e.g. stabilityai/sd-vae-ft-mse)")
+    p.add_argument("--audio-encoder", help="with a V-Express checkpoint: wav2vec2-base-960h folder (HF layout) or "
+                   "weights file, or a model id in the local Hugging Face cache")
     p.add_argument("--config", help="preset name or YAML path (default svp_tiny; svp_vexpress with a V-Express "
                    "checkpoint; a converted checkpoint's own config)")
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
@@ -410,8 +435,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--face", choices=("auto", "on", "off"), default="auto",
                    help="face analysis of a raw photo without --kps: auto (crop + keypoints when a face is found, "
                    "else the photo as given), on (no face is an error), off (photo as given)")
-    p.add_argument("--paste-back", action="store_true", help="svp: write the generated face back into the "
-                   "original photo (feathered), so the video shows the full picture")
+    p.add_argument("--paste-back", action="store_true", help="write the generated face back into the original "
+                   "photo (feathered), so the video shows the full picture")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. guidance.scale=3.5 guidance.audio_weight=2")
     p.set_defaults(fn=_generate)
     p = sub.add_parser("prepare", help="face crop, keypoints / pose and audio from a raw photo (+ speech or a "

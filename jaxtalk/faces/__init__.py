@@ -25,8 +25,8 @@ from jaxtalk.faces.prepare import (
     read_bundle,
     write_bundle,
 )
-from jaxtalk.faces.retarget import STRATEGIES as RETARGET_STRATEGIES
-from jaxtalk.faces.retarget import retarget
+from jaxtalk.faces.retargeting import STRATEGIES as RETARGET_STRATEGIES
+from jaxtalk.faces.retargeting import retarget
 
 __all__ = ["FaceAnalysis", "FaceError", "FaceTrack", "Prepared", "RETARGET_STRATEGIES", "analyze", "is_bundle",
            "load_speech", "overlay", "paste_back", "prepare_style2talker", "prepare_svp", "read_bundle", "retarget",

@@ -5,7 +5,7 @@
   borders, resized to `size`), the reference's 8 Head-Kps in crop pixels, and a keypoint track: the reference
   held still (`fix_face`), or a driving video's per-frame track (landmarks per frame, gaps interpolated,
   smoothed, mapped through one fixed crop of the driving video) under a V-Express retarget strategy
-  (`jaxtalk.faces.retarget`).
+  (`jaxtalk.faces.retargeting`).
 - `prepare_style2talker`: the FFHQ alignment pSp was trained with (oriented square from the eye centres and mouth
   corners, reflect-padded), head pose (held from the photo, or per frame from a driving video) converted to the
   Deep3DFaceRecon angle convention Style2Talker reads, a face-parsing map from landmark regions, and the
@@ -31,7 +31,7 @@ from jaxtalk.data import media
 from jaxtalk.data.kps import draw_head_kps
 from jaxtalk.faces import analysis as fa
 from jaxtalk.faces import geometry as geo
-from jaxtalk.faces.retarget import STRATEGIES, retarget
+from jaxtalk.faces.retargeting import STRATEGIES, retarget
 
 BUNDLE_FORMAT = "jaxtalk-prepared"
 MIN_SPEECH_SECONDS = 0.12  # 3 frames at 25 fps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxtalk.faces import retarget as rt
+from jaxtalk.faces import retargeting as rt
 
 
 def kps(left, right, nose):
