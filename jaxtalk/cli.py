@@ -130,7 +130,7 @@ def _svp_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nd
     elif bundle is not None and bundle["audio"] is not None:
         audio = bundle["audio"]
     elif args.driving:
-        audio = prepare.load_speech(args.driving)
+        audio = prepare.speech_for(None, args.driving)
     else:
         raise ValueError("--audio is required (speech file), unless --driving gives a video with sound or --image "
                          "is a prepared folder with audio.wav")
@@ -185,7 +185,7 @@ def _style2talker_inputs(args: argparse.Namespace):
     if audio is None and not args.driving:
         raise ValueError("--audio is required (speech file), unless --driving gives a video with sound")
     if args.face == "off":
-        return args.image, audio or prepare.load_speech(args.driving), pose, identity_exp, None
+        return args.image, audio or prepare.speech_for(None, args.driving), pose, identity_exp, None
     try:
         prep = prepare.prepare_style2talker(args.image, audio=audio, driving_video=args.driving,
                                             face_index=args.face_index, min_score=args.min_face_score)

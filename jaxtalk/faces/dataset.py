@@ -32,6 +32,7 @@ import numpy as np
 from jaxtalk.data import facs, media, records
 from jaxtalk.faces import analysis as fa
 from jaxtalk.faces import geometry as geo
+from jaxtalk.faces.prepare import has_audio_stream
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 REPORT_NAME = "prepare_report.json"
@@ -138,7 +139,7 @@ def process_video(item: VideoItem, out_dir: str, size: int, coeffs: str | None, 
                         "reason": f"no 3DMM coefficient file {Path(item.relative).with_suffix('.mat')} in {coeffs}"}
             expression = load_expression(cfile)
         frames, fps = media.read_video_frames(item.path)
-        if not media.probe_video(item.path)["has_audio"]:
+        if not has_audio_stream(item.path):
             return {**base, "status": "skipped", "reason": "no audio stream"}
         audio = media.load_audio(item.path)
         track = fa.track_faces(frames, min_score=min_score, face_index=0, smooth=smooth, what=item.relative)

@@ -81,6 +81,31 @@ def load_driving(source: Any, fps: float | None = None) -> tuple[np.ndarray, flo
     return frames, rate, str(path)
 
 
+def has_audio_stream(path: str | os.PathLike) -> bool:
+    """Whether a media file has an audio stream (MediaError when it cannot be opened as media at all)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return bool(c.streams.audio)
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise media.MediaError(f"{path}: cannot be opened as a video ({type(e).__name__}: {e}); re-export it as "
+                               "mp4") from None
+
+
+def speech_for(audio: Any, driving_video: Any) -> np.ndarray | None:
+    """Speech from `audio`, else the driving video's sound (a driving video without sound is an error)."""
+    if driving_video is not None and not isinstance(driving_video, np.ndarray) and not Path(driving_video).is_file():
+        raise media.MediaError(f"{driving_video}: driving video not found; check the path")
+    if audio is not None:
+        return load_speech(audio)
+    if driving_video is None or isinstance(driving_video, np.ndarray):
+        return None
+    if not has_audio_stream(driving_video):
+        raise media.MediaError(f"{driving_video}: the driving video has no audio stream; pass --audio")
+    return load_speech(driving_video)
+
+
 @dataclasses.dataclass
 class Prepared:
     """A prepared input. `reference`: uint8 crop (S, S, 3); `kps`: (F, 8, 2) or (8, 2) Head-Kps in crop pixels;
@@ -157,14 +182,7 @@ def prepare_svp(image: Any, audio: Any = None, driving_video: Any = None, retarg
     M, square = geo.face_crop_matrix(analysis.box, size)
     crop = geo.warp_affine(image, M, (size, size), border="edge")
     ref_kps = geo.apply_affine(M, analysis.head_kps)
-    speech = None
-    if audio is not None:
-        speech = load_speech(audio)
-    elif driving_video is not None and not isinstance(driving_video, np.ndarray):
-        probe = media.probe_video(driving_video) if Path(driving_video).is_file() else {"has_audio": True}
-        if not probe["has_audio"]:
-            raise media.MediaError(f"{driving_video}: the driving video has no audio stream; pass --audio")
-        speech = load_speech(driving_video)
+    speech = speech_for(audio, driving_video)
     meta: dict[str, Any] = {"retarget": strategy, "fps": None, "driving": None}
     pose: np.ndarray = analysis.pose
     if driving_video is not None:
@@ -209,9 +227,7 @@ def prepare_style2talker(image: Any, audio: Any = None, driving_video: Any = Non
     M = geo.quad_matrix(quad, size)
     aligned = geo.warp_affine(image, M, (size, size), border="reflect")
     crop_lms = geo.apply_affine(M, lms[:, :2])
-    speech = load_speech(audio) if audio is not None else (
-        load_speech(driving_video) if driving_video is not None and not isinstance(driving_video, np.ndarray)
-        else None)
+    speech = speech_for(audio, driving_video)
     meta: dict[str, Any] = {"fps": None, "driving": None}
     if driving_video is not None:
         _, track_pose, rate, name, track = _driving_track(driving_video, driving_fps, size, min_score, smooth,
