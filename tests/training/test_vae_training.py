@@ -60,7 +60,7 @@ def test_config_is_checked():
     with pytest.raises(config.ConfigError, match="frames must be 1"):
         config.load(PRESET, ["data.frames=2"])
     with pytest.raises(config.ConfigError, match="divisible"):
-        config.load(PRESET, ["data.image_size=18"])
+        config.load(PRESET, ["data.image_size=17"])
 
 
 def test_stack_runs_chain_their_own_outputs(tmp_path):
