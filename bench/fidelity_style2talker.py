@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from jaxtalk.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
     t0 = time.perf_counter()
     models = load(args.checkpoint)
     ev = load_evaluators(args.evaluators)

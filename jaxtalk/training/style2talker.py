@@ -408,8 +408,31 @@ def export(cfg: TrainStyle2TalkerConfig, params: dict[str, Any], out: Path) -> d
     return save_checkpoints(models, out)
 
 
-def train_all(cfg: TrainStyle2TalkerConfig, command: str = "") -> dict[str, Any]:
-    """Run (or continue) every stage, then export weights, manifest and curves. Returns the manifest."""
+def restore_params(task: loop.Task, run_cfg: Any) -> tuple[Any, int]:
+    """(params, step) of a stage's newest checkpoint, restored on one device without compiling anything."""
+    from jax.sharding import SingleDeviceSharding
+
+    from jaxtalk.training.checkpoint import Checkpointer
+
+    mesh = parallel.make_mesh(run_cfg.mesh.data, run_cfg.mesh.fsdp, run_cfg.mesh.tensor)
+    abstract = jax.eval_shape(lambda: loop.make_state(task, run_cfg.optimizer, mesh, run_cfg.train.seed, fresh=False))
+    device = SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+    ckpt = Checkpointer(Path(run_cfg.train.workdir) / "checkpoints")
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{run_cfg.train.workdir}: no checkpoint to export; train the stage first")
+        state, _ = ckpt.restore(abstract, step)
+    finally:
+        ckpt.close()
+    return jax.device_get(state.params), int(step)
+
+
+def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool = False) -> dict[str, Any]:
+    """Run (or continue) every stage, then export weights, manifest and curves. Returns the manifest. With
+    `export_only`, every stage's newest checkpoint is exported as it is (a run stopped early for its wall
+    budget; the manifest records the steps actually trained)."""
     cfg.model.validate()
     work = Path(cfg.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -426,6 +449,7 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "") -> dict[str, Any]
     tasks = build_tasks(cfg)
     params: dict[str, Any] = {}
     history: dict[str, dict] = {}
+    steps_done: dict[str, int] = {}
     for stage in STAGES:
         s = getattr(cfg, stage)
         if stage == "style_a":
@@ -435,6 +459,11 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "") -> dict[str, Any]
                                      _loop_config(cfg, stage), cfg.mesh)
         t = time.perf_counter()
         say(f"stage {stage}: {s.steps} steps, batch {s.batch_size}")
+        if export_only:
+            params[stage], steps_done[stage] = restore_params(tasks[stage], run_cfg)
+            history[stage] = _final(loop.read_metrics(work / stage))
+            say(f"stage {stage}: restored step {steps_done[stage]}")
+            continue
         if s.steps == 0:
             task = tasks[stage]
             mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
@@ -444,6 +473,7 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "") -> dict[str, Any]
             result = loop.train(tasks[stage], run_cfg)
             params[stage] = jax.device_get(result.state.params)
             history[stage] = _final(loop.read_metrics(work / stage))
+        steps_done[stage] = int(history[stage].get("step", 0))
         elapsed = round(time.perf_counter() - t, 1)
         times[stage] = round(times.get(stage, 0.0) + elapsed, 1)  # summed over invocations (resumes)
         times_path.write_text(json.dumps(times, indent=1))
@@ -471,7 +501,8 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "") -> dict[str, Any]
         "seed": cfg.seed,
         "train_split": dataclasses.asdict(cfg.train_split),
         "eval_split": dataclasses.asdict(cfg.eval_split),
-        "steps": {stage: getattr(cfg, stage).steps for stage in STAGES},
+        "steps": steps_done,
+        "steps_planned": {stage: getattr(cfg, stage).steps for stage in STAGES},
         "batch_sizes": {stage: getattr(cfg, stage).batch_size for stage in STAGES},
         "wall_seconds": times,
         "final_metrics": history,
@@ -498,6 +529,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="Train every Style2Talker component from nothing on synthetic data")
     parser.add_argument("--config", required=True, help="YAML preset name (configs/) or path")
     parser.add_argument("--workdir", default=None, help="run folder (workdir)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="export every stage's newest checkpoint without training (a run stopped early)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. style_a.steps=10")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"workdir={args.workdir}"] if args.workdir else [])
@@ -507,4 +540,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      "trains `train_style2talker`")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = " ".join(["python", "train/style2talker.py", *(argv if argv is not None else sys.argv[1:])])
-    return train_all(cfg, command)
+    return train_all(cfg, command, export_only=args.export_only)
