@@ -413,9 +413,10 @@ def restore_params(task: loop.Task, run_cfg: Any) -> tuple[Any, int]:
     from jax.sharding import SingleDeviceSharding
 
     from jaxtalk.training.checkpoint import Checkpointer
+    from jaxtalk.training.state import create_state
 
-    mesh = parallel.make_mesh(run_cfg.mesh.data, run_cfg.mesh.fsdp, run_cfg.mesh.tensor)
-    abstract = jax.eval_shape(lambda: loop.make_state(task, run_cfg.optimizer, mesh, run_cfg.train.seed, fresh=False))
+    _, tx = loop.optimizer_of(task, run_cfg.optimizer)
+    abstract = jax.eval_shape(lambda p: create_state(p, tx), loop.abstract_params(task))
     device = SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
     ckpt = Checkpointer(Path(run_cfg.train.workdir) / "checkpoints")
