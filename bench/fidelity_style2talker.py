@@ -17,9 +17,11 @@ JSON:
            paraphrase_emotion_accuracy (held-out phrasings), intensity_order (fraction of (identity, emotion)
            where the generated expression's distance from the neutral-text generation grows 1 < 2 < 3),
            lip_sync (mouth-control correlation of generated vs ground-truth coefficients, `metrics.
-           mouth_coefficient_correlation`), lip_sync_video / lip_sync_video_gt (the same correlation after Style-A
-           rendering and the frame regressor, for generated and for ground-truth frames), lip_sync_ratio
-           (= lip_sync_video / lip_sync_video_gt), audio_only (no text: zero text feature), text_only (silent
+           mouth_coefficient_correlation`), lip_sync_video / lip_sync_video_gt (Pearson correlation of the mouth
+           opening read by the evaluation regressor's landmarks with the true mouth opening: for frames Style-A
+           renders from the generated coefficients, and for the ground-truth frames), lip_sync_ratio
+           (= lip_sync_video / lip_sync_video_gt: what the generated video scores relative to what ground truth
+           scores under the same regressor), audio_only (no text: zero text feature), text_only (silent
            audio), diversity (std over sampling seeds, also relative to the ground truth's std over clips);
   style_a: full | wo_refinement | wo_flow_warp: ssim, psnr, f_lmd (reconstruction of ground-truth frames from
            another frame of the identity + ground-truth coefficients), identity (identity-encoder cosine of
@@ -173,8 +175,8 @@ def evaluate_style_e(models, ev, split: sd.SplitConfig, seed: int, num_seeds: in
     target = np.array([facs.EMOTIONS.index(r["emotion"]) for r in rows])
     gt = np.stack([r["clip"].expression[:len(gen["seen"][0])] for r in rows])
 
-    def acc(seqs) -> float:
-        return metrics.emotion_accuracy(ev.predict_emotion(np.stack(seqs)), target)
+    def acc(seqs, labels=target) -> float:
+        return metrics.emotion_accuracy(ev.predict_emotion(np.stack(seqs)), labels)
 
     def lips(seqs) -> float:
         return float(np.mean([metrics.mouth_coefficient_correlation(g, t) for g, t in zip(seqs, gt)]))
@@ -217,9 +219,8 @@ def evaluate_style_e(models, ev, split: sd.SplitConfig, seed: int, num_seeds: in
     per_emotion = {}
     for e in facs.EMOTIONS:
         idx = [k for k, r in enumerate(rows) if r["emotion"] == e]
-        per_emotion[e] = {"seen": acc([gen["seen"][k] for k in idx]) if idx else None,
-                          "paraphrase": metrics.emotion_accuracy(ev.predict_emotion(np.stack(
-                              [gen["held"][k] for k in idx])), target[idx]) if idx else None}
+        per_emotion[e] = {"seen": acc([gen["seen"][k] for k in idx], target[idx]),
+                          "paraphrase": acc([gen["held"][k] for k in idx], target[idx])}
     out["per_emotion_accuracy"] = per_emotion
     return out, rows, gen
 
@@ -346,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         frames_idx = np.arange(len(gen["seen"][k]))
         w_gen = sd.coefficient_windows(gen["seen"][k], clip.pose[frames_idx], frames_idx, models.config.inference.radius)
         out = render(ref, w_gen, 0, degree)
-        reg_gen = ev.regress(out)["expression"]
-        reg_gt = ev.regress(clip.frames[frames_idx])["expression"]
-        vid_gen.append(metrics.mouth_coefficient_correlation(reg_gen, clip.expression[frames_idx]))
-        vid_gt.append(metrics.mouth_coefficient_correlation(reg_gt, clip.expression[frames_idx]))
+        true_open = metrics.mouth_opening(clip_landmarks(ident, clip, split.resolution)[frames_idx], split.resolution)
+        gen_open = ev.analyse(out)["mouth_opening"]
+        gt_open = ev.analyse(clip.frames[frames_idx])["mouth_opening"]
+        vid_gen.append(metrics.pearson(gen_open, true_open))
+        vid_gt.append(metrics.pearson(gt_open, true_open))
     style_e["lip_sync_video"] = float(np.mean(vid_gen))
     style_e["lip_sync_video_gt"] = float(np.mean(vid_gt))
     style_e["lip_sync_ratio"] = style_e["lip_sync_video"] / max(style_e["lip_sync_video_gt"], 1e-6)

@@ -34,7 +34,10 @@ def test_shipped_folder_is_small_and_documented(models):
 @pytest.mark.parametrize("emotion", ["happy", "sad"])
 def test_generated_emotion_is_recognised_on_a_heldout_clip(models, emotion):
     from jaxtalk.eval import load_evaluators
+    from jaxtalk.eval.evaluators import MANIFEST, default_weights_dir
 
+    if not (default_weights_dir() / MANIFEST).is_file():
+        pytest.skip("jaxtalk.eval has no shipped evaluator weights in this checkout")
     ev = load_evaluators()
     split = SplitConfig.eval()
     ident = synthetic.make_identity(split.identity_seed, 1)
