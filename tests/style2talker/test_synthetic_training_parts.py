@@ -82,15 +82,16 @@ def test_splits_are_disjoint_seeds_and_data_is_consistent(tmp_path):
 
 
 def test_multi_positive_nce_counts_every_same_label_pair():
-    a = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    a = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     labels = jnp.asarray([0, 1, 0])
-    loss, acc = multi_positive_nce(a, a, labels, 0.1)
+    loss, acc = multi_positive_nce(a, a, labels, 0.5)
     # by hand: row i, -log(sum_{j: same label} softmax_j), both directions equal here (symmetric logits)
     an = np.asarray(a) / np.linalg.norm(np.asarray(a), axis=1, keepdims=True)
-    lg = an @ an.T / 0.1
+    lg = an @ an.T / 0.5
     p = np.exp(lg - lg.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     same = np.asarray(labels)[:, None] == np.asarray(labels)[None]
     expected = -np.mean(np.log((p * same).sum(1)))
+    assert expected > 0.1  # a non-degenerate case
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     assert float(acc) == 1.0
