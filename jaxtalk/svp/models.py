@@ -35,6 +35,7 @@ from jaxtalk import parallel
 from jaxtalk.backbones.sd_vae import AutoencoderKL
 from jaxtalk.backbones.wav2vec2 import Wav2Vec2Model, normalize_waveform
 from jaxtalk.backbones.whisper import WhisperEncoder
+from jaxtalk.compile_cache import CompileCache
 from jaxtalk.svp.audio_projection import interpolate_linear
 from jaxtalk.svp.config import SVPConfig
 from jaxtalk.svp.style_extractor import ProbabilisticStyleExtractor
@@ -218,9 +219,9 @@ def _place(variables: Any, mesh: Mesh | None, cfg: SVPConfig, name: str, init_fn
 
 
 # Jitted random inits, one per (model config, component), and other jitted helpers, reused in the process.
-_INITS: dict[tuple, Callable] = {}
-_JITTED: dict[tuple, Callable] = {}
-_SHAPES: dict[tuple, Any] = {}
+_INITS = CompileCache("svp.models.inits", maxsize=64)
+_JITTED = CompileCache("svp.models.jitted", maxsize=64)
+_SHAPES = CompileCache("svp.models.shapes", maxsize=64)
 INIT_PRNG = "unsafe_rbg"
 
 
@@ -489,7 +490,7 @@ def from_vexpress(directory: str | os.PathLike, *, vae: str | os.PathLike | None
     audio_projection) strictly through the interop kinds; the VAE (`sd_vae`) and the wav2vec2 encoder come from
     the given files / folders, else they are randomly initialised from `cfg` (and `source` says so).
 
-    `cfg` (default `configs/svp_vexpress.yaml`) supplies what shapes cannot show (head counts, motion-module
+    `cfg` (default the `svp_vexpress` preset) supplies what shapes cannot show (head counts, motion-module
     settings) and the strict import checks every shape against it; `unet.use_style` adds SVP's style attention,
     kept at its zero-output init. Guider and projection widths are read from the checkpoints.
     """

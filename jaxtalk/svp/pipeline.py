@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from jaxtalk import config as config_lib
 from jaxtalk import diffusion, parallel
+from jaxtalk.compile_cache import CompileCache, mesh_key
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
 from jaxtalk.svp import context
@@ -312,7 +313,7 @@ def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions
 
 # Compiled stage functions, shared by every pipeline in the process: keyed by (config, mesh, stage, shapes, flags).
 # They take params as arguments, so two SVPModels of one config share them. `_PROGRESS` is the live step bar.
-_COMPILED: dict[tuple, Any] = {}
+_COMPILED = CompileCache("svp.pipeline.stages", maxsize=32)
 _PROGRESS: dict[str, tqdm | None] = {"bar": None}
 
 
@@ -371,7 +372,7 @@ class SVPPipeline:
         """AOT-compile `fn(params, *args)` once per (config, mesh, stage, arg shapes, flags): params keep their
         shardings, array args are split over the batch axes, scalars are replicated."""
         shapes = jax.tree.map(lambda a: (tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))), args)
-        key = (_static_config(self.cfg), id(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
+        key = (_static_config(self.cfg), mesh_key(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
         if key in _COMPILED:
             return _COMPILED[key]
         if self.mesh is None:

@@ -1,0 +1,299 @@
+"""The `jaxtalk` console entry: `demo`, `generate`, `convert`, `inspect`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jaxtalk import config
+    from jaxtalk.data.demo import write_demo
+
+    cfg = config.load(args.config, overrides=args.overrides, cls=config.DemoConfig)
+    paths = write_demo(
+        cfg.output_dir, seed=cfg.seed, num_clips=cfg.num_clips, resolution=cfg.data.resolution,
+    )
+    config.save(cfg, paths["video"].with_suffix(".yaml"))
+    for what, path in paths.items():
+        print(f"{what}: {path}")
+    if args.svp_config != "none":
+        for what, path in _svp_demo(Path(cfg.output_dir), cfg.seed, args.svp_config, args.checkpoint).items():
+            print(f"{what}: {path}")
+    if args.style2talker_config != "none":
+        from jaxtalk.style2talker.pipeline import write_demo as style2talker_demo
+
+        s2t = style2talker_demo(Path(cfg.output_dir), seed=cfg.seed, config=args.style2talker_config)
+        print(f"style2talker weights: {s2t.pop('models').source}")
+        print(f"style2talker: {s2t.pop('command')}")
+        s2t.pop("result")
+        for what, path in s2t.items():
+            print(f"{what}: {path}")
+    return 0
+
+
+def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None) -> dict[str, Path]:
+    """SVP on a synthetic reference: its first frame, its speech and head keypoints, the style of another
+    synthetic clip of the same person with a different emotion. Also writes those inputs, so the printed
+    `jaxtalk generate` command reproduces the video."""
+    import soundfile
+    from PIL import Image
+
+    from jaxtalk.data import synthetic
+    from jaxtalk.data.atomic import atomic_path
+    from jaxtalk.svp import pipeline
+
+    identity = synthetic.make_identity(seed, 0)
+    clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 1, num_frames=20, fps=25.0, resolution=128)
+    style_clip = synthetic.generate_clip(identity, "sad", 3, seed=seed + 2, num_frames=40, fps=25.0,
+                                         resolution=64, render_video=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {"reference": out_dir / "svp_reference.png", "audio": out_dir / "svp_audio.wav",
+              "kps": out_dir / "svp_kps.npy", "style": out_dir / "svp_style_clip.npz"}
+    with atomic_path(inputs["reference"]) as tmp:
+        Image.fromarray(clip.frames[0]).save(tmp, format="PNG")
+    with atomic_path(inputs["audio"]) as tmp:
+        soundfile.write(tmp, clip.audio, clip.sample_rate, format="WAV")
+    with atomic_path(inputs["kps"]) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, clip.head_kps)
+    with atomic_path(inputs["style"]) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, expression=style_clip.expression, audio=style_clip.audio, fps=np.float32(style_clip.fps))
+    argv = ["--image", str(inputs["reference"]), "--audio", str(inputs["audio"]), "--kps", str(inputs["kps"]),
+            "--style", str(inputs["style"]), "--config", svp_config, "--devices", "1",
+            "--out", str(out_dir / "svp.mp4")]
+    if checkpoint:
+        argv += ["--checkpoint", checkpoint]
+    print("svp: jaxtalk generate " + " ".join(argv))
+    outputs = _run_generate(_parser().parse_args(["generate", *argv]))
+    prior_path = out_dir / "svp_style_prior.npz"
+    if outputs.get("prior") is not None:
+        pipeline.save_style_prior(prior_path, outputs.pop("prior"))
+        outputs["style_prior"] = prior_path
+    return {**{f"svp_{k}": v for k, v in inputs.items()}, **{f"svp_{k}": v for k, v in outputs.items()}}
+
+
+def _load_kps(path: str) -> np.ndarray:
+    """Keypoints from `.npy` ((8, 2), (F, 8, 2) or V-Kps (…, 3, 2) pixels) or `.npz` (`head_kps` or `kps`)."""
+    from jaxtalk.data.media import MediaError
+
+    p = Path(path)
+    if not p.is_file():
+        raise MediaError(f"{p}: keypoint file not found; check the path")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                key = next((k for k in ("head_kps", "kps") if k in z.files), None)
+                if key is None:
+                    raise MediaError(f"{p}: no 'head_kps' or 'kps' array (found {z.files})")
+                kps = z[key]
+        else:
+            kps = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise MediaError(f"{p}: cannot be read as keypoints ({e}); save them with numpy.save") from None
+    kps = np.asarray(kps, np.float32)
+    if kps.ndim not in (2, 3) or kps.shape[-1] != 2 or kps.shape[-2] not in (3, 8) or not np.all(np.isfinite(kps)):
+        raise MediaError(f"{p}: keypoints must be finite pixel coordinates of shape (8, 2), (F, 8, 2) or with 3 "
+                         f"V-Kps points, got {kps.shape}")
+    return kps
+
+
+def _style2talker_generate(args: argparse.Namespace) -> int:
+    from jaxtalk.style2talker import pipeline
+
+    if args.emotion is None:
+        raise ValueError("--emotion is required with --system style2talker, e.g. --emotion \"She is happy\"")
+    if args.style and len(args.style) > 1:
+        raise ValueError("--style: Style2Talker takes one art style (a .npy W+ code or a style-bank index)")
+    outputs = pipeline.generate(
+        args.image, args.audio, args.emotion, args.out, style=pipeline.parse_style(args.style[0] if args.style
+                                                                                   else None),
+        checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, pose=args.pose,
+        identity_expression=args.identity_exp, progress=not args.quiet)
+    print(f"weights: {outputs['models'].source}")
+    frames = outputs["result"].frames
+    print(f"video: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]} at {outputs['result'].fps:g} fps")
+    print(f"video: {outputs['video']}\nconfig: {outputs['config']}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    if args.system == "style2talker":
+        return _style2talker_generate(args)
+    outputs = _run_generate(args)
+    outputs.pop("prior", None)
+    for what, path in outputs.items():
+        print(f"{what}: {path}")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate every input first (so bad input fails before any model work), then build, sample, write."""
+    import jax
+
+    from jaxtalk import config, parallel
+    from jaxtalk.data import media
+    from jaxtalk.svp import models as svp_models
+    from jaxtalk.svp import pipeline
+    from jaxtalk.svp.config import SVPConfig
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {out}: the output must be an .mp4 file")
+    image = media.load_image(args.image)
+    audio = media.load_audio(args.audio)
+    kps = _load_kps(args.kps) if args.kps else None
+    styles = [pipeline.load_style(s) for s in (args.style or [])]
+    if len(styles) > 2:
+        raise ValueError("--style: give one style file, or two to mix with --style-mix")
+    style = styles[0] if styles else None
+    if len(styles) == 2:
+        style = pipeline.StyleMix(styles[0], styles[1], args.style_mix)
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.steps is not None:
+        overrides.append(f"sampler.steps={args.steps}")
+
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    if ckpt is not None and not ckpt.is_dir():
+        raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
+    converted = ckpt is not None and svp_models.is_converted_checkpoint(ckpt)
+    if ckpt is not None and not (converted or svp_models.is_converted_parts(ckpt)
+                                 or svp_models.is_vexpress_folder(ckpt)):
+        raise svp_models.ModelLoadError(
+            f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
+            "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
+    if converted:
+        cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
+    else:
+        name = args.config or ("svp_vexpress" if ckpt is not None else "svp_tiny")
+        cfg = config.load(name, overrides=overrides, cls=SVPConfig)
+    if style is not None and not cfg.style.enabled:
+        raise ValueError("--style: the config has style.enabled=false (no style attention); drop --style or use "
+                         "a config with style (svp_paper, svp_tiny)")
+
+    devices = jax.devices()[: args.devices] if args.devices else jax.devices()
+    if args.devices is not None and not 1 <= args.devices <= jax.device_count():
+        raise ValueError(f"--devices {args.devices}: choose 1..{jax.device_count()}")
+    mesh = None
+    if len(devices) > 1:
+        m = cfg.mesh
+        mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
+    if converted:
+        models = svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
+    elif ckpt is not None and svp_models.is_vexpress_folder(ckpt):
+        models = svp_models.from_vexpress(ckpt, vae=args.vae, audio_encoder=args.audio_encoder, cfg=cfg, mesh=mesh,
+                                          seed=cfg.seed)
+    elif ckpt is not None:
+        models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
+    else:
+        models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
+    note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
+    print(f"weights: {models.source}{note}", flush=True)
+
+    pipe = pipeline.SVPPipeline(models, progress=not args.quiet)
+    clip = pipeline.ClipInputs(reference=image, audio=audio, kps=kps, style=style)
+    result = pipe([clip])
+    paths: dict[str, Any] = pipeline.write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
+    paths["prior"] = pipeline.resolve_style(models, style) if style is not None else None
+    print(f"video: {result.frames.shape[1]} frames of {cfg.video.height}x{cfg.video.width} at {result.fps:.3f} fps",
+          flush=True)
+    return paths
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from jaxtalk import interop
+    from jaxtalk.interop.convert import inspect
+
+    if args.kinds:
+        for name, summary in sorted(interop.KINDS.items()):
+            print(f"{name}: {summary}")
+        return 0
+    if args.checkpoint is None:
+        raise ValueError("give a checkpoint file or directory to inspect, or --kinds")
+    print("\n".join(inspect(args.checkpoint)))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from jaxtalk.interop.convert import run
+
+    run(args.kind, args.weights, args.config, args.out, args.overwrite)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxtalk", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="synthetic clips (mp4 + contact sheet) and an SVP video at the tiny config")
+    p.add_argument("--config", default="demo", help="preset name or YAML path")
+    p.add_argument("--svp-config", default="svp_tiny", help="SVP preset for the generated video ('none' skips it)")
+    p.add_argument("--style2talker-config", default="style2talker_tiny",
+                   help="Style2Talker preset for its generated video ('none' skips it)")
+    p.add_argument("--checkpoint", help="converted SVP checkpoint folder (default: random weights)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.resolution=256")
+    p.set_defaults(fn=_demo)
+    p = sub.add_parser("generate", help="talking-head video from a reference image and speech (SVP / V-Express)")
+    p.add_argument("--image", required=True, help="reference portrait (png / jpg)")
+    p.add_argument("--audio", required=True, help="speech (wav, flac, mp3, or a video with sound)")
+    p.add_argument("--out", required=True, help="output .mp4; the resolved config is written beside it (.yaml)")
+    p.add_argument("--style", action="append", help=".npz style prior (mu, var) or style clip (expression, "
+                   "audio); give twice to interpolate with --style-mix")
+    p.add_argument("--style-mix", type=float, default=0.5, help="weight of the second --style (0..1)")
+    p.add_argument("--kps", help="head keypoints .npy/.npz in the image's pixels: (8,2) held still or (F,8,2)")
+    p.add_argument("--checkpoint", help="saved SVP bundle, a folder of jaxtalk convert outputs, or V-Express's "
+                   "model_ckpts/v-express (default: random weights; missing parts are random and the output says so)")
+    p.add_argument("--vae", help="with a V-Express checkpoint: sd-vae-ft-mse folder or weights file")
+    p.add_argument("--audio-encoder", help="with a V-Express checkpoint: wav2vec2-base-960h folder or weights file")
+    p.add_argument("--config", help="preset name or YAML path (default svp_tiny; svp_vexpress with a V-Express "
+                   "checkpoint; a converted checkpoint's own config)")
+    p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
+    p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--devices", type=int, help="use the first N devices (default all; 1 = no mesh); with more "
+                   "than one, params are sharded by the config's mesh section")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--system", choices=("svp", "style2talker"), default="svp", help="which model generates")
+    p.add_argument("--emotion", help="style2talker: emotion text, e.g. \"She is happy, pulling up the lip corners\"")
+    p.add_argument("--pose", help="style2talker: head pose .npy, (F,6) angles + translation per frame or (6,)")
+    p.add_argument("--identity-exp", help="style2talker: the identity's 64-d 3DMM expression .npy (default zeros)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. guidance.scale=3.5 guidance.audio_weight=2")
+    p.set_defaults(fn=_generate)
+    p = sub.add_parser("convert", help="a PyTorch checkpoint into a jaxtalk checkpoint directory (strict)")
+    p.add_argument("--kind", required=True, help="interop kind (`jaxtalk inspect --kinds` lists them)")
+    p.add_argument("--weights", required=True, action="append", help="checkpoint file or folder; several are "
+                   "merged into one state dict (e.g. V-Express's denoising_unet.bin and motion_module.bin)")
+    p.add_argument("--config", help="the source's own config (.json / .yaml) or a preset name the kind knows "
+                   "(default: config.json beside the weights, else inferred from the tensor shapes)")
+    p.add_argument("--out", required=True, help="output directory (loads back with interop.checkpoint."
+                   "load_converted)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing converted checkpoint")
+    p.set_defaults(fn=_convert)
+    p = sub.add_parser("inspect", help="what a checkpoint holds: a PyTorch file's tensors (read safely) or a "
+                       "converted directory's kind, config and arrays")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("--kinds", action="store_true", help="list every interop kind with its call convention")
+    p.set_defaults(fn=_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from jaxtalk.config import ConfigError
+    from jaxtalk.interop import CheckpointError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"jaxtalk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared layers: logical-partitioned factories, attention."""

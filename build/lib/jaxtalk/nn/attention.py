@@ -1,0 +1,147 @@
+"""The one attention implementation: `jax.nn.dot_product_attention` plus a memory-bounded query-chunked path.
+
+Layout is (batch, length, heads, head_dim) throughout. Softmax runs in float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtalk.nn import layers
+
+Implementation = Literal["auto", "xla", "cudnn", "reference"]
+
+
+def reference_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, mask: jax.Array | None = None,
+    bias: jax.Array | None = None,
+) -> jax.Array:
+    """Plain einsum attention with a float32 softmax; `mask` True = attend; broadcastable to (B, H, Lq, Lk)."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def _pick_implementation(q: jax.Array, implementation: Implementation) -> str:
+    if implementation != "auto":
+        return implementation
+    on_gpu = jax.default_backend() == "gpu"
+    half = q.dtype in (jnp.bfloat16, jnp.float16)
+    return "cudnn" if on_gpu and half and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128 else "xla"
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: float | None = None,
+    mask: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    implementation: Implementation = "auto",
+    query_chunk_size: int | None = None,
+) -> jax.Array:
+    """softmax(q k^T * scale + bias, masked) v for q (B, Lq, H, D), k/v (B, Lk, H, D(v)).
+
+    `implementation`: "auto" (cuDNN flash on GPU for bf16/fp16, XLA otherwise), "xla", "cudnn" or "reference".
+    `query_chunk_size`: when set and smaller than Lq, queries are processed in chunks under `lax.map`, so the
+    logits never exceed (B, H, chunk, Lk) — the memory-bounded path for long sequences (e.g. 64x64 latents).
+    """
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"attention expects (batch, length, heads, head_dim) arrays, got {q.shape}, {k.shape}, {v.shape}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    lq = q.shape[1]
+    if query_chunk_size is not None and lq > query_chunk_size:
+        return _chunked(q, k, v, scale=scale, mask=mask, bias=bias, implementation=implementation,
+                        chunk=query_chunk_size)
+    impl = _pick_implementation(q, implementation)
+    if impl == "reference":
+        return reference_attention(q, k, v, scale=scale, mask=mask, bias=bias)
+    if mask is not None:
+        mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], lq, k.shape[1]))
+    if bias is not None:
+        bias = jnp.broadcast_to(bias, (q.shape[0], q.shape[2], lq, k.shape[1])).astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, implementation=impl)
+
+
+def _chunked(q, k, v, *, scale, mask, bias, implementation, chunk):
+    """Split queries into chunks (padding the tail) and map the attention over them."""
+    b, lq, h, _ = q.shape
+    n = -(-lq // chunk)
+    pad = n * chunk - lq
+
+    def split(x, axis):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, pad)
+        x = jnp.pad(x, widths)
+        return jnp.moveaxis(x.reshape(*x.shape[:axis], n, chunk, *x.shape[axis + 1:]), axis, 0)
+
+    def per_query(x):
+        """(chunks, None) if x varies along queries (axis -2 of a (B, H, Lq, Lk) array), else (None, x)."""
+        if x is None or x.ndim < 2 or x.shape[-2] == 1:
+            return None, x
+        return split(x, x.ndim - 2), None
+
+    mask_chunks, mask_fixed = per_query(mask)
+    bias_chunks, bias_fixed = per_query(bias)
+
+    def one(args):
+        qc, mc, bc = args
+        return dot_product_attention(
+            qc, k, v, scale=scale, implementation=implementation,
+            mask=mask_fixed if mc is None else mc, bias=bias_fixed if bc is None else bc,
+        )
+
+    out = jax.lax.map(one, (split(q, 1), mask_chunks, bias_chunks))  # (n, B, chunk, H, Dv)
+    return jnp.moveaxis(out, 0, 1).reshape(b, n * chunk, h, v.shape[-1])[:, :lq]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with diffusers' `Attention` parameter names (to_q, to_k, to_v, to_out.0).
+
+    Self-attention when `context` is None. `heads * dim_head` is the inner width; the output has the query's
+    width unless `out_dim` is set. `upcast`: q, k, v enter the attention in float32 whatever the compute dtype
+    (diffusers' `upcast_attention`, needed by SD2.x in half precision); the result is cast back to `dtype`.
+    """
+
+    heads: int
+    dim_head: int
+    out_dim: int | None = None
+    qkv_bias: bool = False
+    out_bias: bool = True
+    scale: float | None = None
+    implementation: Implementation = "auto"
+    query_chunk_size: int | None = None
+    upcast: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+        inner = self.heads * self.dim_head
+        ctx = x if context is None else context
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        q = layers.dense(inner, name="to_q", use_bias=self.qkv_bias, axes=("embed", "heads"), **kw)(x)
+        k = layers.dense(inner, name="to_k", use_bias=self.qkv_bias, axes=("embed", "heads"), **kw)(ctx)
+        v = layers.dense(inner, name="to_v", use_bias=self.qkv_bias, axes=("embed", "heads"), **kw)(ctx)
+        split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.dim_head)
+        q = layers.constrain(split(q), ("act_batch", "act_length", "act_heads", None))
+        k, v = split(k), split(v)
+        if self.upcast:
+            q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
+        o = dot_product_attention(
+            q, k, v, scale=self.scale, mask=mask, implementation=self.implementation,
+            query_chunk_size=self.query_chunk_size,
+        )
+        o = o.astype(self.dtype).reshape(*o.shape[:-2], inner)
+        out_dim = self.out_dim or x.shape[-1]
+        return layers.dense(out_dim, name="to_out_0", use_bias=self.out_bias, axes=("heads", "embed"), **kw)(o)

@@ -1,0 +1,165 @@
+"""Layer factories that carry logical partitioning names, so every model is shard-ready.
+
+Each factory returns a configured flax module; call it inside a parent's `@nn.compact` (or `setup`) with the
+PyTorch submodule name, e.g. `layers.dense(c, name="to_q")(x)`, so param paths mirror torch state-dict keys.
+
+The logical vocabulary (mapped to mesh axes by `jaxtalk.parallel.LOGICAL_RULES`):
+  params:      embed, mlp, heads, vocab, norm, conv_kh, conv_kw, conv_in, conv_out
+  activations: act_batch, act_length, act_embed, act_heads, act_mlp, act_height, act_width, act_channels,
+               act_frames
+
+Norms use float32 statistics and the exact two-pass variance, as PyTorch does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+# PyTorch's default init for Linear / Conv weights: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
+torch_default_init: Initializer = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+zeros_init: Initializer = nn.initializers.zeros_init()
+
+
+def partitioned(init: Initializer, names: Sequence[str | None]) -> Initializer:
+    """Attach logical axis names to an initializer."""
+    return nn.with_logical_partitioning(init, tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """Logical sharding constraint on an activation (a no-op outside a mesh / rules context)."""
+    return nn.with_logical_constraint(x, tuple(names))
+
+
+def dense(
+    features: int,
+    *,
+    name: str | None = None,
+    use_bias: bool = True,
+    axes: tuple[str | None, str | None] = ("embed", "mlp"),
+    kernel_init: Initializer = torch_default_init,
+    bias_init: Initializer = zeros_init,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    precision: Any = None,
+) -> nn.Dense:
+    """Linear layer; kernel (in, out) with logical names `axes`, bias named after the output axis."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        precision=precision,
+        kernel_init=partitioned(kernel_init, axes),
+        bias_init=partitioned(bias_init, (axes[-1],)),
+        name=name,
+    )
+
+
+def conv(
+    features: int,
+    kernel_size: Sequence[int] = (3, 3),
+    *,
+    name: str | None = None,
+    strides: int | Sequence[int] = 1,
+    padding: Any = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+    use_bias: bool = True,
+    kernel_init: Initializer = torch_default_init,
+    bias_init: Initializer = zeros_init,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    precision: Any = None,
+) -> nn.Conv:
+    """Channels-last N-d convolution with PyTorch-style padding; kernel (*k, in/groups, out).
+
+    `padding`: an int (the same on every side of every spatial dim, like torch), a sequence of (lo, hi) pairs,
+    or a flax padding string.
+    """
+    nd = len(kernel_size)
+    if isinstance(padding, int):
+        padding = [(padding, padding)] * nd
+    spatial = ("conv_kh", "conv_kw") if nd == 2 else ("conv_kh",) * nd
+    return nn.Conv(
+        features,
+        kernel_size=tuple(kernel_size),
+        strides=strides,
+        padding=padding,
+        kernel_dilation=dilation,
+        feature_group_count=groups,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        precision=precision,
+        kernel_init=partitioned(kernel_init, (*spatial, "conv_in", "conv_out")),
+        bias_init=partitioned(bias_init, ("conv_out",)),
+        name=name,
+    )
+
+
+def group_norm(
+    num_groups: int = 32,
+    *,
+    name: str | None = None,
+    epsilon: float = 1e-5,
+    use_scale: bool = True,
+    use_bias: bool = True,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.GroupNorm:
+    """GroupNorm over the channel (last) axis, float32 statistics; scale/bias <-> torch weight/bias."""
+    return nn.GroupNorm(
+        num_groups=num_groups,
+        epsilon=epsilon,
+        use_scale=use_scale,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
+        scale_init=partitioned(nn.initializers.ones_init(), ("norm",)),
+        bias_init=partitioned(nn.initializers.zeros_init(), ("norm",)),
+        name=name,
+    )
+
+
+def layer_norm(
+    *,
+    name: str | None = None,
+    epsilon: float = 1e-5,
+    use_scale: bool = True,
+    use_bias: bool = True,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.LayerNorm:
+    """LayerNorm over the last axis, float32 statistics (torch `nn.LayerNorm`)."""
+    return nn.LayerNorm(
+        epsilon=epsilon,
+        use_scale=use_scale,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
+        scale_init=partitioned(nn.initializers.ones_init(), ("norm",)),
+        bias_init=partitioned(nn.initializers.zeros_init(), ("norm",)),
+        name=name,
+    )
+
+
+def per_frame(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+    """Apply an image op to video (B, F, H, W, C) frame by frame (V-Express inflated conv / group norm)."""
+    b, f = x.shape[:2]
+    y = fn(x.reshape(b * f, *x.shape[2:]))
+    return y.reshape(b, f, *y.shape[1:])
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """torch.nn.functional.gelu default (erf form)."""
+    return jax.nn.gelu(x, approximate=False)

@@ -1,0 +1,539 @@
+"""Style2Talker generation: identity image + speech + emotion text + art style -> stylised talking-head video.
+
+    models = load_models("ckpt/style2talker")                # or random_models(config.load("style2talker_tiny"))
+    result = Style2TalkerPipeline(models)(Style2TalkerInputs(image, audio, "She is happy", style=0), seed=0)
+    write_outputs("out.mp4", result.frames, result.audio, result.fps, result.config)
+
+or in one call from files: `generate(image="id.png", audio="speech.wav", emotion="She is happy", out="out.mp4")`
+(what `jaxtalk generate --system style2talker` runs).
+
+Stages, as the released `inference.py` (research/style2talker_architecture.md §0), each one compiled function:
+1. text: CLIP tokenizer (offline BPE) + text tower -> the projected end-token feature (not normalised).
+2. expression: SadTalker mel windows (host numpy) -> audio2exp with the identity's own expression as `ref` and an
+   eye-blink ratio (random pulses drawn from the seed, or zeros) -> Style-E: the 5-step respaced ancestral sampler
+   over non-overlapping 32-frame windows (any length; `style_e.generate_expression`), key from the seed.
+3. coefficients: per frame [exp 64, angles 3, trans 3, crop 3] = 73, then a 27-frame window per frame (radius
+   13, indices clamped at the clip ends) -> (F, 27, 73).
+4. identity: pSp Z+ code of the identity -> W+ (`zplus2wplus`); Style-A's code takes rows :7 from the art style
+   and 7: from the identity (all from the art style with `color_transfer`). The content encoder's features depend
+   only on the identity, the code and d_s, so they are computed once here and reused for every frame.
+5. frames: Style-A on fixed-size batches of coefficient windows (the last batch padded by repeating its last
+   window, so one compiled shape), clamped to [-1, 1] and quantised to uint8 on the device; tqdm over batches.
+   Device memory is bounded by the batch; the uint8 frames accumulate on the host.
+
+Inputs the original computes with models jaxtalk does not ship, taken from the caller instead:
+* `identity_expression` (64,): the identity's Deep3DFaceRecon expression coeff[80:144] (audio2exp's `ref`).
+  Without a 3DMM fit it is zeros, the BFM mean (neutral) expression.
+* `pose`: per-frame (F', 6) [pitch, yaw, roll, tx, ty, tz] (Deep3DFaceRecon coeff[224:227], [254:257]) with
+  F' >= F (cut to F, as the original cuts its pose file), or one (6,) pose held for every frame; zeros when absent:
+  the identity's head held still, facing the camera.
+* `crop` (3,) or (F', 3): Deep3DFaceRecon trans_params[2:] (ratio, t0, t1); `inference.crop` when absent.
+* `parsing` (in_size, in_size, 19): BiSeNet face-parsing logits of the identity at Style-A's input size
+  (divided by 16 inside, as the original); zeros when absent (no parsing network is shipped).
+* Face alignment (dlib landmarks + FFHQ crop before pSp) is not done: pass a face-centred square crop. The
+  identity is resized (bilinear) to Style-A's `in_size` for the content encoder and the motion generator and to
+  `psp.input_size` for pSp.
+
+Art style: a W+ code (n_latent, D) (or a Z+ code with `inference.style_space = zplus`, mapped by `zplus2wplus`),
+or an index into the model's style bank of Z+ codes (the original's `exstyle_code.npy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from PIL import Image
+from tqdm.auto import tqdm
+
+from jaxtalk import config as config_lib
+from jaxtalk import parallel
+from jaxtalk.backbones.clip_tokenizer import CLIPTokenizer
+from jaxtalk.data import media
+from jaxtalk.data.atomic import atomic_path
+from jaxtalk.style2talker import audio2exp as a2e
+from jaxtalk.style2talker.config import CROP_DIM, POSE_DIM, Style2TalkerConfig
+from jaxtalk.style2talker.models import Style2TalkerModels, exstyle_from_bank
+from jaxtalk.style2talker.motion_generator import coefficient_windows
+from jaxtalk.style2talker.style_a import style_code
+from jaxtalk.style2talker.style_e import expression_from_audio
+from jaxtalk.style2talker.vtoonify import PARSING_CHANNELS, VToonify
+
+EXP_DIM = a2e.EXP_DIM
+
+
+@dataclasses.dataclass(frozen=True)
+class Style2TalkerInputs:
+    """One video to generate (see the module docstring for the optional inputs)."""
+
+    image: np.ndarray  # uint8 (H, W, 3) identity
+    audio: np.ndarray  # float32 (S,) 16 kHz mono speech
+    emotion: str  # emotion description, e.g. "She is happy, pulling up the lip corners."
+    style: np.ndarray | int | None = None  # art style code (n_latent, D), a style-bank index, or None (config)
+    identity_expression: np.ndarray | None = None  # (64,)
+    pose: np.ndarray | None = None  # (F', 6) or (6,)
+    crop: np.ndarray | None = None  # (3,) or (F', 3)
+    parsing: np.ndarray | None = None  # (in_size, in_size, 19) logits
+
+
+@dataclasses.dataclass
+class Style2TalkerResult:
+    frames: np.ndarray  # uint8 (F, out_size, out_size, 3)
+    audio: np.ndarray  # float32, the F / fps seconds the frames cover
+    fps: float
+    expression: np.ndarray  # (F, 64) Style-E output
+    coefficients: np.ndarray  # (F, 73) exp + angles + trans + crop
+    text_feature: np.ndarray  # (text_dim,) CLIP feature of the emotion text
+    style: np.ndarray  # (n_latent, D) the W+ code Style-A was driven with
+    config: Style2TalkerConfig  # the resolved config (seed included)
+
+
+# ------------------------------------------------------------------------------------------------ host helpers
+
+
+def to_model_image(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (1, size, size, 3) in [-1, 1], bilinear resize (torchvision's Resize + Normalize
+    with mean = std = 0.5)."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return (np.asarray(img, np.float32) / 127.5 - 1.0)[None]
+
+
+def per_frame(values: np.ndarray | None, num_frames: int, dim: int, default: Sequence[float], what: str) -> np.ndarray:
+    """(F, dim) float32 from a per-frame array (F' >= F rows, cut to F), one row held for every frame, or the
+    default row."""
+    if values is None:
+        return np.broadcast_to(np.asarray(default, np.float32), (num_frames, dim)).copy()
+    values = np.asarray(values, np.float32)
+    if values.ndim == 1 and values.shape == (dim,):
+        return np.broadcast_to(values, (num_frames, dim)).copy()
+    if values.ndim != 2 or values.shape[1] != dim:
+        raise ValueError(f"{what} must be ({dim},) for the whole clip or (frames, {dim}) per frame, got "
+                         f"{values.shape}")
+    if values.shape[0] < num_frames:
+        raise ValueError(f"{what} has {values.shape[0]} frames but the audio gives {num_frames} video frames; "
+                         f"give at least {num_frames} rows, one ({dim},) row, or none")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what} contains NaN or inf")
+    return np.ascontiguousarray(values[:num_frames])
+
+
+def check_emotion(emotion: Any) -> None:
+    if not isinstance(emotion, str) or not emotion.strip():
+        raise ValueError("emotion text is empty; describe the emotion, e.g. 'She is happy, pulling up the lip "
+                         "corners.'")
+
+
+def tokenize_emotion(tokenizer: CLIPTokenizer, emotion: str) -> np.ndarray:
+    """CLIP token ids (1, context) of the emotion text; empty or over-long text is an error (as `clip.tokenize`)."""
+    check_emotion(emotion)
+    return tokenizer([emotion], truncate=False)
+
+
+def num_frames(audio: np.ndarray, fps: float) -> tuple[int, int]:
+    """(video frames, audio samples they cover) for 16 kHz audio at `fps`, as SadTalker's `parse_audio_length`."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1 or audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise ValueError(f"audio must be a non-empty finite mono float array (samples,), got shape {audio.shape}")
+    length, frames = a2e.num_video_frames(audio.shape[0], a2e.SAMPLE_RATE, fps)
+    if frames < 1 or audio.shape[0] <= a2e.N_FFT // 2:
+        raise ValueError(f"audio has {audio.shape[0]} samples ({audio.shape[0] / a2e.SAMPLE_RATE:.3f} s); need at "
+                         f"least one video frame ({a2e.SAMPLE_RATE / fps:.0f} samples at {fps} fps)")
+    return frames, length
+
+
+def validate_inputs(cfg: Style2TalkerConfig, inputs: Style2TalkerInputs, tokenizer: CLIPTokenizer) -> None:
+    """Every check that needs no model (the style-bank index is checked by the pipeline)."""
+    image = np.asarray(inputs.image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 2:
+        raise ValueError(f"identity image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    tokenize_emotion(tokenizer, inputs.emotion)
+    frames, _ = num_frames(inputs.audio, cfg.inference.fps)
+    if inputs.style is not None and not isinstance(inputs.style, (int, np.integer)):
+        a = cfg.style_a
+        code = np.asarray(inputs.style, np.float32)
+        code = code[0] if code.ndim == 3 and code.shape[0] == 1 else code
+        if code.shape != (a.n_latent, a.style_dim) or not np.all(np.isfinite(code)):
+            raise ValueError(f"art style code must be finite ({a.n_latent}, {a.style_dim}), got {code.shape}")
+    elif inputs.style is not None and int(inputs.style) < 0:
+        raise ValueError(f"style index must be >= 0, got {inputs.style}")
+    per_frame(inputs.identity_expression, 1, EXP_DIM, np.zeros(EXP_DIM), "identity_expression")
+    per_frame(inputs.pose, frames, POSE_DIM, np.zeros(POSE_DIM), "pose")
+    per_frame(inputs.crop, frames, CROP_DIM, cfg.inference.crop, "crop")
+    if inputs.parsing is not None:
+        a = cfg.style_a
+        parsing = np.asarray(inputs.parsing, np.float32)
+        if parsing.shape != (a.in_size, a.in_size, PARSING_CHANNELS) or not np.all(np.isfinite(parsing)):
+            raise ValueError(f"parsing must be finite BiSeNet logits ({a.in_size}, {a.in_size}, {PARSING_CHANNELS}) "
+                             f"at Style-A's input size, got {parsing.shape}")
+
+
+def coefficient_sequence(expression: np.ndarray, pose: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """(F, 73) = [exp 64, angles 3, trans 3, crop 3] per frame (PIRender's 73-d driving layout)."""
+    return np.concatenate([np.asarray(expression, np.float32), np.asarray(pose, np.float32)[:, :3],
+                           np.asarray(pose, np.float32)[:, 3:], np.asarray(crop, np.float32)], axis=1)
+
+
+def driving_windows(coefficients: np.ndarray, radius: int = 13) -> np.ndarray:
+    """(F, 2*radius+1, 73) windows centred on every frame, indices clamped at the clip ends (`transform_semantic`)."""
+    return np.asarray(coefficient_windows(jnp.asarray(coefficients, jnp.float32), radius))
+
+
+def batch_plan(num_frames: int, batch_size: int) -> np.ndarray:
+    """(num_batches, batch_size) frame indices; the last batch repeats the last frame (one compiled shape)."""
+    n = -(-num_frames // batch_size) * batch_size
+    return np.minimum(np.arange(n), num_frames - 1).reshape(-1, batch_size)
+
+
+def load_exstyle(path: str | os.PathLike, n_latent: int, style_dim: int) -> np.ndarray:
+    """An art style code file: `.npy` (or a one-array `.npz`) of shape (n_latent, D) or (1, n_latent, D)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise media.MediaError(f"{path}: art style file not found; pass a .npy W+ code ({n_latent}, {style_dim}) "
+                               "or a style-bank index")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if len(data.files) != 1:
+                    raise media.MediaError(f"{path}: .npz style file must hold one array, has {data.files}")
+                data = data[data.files[0]]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise media.MediaError(f"{path}: not a readable numpy style code ({e}); save it with np.save") from None
+    code = np.asarray(data, np.float32)
+    if code.ndim == 3 and code.shape[0] == 1:
+        code = code[0]
+    if code.shape != (n_latent, style_dim) or not np.all(np.isfinite(code)):
+        raise media.MediaError(f"{path}: art style code must be finite ({n_latent}, {style_dim}) or "
+                               f"(1, {n_latent}, {style_dim}), got {code.shape}")
+    return code
+
+
+# ------------------------------------------------------------------------------------------------ compiled stages
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _text_stage(module, params, ids):
+    return module.apply({"params": params}, ids)[1][0]
+
+
+@functools.partial(jax.jit, static_argnames=("a2e_module", "style_e", "sampling"))
+def _expression_stage(a2e_module, a2e_variables, style_e, style_e_params, mels, ref, blink, text, key, sampling):
+    return expression_from_audio(style_e, style_e_params, a2e_module, a2e_variables, mels, ref, text, key,
+                                 blink=blink, sampling=sampling)
+
+
+def encode_identity(module: VToonify, x: jax.Array, style: jax.Array, d_s: jax.Array, parsing: jax.Array):
+    """VToonify's content encoder on the identity: (32 px feature, RGB skip, fusion features)."""
+    resstyles, _ = module.style_codes(style)
+    return module.encode(module.content_input(x, parsing), resstyles, d_s)
+
+
+@functools.partial(jax.jit, static_argnames=("psp", "style_a", "style_is_zplus", "color_transfer"))
+def _identity_stage(psp, psp_variables, style_a, style_a_params, psp_image, exstyle, x, parsing, d_s, *,
+                    style_is_zplus, color_transfer):
+    to_wplus = lambda z: style_a.apply({"params": style_a_params}, z, method="zplus2wplus")
+    identity = to_wplus(psp.apply(psp_variables, psp_image))
+    ex = to_wplus(exstyle[None]) if style_is_zplus else exstyle[None]
+    style = style_code(ex, identity, color_transfer)
+    encoded = style_a.apply({"params": style_a_params}, x, style, d_s, parsing, method=encode_identity)
+    return style[0], encoded
+
+
+@functools.partial(jax.jit, static_argnames=("style_a",))
+def render_batch(style_a, params, encoded, style, image, driven, d_s):
+    """Style-A frames for a batch of driving windows, with the content encoder replaced by its cached output."""
+    b = driven.shape[0]
+    batch = lambda a: jnp.broadcast_to(a, (b, *a.shape[1:]))
+    cached = jax.tree.map(batch, encoded)
+    hits = []
+
+    def reuse_encoder(next_fun, args, kwargs, context):
+        if context.method_name == "encode" and isinstance(context.module, VToonify):
+            hits.append(True)
+            return cached
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(reuse_encoder):
+        out = style_a.apply({"params": params}, batch(image), batch(style[None]), batch(image), driven, d_s)
+    if not hits:
+        raise RuntimeError("Style-A no longer calls VToonify.encode; the pipeline's cached content encoder "
+                           "must be updated")
+    return jnp.round((jnp.clip(out.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+class Style2TalkerPipeline:
+    """Runs the stages above for one input at a time; compiled functions are shared by every pipeline built on
+    equal modules (jit caches keyed on the module configs), so a second call with the same clip length and batch
+    size compiles nothing.
+
+    `mesh` (a `jaxtalk.parallel.make_mesh` mesh): Style-A frame batches are split over its batch axes (data, fsdp)
+    with the Style-A params and the cached identity features replicated; `inference.batch_size` must be a multiple
+    of data x fsdp. The text / expression / identity stages are small and run on the default device.
+    """
+
+    def __init__(self, models: Style2TalkerModels, *, progress: bool = True, mesh: Mesh | None = None):
+        self.models = models
+        self.cfg = models.config
+        self.progress = progress
+        self.tokenizer = CLIPTokenizer(context_length=self.cfg.clip.max_length)
+        self.mesh = mesh
+        if mesh is not None:
+            split = mesh.shape["data"] * mesh.shape["fsdp"]
+            if self.cfg.inference.batch_size % split:
+                raise ValueError(f"inference.batch_size={self.cfg.inference.batch_size} must be a multiple of the "
+                                 f"mesh's data x fsdp = {split} devices the frame batches are split over")
+
+    # -- stages --------------------------------------------------------------------------------------------
+
+    def tokenize(self, emotion: str) -> np.ndarray:
+        return tokenize_emotion(self.tokenizer, emotion)
+
+    def text_feature(self, emotion: str) -> np.ndarray:
+        """CLIP `encode_text` feature (text_dim,) of the emotion description."""
+        m = self.models
+        return np.asarray(_text_stage(m.modules["clip_text"], m.params["clip_text"], self.tokenize(emotion)))
+
+    def num_frames(self, audio: np.ndarray) -> tuple[int, int]:
+        """(video frames, audio samples they cover) at `inference.fps`, as SadTalker cuts the audio."""
+        return num_frames(audio, self.cfg.inference.fps)
+
+    def expression(self, audio: np.ndarray, text_feature: np.ndarray, identity_expression: np.ndarray | None,
+                   seed: int) -> np.ndarray:
+        """Style-E expression (F, 64) for the audio, conditioned on the emotion feature and identity expression."""
+        m, inf = self.models, self.cfg.inference
+        frames, _ = self.num_frames(audio)
+        mels = a2e.audio_to_mel_windows(np.asarray(audio, np.float32), a2e.SAMPLE_RATE, inf.fps)
+        ref = per_frame(identity_expression, 1, EXP_DIM, np.zeros(EXP_DIM), "identity_expression")[0]
+        blink_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB1]))
+        blink = a2e.blink_ratio(frames, blink_rng) if inf.blink == "random" else np.zeros(frames, np.float32)
+        key = jax.random.fold_in(jax.random.key(seed), 1)
+        out = _expression_stage(m.modules["audio2exp"], m.params["audio2exp"], m.modules["style_e"],
+                                m.params["style_e"], mels, ref, blink, np.asarray(text_feature, np.float32), key,
+                                sampling=self.cfg.sampler)
+        return np.asarray(out, np.float32)
+
+    def resolve_style(self, style: np.ndarray | int | None) -> tuple[np.ndarray, bool]:
+        """(code, is_zplus) for an art style given as a code, a bank index or None (`inference.style_index`)."""
+        a, inf = self.cfg.style_a, self.cfg.inference
+        if style is None or isinstance(style, (int, np.integer)):
+            index = inf.style_index if style is None else int(style)
+            return exstyle_from_bank(self.models, index), True
+        code = np.asarray(style, np.float32)
+        code = code[0] if code.ndim == 3 and code.shape[0] == 1 else code
+        if code.shape != (a.n_latent, a.style_dim) or not np.all(np.isfinite(code)):
+            raise ValueError(f"art style code must be finite ({a.n_latent}, {a.style_dim}), got {code.shape}")
+        return code, inf.style_space == "zplus"
+
+    def identity(self, image: np.ndarray, exstyle: np.ndarray, style_is_zplus: bool,
+                 parsing: np.ndarray | None) -> tuple[np.ndarray, Any, np.ndarray]:
+        """(W+ code Style-A is driven with, cached content-encoder outputs, identity image at in_size)."""
+        m, a, inf = self.models, self.cfg.style_a, self.cfg.inference
+        x = to_model_image(image, a.in_size)
+        if parsing is None:
+            parsing = np.zeros((1, a.in_size, a.in_size, PARSING_CHANNELS), np.float32)
+        else:
+            parsing = np.asarray(parsing, np.float32)[None]
+        style, encoded = _identity_stage(
+            m.modules["psp"], m.params["psp"], m.modules["style_a"], m.params["style_a"],
+            to_model_image(image, self.cfg.psp.input_size), exstyle, x, parsing, np.float32(inf.style_degree),
+            style_is_zplus=style_is_zplus, color_transfer=inf.color_transfer)
+        return np.asarray(style), encoded, x
+
+    def render(self, windows: np.ndarray, style: np.ndarray, encoded: Any, image: np.ndarray) -> np.ndarray:
+        """uint8 frames (F, out_size, out_size, 3) for driving windows (F, 27, 73), in fixed-size batches."""
+        m, inf = self.models, self.cfg.inference
+        plan = batch_plan(windows.shape[0], inf.batch_size)
+        d_s = np.float32(inf.style_degree)
+        params = m.params["style_a"]
+        put = lambda x: x
+        if self.mesh is not None:
+            replicated = NamedSharding(self.mesh, P())
+            params, encoded, style, image = jax.device_put((params, encoded, style, image), replicated)
+            sharding = parallel.batch_sharding(self.mesh, windows.ndim)
+            put = lambda x: jax.device_put(x, sharding)
+        frames = np.empty((windows.shape[0], self.cfg.style_a.out_size, self.cfg.style_a.out_size, 3), np.uint8)
+        for k, idx in enumerate(tqdm(plan, desc="Style-A frames", unit="batch", disable=not self.progress)):
+            out = render_batch(m.modules["style_a"], params, encoded, style, image, put(windows[idx]), d_s)
+            start = k * inf.batch_size
+            keep = min(inf.batch_size, windows.shape[0] - start)
+            frames[start:start + keep] = np.asarray(out)[:keep]
+        return frames
+
+    # -- all together ----------------------------------------------------------------------------------------
+
+    def check(self, inputs: Style2TalkerInputs) -> None:
+        """Validate every input before any compute (one clear error each)."""
+        validate_inputs(self.cfg, inputs, self.tokenizer)
+        self.resolve_style(inputs.style)
+
+    def __call__(self, inputs: Style2TalkerInputs, *, seed: int | None = None) -> Style2TalkerResult:
+        seed = self.cfg.inference.seed if seed is None else int(seed)
+        self.check(inputs)
+        inf = self.cfg.inference
+        frames, samples = self.num_frames(inputs.audio)
+        text = self.text_feature(inputs.emotion)
+        expression = self.expression(inputs.audio, text, inputs.identity_expression, seed)
+        coefficients = coefficient_sequence(
+            expression, per_frame(inputs.pose, frames, POSE_DIM, np.zeros(POSE_DIM), "pose"),
+            per_frame(inputs.crop, frames, CROP_DIM, inf.crop, "crop"))
+        exstyle, is_zplus = self.resolve_style(inputs.style)
+        style, encoded, image = self.identity(inputs.image, exstyle, is_zplus, inputs.parsing)
+        video = self.render(driving_windows(coefficients, inf.radius), style, encoded, image)
+        audio = np.asarray(inputs.audio, np.float32)
+        audio = audio[:samples] if audio.shape[0] >= samples else np.pad(audio, (0, samples - audio.shape[0]))
+        resolved = dataclasses.replace(self.cfg, inference=dataclasses.replace(inf, seed=seed))
+        return Style2TalkerResult(video, audio, inf.fps, expression, coefficients, text, style, resolved)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
+                  ) -> dict[str, Path]:
+    """`path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both atomic, and the video is
+    removed again if the config cannot be written, so a failure leaves neither."""
+    path = Path(path)
+    video = media.write_video(path, frames, fps, audio)
+    yaml_path = path.with_suffix(".yaml")
+    try:
+        with atomic_path(yaml_path) as tmp:
+            config_lib.save(cfg, tmp)
+    except BaseException:
+        video.unlink(missing_ok=True)
+        raise
+    return {"video": video, "config": yaml_path}
+
+
+def _load_array(path: str | os.PathLike | None, what: str) -> np.ndarray | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise media.MediaError(f"{path}: {what} file not found; check the path")
+    try:
+        return np.asarray(np.load(path, allow_pickle=False), np.float32)
+    except (OSError, ValueError) as e:
+        raise media.MediaError(f"{path}: not a readable .npy {what} array ({e})") from None
+
+
+def _config_source(config: str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> Any:
+    """The config to read: the given one; else a checkpoint's `config.yaml`, the paper preset for a checkpoint
+    without one, or the tiny preset for random weights."""
+    if config is not None:
+        return config
+    if checkpoint is None:
+        return "style2talker_tiny"
+    from jaxtalk.style2talker.models import CONFIG_FILE
+
+    own = Path(checkpoint) / CONFIG_FILE
+    return own if own.is_file() else "style2talker_paper"
+
+
+def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, emotion: str,
+             out: str | os.PathLike, *, style: str | os.PathLike | int | np.ndarray | None = None,
+             checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
+             overrides: Sequence[str] = (), seed: int | None = None,
+             pose: str | os.PathLike | np.ndarray | None = None,
+             identity_expression: str | os.PathLike | np.ndarray | None = None,
+             models: Style2TalkerModels | None = None, progress: bool = True) -> dict[str, Any]:
+    """Generate one video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
+
+    Inputs are all read and checked before any model is built, and outputs are written atomically, so a bad
+    input raises one error (`MediaError` / `ValueError` / `ConfigError`) and leaves no file. Without
+    `checkpoint` (and `models`) the weights are random (the result says so). Returns {'video', 'config',
+    'result', 'models'}.
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"{out}: the output must be an .mp4 path")
+    check_emotion(emotion)
+    img = np.asarray(image) if isinstance(image, np.ndarray) else media.load_image(image)
+    wav = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else media.load_audio(audio)
+    pose_arr = pose if isinstance(pose, np.ndarray) or pose is None else _load_array(pose, "pose")
+    exp_arr = (identity_expression if isinstance(identity_expression, np.ndarray) or identity_expression is None
+               else _load_array(identity_expression, "identity expression"))
+    cfg = models.config if models is not None else config_lib.load(
+        _config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
+    if isinstance(style, (str, os.PathLike)):
+        style = load_exstyle(style, cfg.style_a.n_latent, cfg.style_a.style_dim)
+    inputs = Style2TalkerInputs(img, wav, emotion, style, exp_arr, pose_arr)
+    validate_inputs(cfg, inputs, CLIPTokenizer(context_length=cfg.clip.max_length))
+    if models is None and checkpoint is not None and (style is None or isinstance(style, (int, np.integer))):
+        from jaxtalk.style2talker.models import STYLE_BANK_FILE
+
+        if not (Path(checkpoint) / STYLE_BANK_FILE).is_file():
+            raise ValueError(f"{checkpoint}: has no style bank ({STYLE_BANK_FILE}); pass an art style code file "
+                             "(a .npy W+ code) as the style")
+    if models is None and checkpoint is None:
+        from jaxtalk.style2talker.models import random_models
+
+        models = random_models(cfg, seed=cfg.inference.seed if seed is None else seed)
+    elif models is None:
+        from jaxtalk.style2talker.models import load_models
+
+        models = load_models(checkpoint, cfg)
+    pipe = Style2TalkerPipeline(models, progress=progress)
+    result = pipe(inputs, seed=seed)
+    paths = write_outputs(out, result.frames, result.audio, result.fps, result.config)
+    return {**paths, "result": result, "models": models}
+
+
+def parse_style(value: str | None) -> str | int | None:
+    """A `--style` argument: a style-bank index (digits) or a code file path."""
+    if value is None:
+        return None
+    return int(value) if value.isdigit() and not Path(value).exists() else value
+
+
+def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.PathLike | None = None,
+               checkpoint: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+    """Style2Talker on a synthetic identity: the first frame of a generated clip as the identity, its speech, its
+    first-frame expression as the identity's 3DMM expression and its head motion as the driving pose, emotion
+    text from its annotation, the first art style of the bank. Writes those inputs beside `style2talker.mp4`, so
+    the returned `command` reproduces the video. Random weights unless `checkpoint` is given."""
+    import soundfile
+
+    from jaxtalk.data import synthetic
+
+    out_dir = Path(out_dir)
+    clip = synthetic.generate_clip(synthetic.make_identity(seed, 1), "happy", 2, seed=seed + 7, num_frames=50,
+                                   fps=25.0, resolution=128)
+    files = {"identity": out_dir / "style2talker_identity.png", "audio": out_dir / "style2talker_audio.wav",
+             "pose": out_dir / "style2talker_pose.npy", "identity_exp": out_dir / "style2talker_identity_exp.npy"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(files["identity"]) as tmp:
+        Image.fromarray(clip.frames[0]).save(tmp, format="PNG")
+    with atomic_path(files["audio"]) as tmp:
+        soundfile.write(tmp, clip.audio, clip.sample_rate, format="WAV")
+    for name, array in (("pose", clip.pose), ("identity_exp", clip.expression[0])):
+        with atomic_path(files[name]) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.asarray(array, np.float32))
+    emotion = clip.emotion_texts[0]
+    out = out_dir / "style2talker.mp4"
+    command = (f"jaxtalk generate --system style2talker --image {files['identity']} --audio {files['audio']} "
+               f"--emotion \"{emotion}\" --pose {files['pose']} --identity-exp {files['identity_exp']} "
+               f"--seed {seed} --out {out}" + (f" --checkpoint {checkpoint}" if checkpoint else "")
+               + (f" --config {config}" if config else ""))
+    outputs = generate(files["identity"], files["audio"], emotion, out, checkpoint=checkpoint, config=config,
+                       seed=seed, pose=files["pose"], identity_expression=files["identity_exp"], progress=progress)
+    return {**{f"style2talker_{k}": v for k, v in files.items()}, "style2talker_video": outputs["video"],
+            "style2talker_config": outputs["config"], "command": command, "models": outputs["models"],
+            "result": outputs["result"]}

@@ -1,0 +1,1 @@
+"""SVP: video UNet parts, audio projection, kps guider, motion module, style extractor."""

@@ -1,0 +1,634 @@
+"""SVP / V-Express sampling: reference image + audio (+ style, + head keypoints) -> talking-head video.
+
+    pipe = SVPPipeline(models)                                  # models: jaxtalk.svp.models.SVPModels
+    result = pipe([ClipInputs(reference=img, audio=wav, kps=kps, style=load_style("style.npz"))], seed=42)
+    write_outputs("out.mp4", result.frames[0], result.audio[0], result.fps, models.config)
+
+Stages (host side, shown with tqdm):
+1. reference: resize, VAE-encode (posterior mean x scaling_factor), ReferenceNet once at t = 0 with a zero context
+   -> the reference bank (one tensor per transformer block).
+2. audio: wav2vec2 `last_hidden_state` (V-Express) or Whisper's stacked hidden states (SVP) -> per-frame windows ->
+   AudioProjection -> tokens [B, F, Na, D].
+3. style: a Gaussian prior (mu, var) from a style clip (3DMM expression + audio through the style extractor), a
+   stored prior, or a mix of two; tokens = mu, or mu + sigma * eps drawn from the clip's key.
+4. keypoints: Head-Kps (SVP) or V-Kps (V-Express) images per frame, kept as uint8; the guider runs inside each
+   window, so its 320-channel features never exist for the whole clip at once.
+5. denoise: ONE compiled function. `lax.scan` over the sampler steps (`diffusion.euler_sample` / `ddim_sample`);
+   at every step `lax.fori_loop` visits the context windows, runs the UNet on W frames with classifier-free
+   guidance (the [uncond, cond] pair in one batched call; uncond = zero bank, zero kps features, zero audio tokens,
+   zero style tokens unless `guidance.uncond_style="keep"`; eps = u + s (c - u)), scatter-adds the prediction
+   into a per-frame accumulator, divides by each frame's window count (V-Express mean overlap) and steps once.
+   Only W frames ever pass through the UNet, so activation memory does not grow with the clip length.
+6. decode: VAE decode in chunks under `lax.map`, quantised to uint8 inside the map; optional 3x3x3 median filter.
+
+Batches of clips (same frame count) run data-parallel: with a mesh, params keep their fsdp / tensor shardings and
+the clip axis is split over the batch mesh axes that divide it; each clip's noise comes from its own key, so a
+clip samples the same alone or in a batch. Compiled stages are cached per (model config, mesh, shapes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from PIL import Image
+from tqdm.auto import tqdm
+
+from jaxtalk import config as config_lib
+from jaxtalk import diffusion, parallel
+from jaxtalk.compile_cache import CompileCache, mesh_key
+from jaxtalk.data import media
+from jaxtalk.data.atomic import atomic_path
+from jaxtalk.svp import context
+from jaxtalk.svp.audio_projection import interpolate_linear
+from jaxtalk.svp.models import StyleGaussian
+
+# ----------------------------------------------------------------------------------------------------------- style
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleClip:
+    """A style reference clip: 3DMM expression coefficients (N, 64) and its 16 kHz audio, at `fps`."""
+
+    expression: np.ndarray
+    audio: np.ndarray
+    fps: float = 25.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleMix:
+    """Interpolation between two style sources: weight 0 gives `a`, 1 gives `b` (mu and sigma mixed linearly)."""
+
+    a: StyleSource
+    b: StyleSource
+    weight: float = 0.5
+
+
+StyleSource = StyleGaussian | StyleClip | StyleMix
+
+
+def resolve_style(models: Any, source: StyleSource) -> StyleGaussian:
+    """Any style source -> its Gaussian prior (a clip goes through the style extractor)."""
+    if isinstance(source, StyleGaussian):
+        return source
+    if isinstance(source, StyleClip):
+        return models.style_prior(source.expression, source.audio, source.fps)
+    if isinstance(source, StyleMix):
+        a, b = resolve_style(models, source.a), resolve_style(models, source.b)
+        if a.mu.shape != b.mu.shape:
+            raise ValueError(f"cannot mix style priors of shapes {a.mu.shape} and {b.mu.shape}")
+        w = float(source.weight)
+        sigma = (1 - w) * np.sqrt(a.var) + w * np.sqrt(b.var)
+        return StyleGaussian((1 - w) * a.mu + w * b.mu, np.square(sigma))
+    raise TypeError(f"not a style source: {type(source).__name__}")
+
+
+def load_style(path: str | os.PathLike) -> StyleSource:
+    """A `.npz` style file: a stored prior (`mu` and `var` or `sigma`, each (K, d) or (d,)), or a style clip
+    (`expression` (N, 64) and `audio` (S,) at 16 kHz, `fps` optional; a clip record from `jaxtalk.data` works)."""
+    import json
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise media.MediaError(f"{path}: style file not found; check the path")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise media.MediaError(f"{path}: not a readable .npz style file ({e})") from None
+    if "mu" in data and ("var" in data or "sigma" in data):
+        mu = np.atleast_2d(np.asarray(data["mu"], np.float32))
+        var = np.asarray(data["var"], np.float32) if "var" in data else np.square(np.asarray(data["sigma"],
+                                                                                              np.float32))
+        var = np.atleast_2d(var)
+        if mu.shape != var.shape or mu.ndim != 2 or not (np.all(np.isfinite(mu)) and np.all(var >= 0)):
+            raise media.MediaError(f"{path}: style prior needs finite mu and non-negative var of one shape (K, d), "
+                                   f"got {mu.shape} and {var.shape}")
+        return StyleGaussian(mu, var)
+    if "expression" in data and "audio" in data:
+        fps = float(data["fps"]) if "fps" in data else 25.0
+        if "meta" in data:
+            fps = float(json.loads(str(data["meta"])).get("fps", fps))
+        return StyleClip(np.asarray(data["expression"], np.float32), np.asarray(data["audio"], np.float32), fps)
+    raise media.MediaError(f"{path}: a style file holds mu + var (or sigma), or expression + audio; found "
+                           f"{sorted(data)}")
+
+
+def save_style_prior(path: str | os.PathLike, prior: StyleGaussian) -> Path:
+    """Store a prior as `.npz` (mu, var), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=np.asarray(prior.mu, np.float32), var=np.asarray(prior.var, np.float32))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------- inputs
+
+
+@dataclasses.dataclass
+class ClipInputs:
+    """One clip to generate. `reference`: uint8 (H0, W0, 3); `audio`: float32 16 kHz mono; `kps`: head keypoints
+    in the reference's pixel coordinates, (8, 2) held still, (F_k, 8, 2) per frame (cut / resampled to the video
+    length as V-Express does), V-Kps (…, 3, 2) for `kps_mode="v"`, or None (no keypoint condition); `style`: a
+    `StyleSource` (required when the config enables style)."""
+
+    reference: np.ndarray
+    audio: np.ndarray
+    kps: np.ndarray | None = None
+    style: StyleSource | None = None
+
+
+@flax.struct.dataclass
+class Conditions:
+    """Per-clip conditioning for the compiled sampler (clip axis first)."""
+
+    audio_tokens: jax.Array  # [B, F, Na, D]
+    reference_bank: tuple[jax.Array, ...]  # each [B, HW_i, C_i]
+    kps_images: jax.Array | None = None  # uint8 [B, F, H, W, 3]
+    style_tokens: jax.Array | None = None  # [B, S, Ds]
+
+
+@dataclasses.dataclass
+class SVPResult:
+    frames: np.ndarray  # uint8 [B, F, H, W, 3]
+    audio: list[np.ndarray]  # per clip, trimmed to the video's duration
+    fps: float
+    latents: np.ndarray  # float32 [B, F, h, w, C]
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (H0, W0, 3) -> uint8 (height, width, 3) (PIL bicubic, as V-Express resizes the reference)."""
+    image = media.to_rgb_uint8(image)
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def keypoint_track(kps: np.ndarray, num_frames: int) -> np.ndarray:
+    """(K, 2) -> held still for every frame; (F_k, K, 2) -> first `num_frames` rows, linearly resampled to
+    `num_frames` (V-Express `inference.py`: cut, then `F.interpolate(mode='linear')` over time)."""
+    kps = np.asarray(kps, np.float32)
+    if kps.ndim == 2:
+        return np.broadcast_to(kps, (num_frames, *kps.shape)).copy()
+    if kps.ndim != 3 or kps.shape[-1] != 2 or kps.shape[0] == 0:
+        raise ValueError(f"keypoints must be (K, 2) or (F, K, 2) pixel coordinates, got shape {kps.shape}")
+    kps = kps[:num_frames]
+    out = interpolate_linear(jnp.asarray(kps.reshape(kps.shape[0], -1)), num_frames)  # (F, K*2) over time
+    return np.asarray(out).reshape(num_frames, *kps.shape[1:])
+
+
+def keypoint_images(kps: np.ndarray, num_frames: int, source_size: tuple[int, int], size: tuple[int, int],
+                    mode: str) -> np.ndarray:
+    """Keypoints in source-image pixels -> uint8 condition images (F, H, W, 3): Head-Kps (`mode="head"`, 8 points)
+    or V-Kps (`mode="v"`, 3 points; 8-point input is reduced to pupils + nose tip)."""
+    from jaxtalk.data.kps import draw_head_kps, draw_v_kps, v_kps_from_head_kps
+
+    track = keypoint_track(kps, num_frames)
+    (h0, w0), (h, w) = source_size, size
+    track = track * np.array([w / w0, h / h0], np.float32)
+    if mode == "head":
+        if track.shape[1] != 8:
+            raise ValueError(f"kps_mode 'head' needs 8 Head-Kps points per frame, got {track.shape[1]}")
+        return np.stack([draw_head_kps(p, (h, w)) for p in track])
+    if mode == "v":
+        if track.shape[1] == 8:
+            track = v_kps_from_head_kps(track)
+        if track.shape[1] != 3:
+            raise ValueError(f"kps_mode 'v' needs 3 V-Kps points (eyes, nose) or 8 Head-Kps points, got "
+                             f"{track.shape[1]}")
+        return np.stack([draw_v_kps(p, (h, w)) for p in track])
+    raise ValueError(f"kps_mode {mode!r} is not 'head' or 'v'")
+
+
+def clip_keys(seed: int, num_clips: int) -> jax.Array:
+    """One key per clip: fold_in(key(seed), i). Clip i samples the same alone or in any batch."""
+    base = jax.random.key(seed)
+    return jnp.stack([jax.random.fold_in(base, i) for i in range(num_clips)])
+
+
+# ------------------------------------------------------------------------------------------- the compiled sampler
+
+
+def sampler_coefficients(sampler: Any) -> diffusion.EulerCoefficients | diffusion.DDIMCoefficients:
+    """Static per-step coefficients for the config's sampler section (host side)."""
+    schedule = diffusion.ScheduleConfig(
+        num_train_timesteps=sampler.num_train_timesteps, beta_start=sampler.beta_start, beta_end=sampler.beta_end,
+        beta_schedule=sampler.beta_schedule, rescale_zero_terminal_snr=sampler.rescale_zero_terminal_snr,
+        prediction_type=sampler.prediction_type,
+    )
+    if sampler.kind == "euler":
+        return diffusion.euler_setup(schedule, sampler.steps, timestep_spacing=sampler.timestep_spacing,
+                                     steps_offset=sampler.steps_offset)
+    return diffusion.ddim_setup(schedule, sampler.steps, timestep_spacing=sampler.timestep_spacing,
+                                steps_offset=sampler.steps_offset, set_alpha_to_one=sampler.set_alpha_to_one,
+                                eta=sampler.eta)
+
+
+def _uncond_pair(x: jax.Array | None) -> jax.Array | None:
+    """[zeros, x] stacked on a new leading CFG axis (V-Express's unconditional input is all zeros)."""
+    return None if x is None else jnp.stack([jnp.zeros_like(x), x])
+
+
+def window_prediction(models: Any, params: dict, x: jax.Array, t: jax.Array, audio: jax.Array,
+                      kps_images: jax.Array | None, bank: tuple[jax.Array, ...], style: jax.Array | None,
+                      scalars: dict[str, jax.Array], do_cfg: bool) -> jax.Array:
+    """The guided UNet output for one window: x [B, W, h, w, C] -> [B, W, h, w, C] (float32).
+
+    With guidance the UNet runs once on the [uncond, cond] pair, vmapped over a leading axis of 2: the same batched
+    computation as V-Express's concatenated batch. (Concatenating the halves along the clip axis instead was
+    miscompiled by XLA's SPMD partitioner with the clip axis split over `data` on a (2, 2, 2) mesh, jax 0.10.2.)
+    """
+    cfg = models.config
+    dtype = x.dtype
+    kps = None
+    if kps_images is not None:
+        imgs = kps_images.astype(jnp.float32) / 255.0 if kps_images.dtype == jnp.uint8 else kps_images
+        kps = models.kps_guider.apply({"params": params["kps_guider"]}, imgs.astype(dtype))
+
+    def unet(x, audio, bank, kps, style):
+        timesteps = jnp.full((x.shape[0],), t, jnp.float32)
+        return models.unet.apply(
+            {"params": params["unet"]}, x, timesteps, audio, reference_bank=bank, kps_features=kps,
+            style_tokens=style, reference_weight=scalars["reference_weight"], audio_weight=scalars["audio_weight"],
+            style_weight=scalars["style_weight"],
+        ).astype(jnp.float32)
+
+    if not do_cfg:
+        return unet(x, audio, bank, kps, style)
+    styles = None
+    if style is not None:
+        styles = _uncond_pair(style) if cfg.guidance.uncond_style == "zero" else jnp.stack([style, style])
+    out = jax.vmap(unet)(jnp.stack([x, x]), _uncond_pair(audio), tuple(_uncond_pair(v) for v in bank),
+                         _uncond_pair(kps), styles)
+    uncond, cond = out[0], out[1]
+    return uncond + scalars["guidance_scale"] * (cond - uncond)
+
+
+def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions, scalars: dict[str, jax.Array],
+                    *, plan: context.WindowPlan, coeffs: Any, latent_shape: tuple[int, int, int], do_cfg: bool,
+                    on_step: Callable[[Any], None] | None = None) -> jax.Array:
+    """Sample latents [B, F, h, w, C] for a batch of clips (pure; jit it). One key per clip."""
+    frames = plan.num_frames
+    dtype = models.unet.dtype
+    windows = jnp.asarray(plan.indices)
+    z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (frames, *latent_shape), jnp.float32))(keys)
+
+    def denoise(x_in: jax.Array, t: jax.Array) -> jax.Array:
+        def one_window(k, acc):
+            idx = windows[k]
+            take = lambda a: None if a is None else jnp.take(a, idx, axis=1)
+            x_w = take(x_in).astype(dtype)
+            pred = window_prediction(models, params, x_w, t, take(cond.audio_tokens), take(cond.kps_images),
+                                     cond.reference_bank, cond.style_tokens, scalars, do_cfg)
+            return context.accumulate_window(acc, pred, idx)
+
+        acc = jax.lax.fori_loop(0, plan.num_windows, one_window, jnp.zeros(x_in.shape, jnp.float32))
+        if on_step is not None:
+            jax.debug.callback(on_step, t)
+        return context.normalise(acc, plan)
+
+    if isinstance(coeffs, diffusion.EulerCoefficients):
+        return diffusion.euler_sample(denoise, z * coeffs.init_noise_sigma, coeffs)
+    noises = None
+    if coeffs.eta > 0:
+        per_clip = jax.vmap(lambda k: jax.random.normal(
+            jax.random.fold_in(k, 2), (coeffs.num_steps, frames, *latent_shape), jnp.float32))(keys)
+        noises = jnp.swapaxes(per_clip, 0, 1)
+    return diffusion.ddim_sample(denoise, z, coeffs, noises=noises)
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+
+
+# Compiled stage functions, shared by every pipeline in the process: keyed by (config, mesh, stage, shapes, flags).
+# They take params as arguments, so two SVPModels of one config share them. `_PROGRESS` is the live step bar.
+_COMPILED = CompileCache("svp.pipeline.stages", maxsize=32)
+_PROGRESS: dict[str, tqdm | None] = {"bar": None}
+
+
+def _static_config(cfg: Any) -> Any:
+    """The config without the values the compiled functions take as inputs (guidance scale and weights, seed)."""
+    g = cfg.guidance
+    static = dataclasses.replace(g, scale=0.0, reference_weight=0.0, audio_weight=0.0, style_weight=0.0,
+                                 force_cfg=False)
+    return dataclasses.replace(cfg, guidance=static, seed=0)
+
+
+def _report_step(t: Any) -> None:
+    bar = _PROGRESS["bar"]
+    if bar is not None:
+        bar.update(1)
+
+
+class SVPPipeline:
+    """Sampling with one `SVPModels` bundle (see the module docstring for the stages)."""
+
+    def __init__(self, models: Any, *, progress: bool = True):
+        self.models = models
+        self.cfg = models.config
+        self.mesh = models.mesh
+        self.progress = progress
+        self.coeffs = sampler_coefficients(self.cfg.sampler)
+
+    # ---- helpers
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.cfg.video.height, self.cfg.video.width
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        f = self.models.vae_scale_factor
+        return self.cfg.video.height // f, self.cfg.video.width // f, self.models.vae.config.latent_channels
+
+    def num_frames(self, audio: np.ndarray) -> tuple[int, float]:
+        """Frame count and fps for audio of this length (V-Express's cut rule when `context.cut_to_windows`)."""
+        c, fps = self.cfg.context, self.cfg.video.fps
+        duration = len(audio) / media.SAMPLE_RATE
+        if c.cut_to_windows:
+            return context.video_duration_frames(duration, fps, c.frames, c.overlap)
+        frames = int(duration * fps)
+        if frames < 1:
+            raise ValueError(f"{duration:.3f} s of audio at {fps:g} fps is shorter than one frame")
+        return frames, fps
+
+    def window_plan(self, num_frames: int) -> context.WindowPlan:
+        c = self.cfg.context
+        if num_frames <= c.frames:
+            return context.window_plan(num_frames, num_frames, 0)
+        return context.window_plan(num_frames, c.frames, c.overlap)
+
+    def _compile(self, stage: str, fn: Callable, args: tuple, out_ndim: int | None = None, **flags: Any):
+        """AOT-compile `fn(params, *args)` once per (config, mesh, stage, arg shapes, flags): params keep their
+        shardings, array args are split over the batch axes, scalars are replicated."""
+        shapes = jax.tree.map(lambda a: (tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))), args)
+        key = (_static_config(self.cfg), mesh_key(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
+        if key in _COMPILED:
+            return _COMPILED[key]
+        if self.mesh is None:
+            compiled = jax.jit(fn).lower(self.models.params, *args).compile()
+        else:
+            rep = NamedSharding(self.mesh, P())
+            arg_shardings = jax.tree.map(lambda a: self._batch_sharding(a) if np.ndim(a) else rep, args)
+            out = rep if out_ndim is None else self._batch_sharding(jax.ShapeDtypeStruct(
+                (self._batch_of(args),) + (1,) * (out_ndim - 1), jnp.float32))
+            # No logical-axis rules while tracing: the activation constraints inside the UNet made XLA's SPMD
+            # partitioner produce wrong values for the guided (CFG) batch on a (2, 2, 2) mesh (jax 0.10.2), while
+            # propagation from the sharded params and clip axis alone is exact (tests/svp/test_pipeline.py).
+            with jax.set_mesh(self.mesh):
+                compiled = jax.jit(fn, in_shardings=(self.models.shardings, *arg_shardings),
+                                   out_shardings=out).lower(self.models.params, *args).compile()
+        _COMPILED[key] = compiled
+        return compiled
+
+    def _run(self, compiled: Any, *args):
+        if self.mesh is None:
+            return compiled(self.models.params, *args)
+        return compiled(self.models.params, *(jax.tree.map(self._put, a) for a in args))
+
+    def _batch_sharding(self, x: Any) -> NamedSharding:
+        """Split the clip axis over the batch mesh axes that divide it ((data, fsdp), data, fsdp or none: a
+        single clip is replicated while fsdp / tensor still split the params)."""
+        b = np.shape(x)[0]
+        for axes in (parallel.BATCH_AXES, ("data",), ("fsdp",)):
+            size = int(np.prod([self.mesh.shape[a] for a in axes]))
+            if size > 1 and b % size == 0:
+                return NamedSharding(self.mesh, P(axes if len(axes) > 1 else axes[0], *[None] * (np.ndim(x) - 1)))
+        return NamedSharding(self.mesh, P())
+
+    @staticmethod
+    def _batch_of(args: tuple) -> int:
+        return int(np.shape(next(a for a in jax.tree.leaves(args) if np.ndim(a) > 0))[0])
+
+    def _put(self, x: Any) -> Any:
+        """Place one input: the clip axis split by `_batch_sharding`, scalars replicated."""
+        if np.ndim(x) == 0:
+            return jax.device_put(x, NamedSharding(self.mesh, P()))
+        sharding = self._batch_sharding(x)
+        if isinstance(x, jax.Array):
+            return jax.device_put(x, sharding)
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    # ---- stages
+    def encode_reference(self, images: np.ndarray) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """uint8 [B, H, W, 3] -> (latents [B, h, w, C] = mean x scaling_factor, ReferenceNet bank)."""
+        m = self.models
+        scale = m.vae.config.scaling_factor
+        ctx_dim = m.reference_context_dim
+
+        def run(params, imgs):
+            x = imgs.astype(jnp.float32) / 127.5 - 1.0
+            mean, _ = m.vae.apply({"params": params["vae"]}, x.astype(m.vae.dtype), method="encode")
+            latents = mean.astype(jnp.float32) * scale
+            ctx = jnp.zeros((x.shape[0], 1, ctx_dim), m.reference_net.dtype)
+            _, bank = m.reference_net.apply({"params": params["reference_net"]}, latents.astype(m.reference_net.dtype),
+                                            jnp.zeros((x.shape[0],), jnp.float32), ctx)
+            return latents, tuple(bank)
+
+        return self._run(self._compile("reference", run, (images,)), images)
+
+    def audio_windows(self, audio: np.ndarray, num_frames: int) -> np.ndarray:
+        """One clip's audio -> per-frame feature windows (F, window, embedding_dim), on the host."""
+        features = self.models.audio_features(audio)  # (T, D) at 50 Hz
+        return np.asarray(self.cfg.audio_projection.windows(jnp.asarray(features)[None], num_frames))
+
+    def project_audio(self, windows: np.ndarray) -> jax.Array:
+        """[B, F, window, D_in] -> audio tokens [B, F, Na, D]."""
+        m = self.models
+
+        def run(params, w):
+            b, f = w.shape[:2]
+            tokens = m.audio_projection.apply({"params": params["audio_projection"]},
+                                              w.reshape(b * f, *w.shape[2:]).astype(m.audio_projection.dtype))
+            return tokens.reshape(b, f, *tokens.shape[1:])
+
+        return self._run(self._compile("audio", run, (windows,), out_ndim=4), windows)
+
+    def style_tokens(self, priors: Sequence[StyleGaussian], keys: jax.Array) -> jax.Array:
+        """Per-clip priors -> tokens [B, K, d_s]: mu, or mu + sigma * eps with eps from fold_in(key, 1)."""
+        mu = jnp.stack([jnp.asarray(p.mu, jnp.float32) for p in priors])
+        var = jnp.stack([jnp.asarray(p.var, jnp.float32) for p in priors])
+        if not self.cfg.style.sample:
+            return mu
+        eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), mu.shape[1:], jnp.float32))(keys)
+        return mu + jnp.sqrt(var + 1e-8) * eps
+
+    def guidance_scalars(self) -> dict[str, np.ndarray]:
+        g = self.cfg.guidance
+        return {"guidance_scale": np.float32(g.scale), "reference_weight": np.float32(g.reference_weight),
+                "audio_weight": np.float32(g.audio_weight), "style_weight": np.float32(g.style_weight)}
+
+    def compile_denoise(self, keys: Any, cond: Any, num_frames: int) -> Any:
+        """The AOT-compiled denoising loop for these input shapes (arrays or ShapeDtypeStructs); exposes
+        `memory_analysis()` / `cost_analysis()`."""
+        g = self.cfg.guidance
+        do_cfg = g.scale != 1.0 or g.force_cfg
+        plan = self.window_plan(num_frames)
+        on_step = _report_step if self.progress else None
+        fn = lambda params, k, c, s: denoise_latents(
+            self.models, params, k, c, s, plan=plan, coeffs=self.coeffs, latent_shape=self.latent_shape,
+            do_cfg=do_cfg, on_step=on_step)
+        return self._compile("denoise", fn, (keys, cond, self.guidance_scalars()), out_ndim=5,
+                             frames=num_frames, do_cfg=do_cfg, progress=self.progress)
+
+    def sample_latents(self, cond: Conditions, keys: jax.Array, num_frames: int) -> jax.Array:
+        """The compiled denoising loop: latents [B, F, h, w, C]."""
+        compiled = self.compile_denoise(keys, cond, num_frames)
+        bar = tqdm(total=self.coeffs.num_steps, desc="denoise", unit="step", leave=False,
+                   disable=not self.progress)
+        _PROGRESS["bar"] = bar
+        try:
+            out = self._run(compiled, keys, cond, self.guidance_scalars())
+            jax.block_until_ready(out)
+        finally:
+            _PROGRESS["bar"] = None
+            bar.close()
+        return out
+
+    def decode(self, latents: jax.Array) -> np.ndarray:
+        """Latents [B, F, h, w, C] -> uint8 frames [B, F, H, W, 3], `video.decode_chunk` frames per VAE call
+        (quantised inside the loop, so only uint8 frames are ever held for the whole clip)."""
+        m = self.models
+        chunk = self.cfg.video.decode_chunk
+        scale = m.vae.config.scaling_factor
+
+        def run(params, lat):
+            b, f = lat.shape[:2]
+            flat = lat.reshape(b * f, *lat.shape[2:]) / scale
+            n = flat.shape[0]
+            steps = -(-n // chunk)
+            flat = jnp.pad(flat, ((0, steps * chunk - n),) + ((0, 0),) * 3).reshape(steps, chunk, *flat.shape[1:])
+
+            def one(zc):
+                img = m.vae.apply({"params": params["vae"]}, zc.astype(m.vae.dtype), method="decode")
+                return jnp.round(jnp.clip(img.astype(jnp.float32) / 2 + 0.5, 0, 1) * 255).astype(jnp.uint8)
+
+            imgs = jax.lax.map(one, flat)
+            imgs = imgs.reshape(steps * chunk, *imgs.shape[2:])[:n]
+            return imgs.reshape(b, f, *imgs.shape[1:])
+
+        frames = np.asarray(self._run(self._compile("decode", run, (latents,), out_ndim=5), latents))
+        if self.cfg.video.median_filter:
+            frames = median_filter_video(frames)
+        return frames
+
+    # ---- end to end
+    def prepare(self, clips: Sequence[ClipInputs], keys: jax.Array, num_frames: int,
+                stages: tqdm | None = None) -> Conditions:
+        """Stages 1-4 for a batch of clips: the sampler's conditions for `num_frames` frames."""
+        step = (lambda name: stages.set_postfix_str(name)) if stages is not None else (lambda name: None)
+        done = (lambda: stages.update(1)) if stages is not None else (lambda: None)
+        step("reference")
+        h, w = self.image_size
+        refs = np.stack([resize_image(c.reference, h, w) for c in clips])
+        _, bank = self.encode_reference(refs)
+        done()
+        step("audio")
+        windows = np.stack([self.audio_windows(c.audio, num_frames) for c in clips])
+        tokens = self.project_audio(windows)
+        done()
+        step("style / kps")
+        style = None
+        with_style = [c.style is not None for c in clips]
+        if any(with_style):
+            if not self.cfg.style.enabled:
+                raise ValueError("a style source was given but the config has style.enabled=false "
+                                 "(this model has no style attention)")
+            if not all(with_style):
+                raise ValueError(f"clips {[i for i, w in enumerate(with_style) if not w]} have no style source "
+                                 "while others do; give every clip in a batch a style or none")
+            style = self.style_tokens([resolve_style(self.models, c.style) for c in clips], keys)
+        kps = None
+        if any(c.kps is not None for c in clips):
+            kps = np.stack([
+                keypoint_images(c.kps, num_frames, c.reference.shape[:2], (h, w), self.cfg.video.kps_mode)
+                if c.kps is not None else np.zeros((num_frames, h, w, 3), np.uint8) for c in clips])
+        done()
+        return Conditions(audio_tokens=tokens, reference_bank=tuple(bank), kps_images=kps, style_tokens=style)
+
+    def __call__(self, clips: Sequence[ClipInputs], *, seed: int | None = None, keys: jax.Array | None = None
+                 ) -> SVPResult:
+        """Generate one video per clip. Clips of different lengths are cut to the shortest (one compiled loop);
+        without `keys`, clip i uses fold_in(key(seed), i) (seed defaults to the config's)."""
+        if not clips:
+            raise ValueError("SVPPipeline: no clips given")
+        if keys is None:
+            keys = clip_keys(self.cfg.seed if seed is None else seed, len(clips))
+        if keys.shape[0] != len(clips):
+            raise ValueError(f"SVPPipeline: {keys.shape[0]} keys for {len(clips)} clips")
+        lengths = [self.num_frames(c.audio) for c in clips]
+        num_frames = min(n for n, _ in lengths)
+        fps = next(f for n, f in lengths if n == num_frames)
+        stages = tqdm(total=5, desc="svp", unit="stage", disable=not self.progress)
+        try:
+            cond = self.prepare(clips, keys, num_frames, stages)
+            stages.set_postfix_str("denoise")
+            latents = self.sample_latents(cond, keys, num_frames)
+            stages.update(1)
+            stages.set_postfix_str("decode")
+            frames = self.decode(latents)
+            stages.update(1)
+        finally:
+            stages.close()
+        samples = int(round(num_frames / fps * media.SAMPLE_RATE))
+        return SVPResult(frames=frames, audio=[np.asarray(c.audio, np.float32)[:samples] for c in clips], fps=fps,
+                         latents=np.asarray(latents))
+
+    def condition_shapes(self, batch: int, num_frames: int, *, style_tokens: int | None = 1,
+                         kps: bool = True) -> Conditions:
+        """ShapeDtypeStructs of the sampler's conditions (for `compile_denoise` without real inputs)."""
+        m, h, w = self.models, *self.image_size
+        lh, lw, lc = self.latent_shape
+        u = self.cfg.unet.unet
+        bank = jax.eval_shape(lambda p: m.reference_net.apply(
+            {"params": p}, jnp.zeros((batch, lh, lw, lc), m.reference_net.dtype), jnp.zeros((batch,)),
+            jnp.zeros((batch, 1, u.cross_attention_dim), m.reference_net.dtype))[1], m.params["reference_net"])
+        sds = jax.ShapeDtypeStruct
+        ap = self.cfg.audio_projection
+        style = None
+        if style_tokens is not None and self.cfg.unet.use_style:
+            style = sds((batch, style_tokens, self.cfg.unet.style_dim), jnp.float32)
+        return Conditions(audio_tokens=sds((batch, num_frames, ap.num_queries, ap.output_dim), m.audio_projection.dtype),
+                          reference_bank=tuple(bank),
+                          kps_images=sds((batch, num_frames, h, w, 3), jnp.uint8) if kps else None,
+                          style_tokens=style)
+
+
+# ------------------------------------------------------------------------------------------------------ outputs
+
+
+def median_filter_video(frames: np.ndarray, size: int = 3) -> np.ndarray:
+    """V-Express's `median_filter_3d`: a size^3 median over (time, height, width) per channel with reflect
+    padding. Run on uint8 frames: quantisation is monotone, so it commutes with the median."""
+    from scipy.ndimage import median_filter
+
+    return median_filter(frames, size=(1,) * (frames.ndim - 4) + (size, size, size, 1), mode="mirror")
+
+
+def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
+                  ) -> dict[str, Path]:
+    """Write `path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both atomic, and the video
+    is removed again if the config cannot be written, so a failure leaves neither."""
+    path = Path(path)
+    video = media.write_video(path, frames, fps, audio)
+    yaml_path = path.with_suffix(".yaml")
+    try:
+        with atomic_path(yaml_path) as tmp:
+            config_lib.save(cfg, tmp)
+    except BaseException:
+        video.unlink(missing_ok=True)
+        raise
+    return {"video": video, "config": yaml_path}
+
+
+

@@ -1,0 +1,1 @@
+"""Training: train state, sharded train step, orbax checkpointing, metrics logging."""
