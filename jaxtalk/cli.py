@@ -160,6 +160,8 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
         overrides.append(f"seed={args.seed}")
     if args.steps is not None:
         overrides.append(f"sampler.steps={args.steps}")
+    if getattr(args, "sampler", None) is not None:
+        overrides.append(f"sampler.kind={args.sampler}")
 
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     if ckpt is not None and not ckpt.is_dir():
@@ -231,6 +233,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxtalk", description=__doc__)
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not use the persistent XLA compilation cache (~/.cache/jaxtalk/xla, or "
+                        "$JAXTALK_COMPILE_CACHE; 'off' there disables it too)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="synthetic clips (mp4 + contact sheet) and an SVP video at the tiny config")
     p.add_argument("--config", default="demo", help="preset name or YAML path")
@@ -256,6 +261,8 @@ def _parser() -> argparse.ArgumentParser:
                    "checkpoint; a converted checkpoint's own config)")
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
     p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--sampler", choices=("euler", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc"),
+                   help="SVP sampler (default: the config's); the multistep solvers need fewer --steps")
     p.add_argument("--devices", type=int, help="use the first N devices (default all; 1 = no mesh); with more "
                    "than one, params are sharded by the config's mesh section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -285,6 +292,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not args.no_compile_cache:
+        from jaxtalk.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     from jaxtalk.config import ConfigError
     from jaxtalk.interop import CheckpointError
 

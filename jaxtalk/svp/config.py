@@ -38,8 +38,10 @@ class StyleConfig:
 class SamplerConfig:
     """Noise schedule and sampler (the fields of diffusers' scheduler configs that matter here)."""
 
-    kind: Literal["euler", "ddim"] = "euler"
+    kind: Literal["euler", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc"] = cfg.field(
+        "euler", doc="euler / ddim, or a multistep solver for fewer steps: dpmsolver++ (2M), sde-dpmsolver++, unipc")
     steps: int = cfg.field(25, min=1, max=1000)
+    solver_order: int = cfg.field(2, min=1, max=2, doc="multistep solvers: 1 or 2 (2M)")
     num_train_timesteps: int = cfg.field(1000, min=2)
     beta_start: float = cfg.field(0.00085, min=0.0, max=1.0)
     beta_end: float = cfg.field(0.012, min=0.0, max=1.0)
@@ -54,7 +56,7 @@ class SamplerConfig:
     def validate(self) -> None:
         if self.steps > self.num_train_timesteps:
             raise ConfigError(f"sampler.steps={self.steps} exceeds num_train_timesteps={self.num_train_timesteps}")
-        if self.kind == "euler" and self.eta:
+        if self.kind != "ddim" and self.eta:
             raise ConfigError("sampler.eta applies to kind=ddim only")
 
 
