@@ -1,22 +1,8 @@
 """Golden-fixture runners for the Style-A motion path: PIRender MappingNet / WarpingNet, flow_util warping and the
 StyleHEAT CalibrationNet (style2talker `Refinement`).
 
-`def run_calibrationnet(fixture_dir: Path, entry: dict) -> None:
-    data = _load(fixture_dir, "calibrationnet")
-    module, params = interop.from_torch("calibration_net", fixture_dir / "calibrationnet.safetensors")
-    ctor = entry["constructor"]
-    assert (module.out_size, module.input_channel, module.channels[-1]) == (
-        ctor["out_size"], ctor["input_channel"], entry["channels"])
-    conds = jax.jit(module.apply)({"params": params}, _nhwc(data["x"]), data["z"][..., 0])
-    names = sorted((k for k in data if k.startswith("cond_")), key=lambda k: int(k.split("_")[1]))
-    assert len(conds) == len(names), f"{len(conds)} conditions, fixture has {len(names)}"
-    for name, cond in zip(names, conds):
-        assert_close(cond, _nhwc(data[name]), name=f"calibrationnet.{name}")
-
-
-RUNNERS = {
-    "calibrationnet": run_calibrationnet,fixture module name: fn(fixture_dir, entry)}`; each loads the original state dict through `interop`,
-runs the Flax module on the fixture inputs (NCHW -> NHWC here) and asserts the parity standard on every output.
+`RUNNERS = {fixture module name: fn(fixture)}`, run through `tests.fixture_harness`; each loads the original state
+dict through `interop`, runs the Flax module on the fixture inputs (NCHW -> NHWC here) and asserts the parity standard on every output.
 """
 
 from __future__ import annotations
