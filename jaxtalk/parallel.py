@@ -120,13 +120,23 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def put(x: Any, mesh: Mesh, sharding: NamedSharding | None = None) -> jax.Array:
+    """Place one input on the mesh (the one batch-placement rule of training and both pipelines): a scalar
+    replicated, a device array moved to `sharding`, a host array assembled from this process's rows."""
+    if np.ndim(x) == 0 or sharding is None:
+        return jax.device_put(x, NamedSharding(mesh, P()))
+    if isinstance(x, jax.Array):
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+
 def shard_batch(batch: Mapping[str, Any] | Any, mesh: Mesh) -> Any:
     """Shard a host batch (this process's rows) over the mesh's batch axes, multi-process aware."""
 
-    def put(x):
+    def put_rows(x):
         x = np.asarray(x)
         if x.ndim == 0:
-            return jax.device_put(x, NamedSharding(mesh, P()))
+            return put(x, mesh)
         batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
         global_rows = x.shape[0] * jax.process_count()
         if global_rows % batch_devices:
@@ -134,6 +144,6 @@ def shard_batch(batch: Mapping[str, Any] | Any, mesh: Mesh) -> Any:
                 f"global batch {global_rows} is not divisible by the {batch_devices} data x fsdp devices; "
                 "change the batch size or the mesh"
             )
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+        return put(x, mesh, batch_sharding(mesh, x.ndim))
 
-    return jax.tree.map(put, batch)
+    return jax.tree.map(put_rows, batch)
