@@ -8,6 +8,7 @@ import ast
 import importlib.metadata
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -86,8 +87,13 @@ def test_presets_live_in_the_package():
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     run = lambda *cmd, **kw: subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, **kw)
+    source = tmp_path / "src"  # a copy, so the build leaves nothing (build/, *.egg-info) in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    shutil.copytree(PACKAGE, source / "jaxtalk", ignore=shutil.ignore_patterns("__pycache__"))
     built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                str(tmp_path / "dist"), str(REPO_ROOT))
+                str(tmp_path / "dist"), str(source))
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("jaxtalk-*.whl"))
     venv = tmp_path / "venv"

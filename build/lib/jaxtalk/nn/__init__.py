@@ -1,1 +1,0 @@
-"""Shared layers: logical-partitioned factories, attention."""

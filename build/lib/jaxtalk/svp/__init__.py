@@ -1,1 +1,0 @@
-"""SVP: video UNet parts, audio projection, kps guider, motion module, style extractor."""

@@ -1,1 +1,0 @@
-"""Training: train state, sharded train step, orbax checkpointing, metrics logging."""
