@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk._moved import forward
 from jaxtalk.backbones.clip_text import CLIPTextEncoder
 from jaxtalk.style2talker.audio2exp import SimpleWrapperV2
 from jaxtalk.style2talker.config import Style2TalkerConfig
@@ -125,10 +126,4 @@ def exstyle_from_bank(models: Style2TalkerModels, index: int) -> np.ndarray:
 _LOADING_NAMES = ("random_value", "torch_shapes", "random_state", "random_models", "find_checkpoint",
                   "load_style_bank", "load_models", "save_checkpoints")
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LOADING_NAMES:
-        from jaxtalk.style2talker import loading
-
-        return getattr(loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = forward(__name__, "jaxtalk.style2talker.loading", _LOADING_NAMES)

@@ -26,6 +26,7 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from jaxtalk import parallel
+from jaxtalk._moved import forward
 from jaxtalk.backbones.sd_vae import AutoencoderKL
 from jaxtalk.backbones.wav2vec2 import Wav2Vec2Model, normalize_waveform
 from jaxtalk.backbones.whisper import WhisperEncoder
@@ -335,10 +336,4 @@ def abstract_params(cfg: SVPConfig, modules: Mapping[str, nn.Module] | None = No
 _LOADING_NAMES = ("save_models", "is_converted_checkpoint", "load_models", "KIND_COMPONENTS", "load_converted_parts",
                   "is_converted_parts", "is_vexpress_folder", "from_vexpress")
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LOADING_NAMES:
-        from jaxtalk.svp import loading
-
-        return getattr(loading, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = forward(__name__, "jaxtalk.svp.loading", _LOADING_NAMES)
