@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "svp_sample.json"))
     args = p.parse_args(argv)
+    from jaxtalk.compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # reruns skip the compiles (first-call times then show the cached load)
     frames = args.frames or (12 if args.small else 24)
     overrides = ["context.cut_to_windows=false"] + ([f"sampler.steps={args.steps}"] if args.steps else [])
     if args.small:

@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy import signal
 
 from jaxtalk.data.atomic import atomic_path
@@ -140,6 +140,7 @@ def load_image(path: str | os.PathLike, background: tuple[int, int, int] = (255,
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # phone photos: pixels stored sideways, EXIF says how to turn them
             return to_rgb_uint8(im, background)
     except MediaError as e:
         raise MediaError(f"{path}: {e}") from None
