@@ -287,6 +287,7 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
     from jaxtalk import config, parallel
+    from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp import models as svp_models
     from jaxtalk.svp import pipeline
     from jaxtalk.svp.config import SVPConfig
@@ -312,9 +313,9 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     if ckpt is not None and not ckpt.is_dir():
         raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
-    converted = ckpt is not None and svp_models.is_converted_checkpoint(ckpt)
-    if ckpt is not None and not (converted or svp_models.is_converted_parts(ckpt)
-                                 or svp_models.is_vexpress_folder(ckpt)):
+    converted = ckpt is not None and svp_loading.is_converted_checkpoint(ckpt)
+    if ckpt is not None and not (converted or svp_loading.is_converted_parts(ckpt)
+                                 or svp_loading.is_vexpress_folder(ckpt)):
         raise svp_models.ModelLoadError(
             f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
             "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
@@ -343,15 +344,15 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
         m = cfg.mesh
         mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
     if converted:
-        models = svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
-    elif ckpt is not None and svp_models.is_vexpress_folder(ckpt):
+        models = svp_loading.load_models(ckpt, cfg=cfg, mesh=mesh)
+    elif ckpt is not None and svp_loading.is_vexpress_folder(ckpt):
         from jaxtalk.interop.hf_cache import resolve_pretrained
 
         vae = resolve_pretrained(args.vae, "--vae") if args.vae else None
         encoder = resolve_pretrained(args.audio_encoder, "--audio-encoder") if args.audio_encoder else None
-        models = svp_models.from_vexpress(ckpt, vae=vae, audio_encoder=encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
+        models = svp_loading.from_vexpress(ckpt, vae=vae, audio_encoder=encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
     elif ckpt is not None:
-        models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
+        models = svp_loading.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
     else:
         models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
     note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
