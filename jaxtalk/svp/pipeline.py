@@ -39,7 +39,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm.auto import tqdm
@@ -346,7 +346,11 @@ def _report_step(t: Any) -> None:
 class SVPPipeline:
     """Sampling with one `SVPModels` bundle (see the module docstring for the stages)."""
 
-    def __init__(self, models: Any, *, progress: bool = True):
+    def __init__(self, models: Any, *, progress: bool = True, mesh: Mesh | None = None):
+        """`mesh` (as for `Style2TalkerPipeline`): the params are placed on it with their logical shardings and
+        clips are split over its batch axes; default: the mesh the bundle was built or loaded on (or none)."""
+        if mesh is not None and mesh is not models.mesh:
+            models = models.on_mesh(mesh)
         self.models = models
         self.cfg = models.config
         self.mesh = models.mesh
