@@ -1,8 +1,8 @@
 """Configs of Style2Talker training on synthetic data: Style-A alone (`system: train_style_a`) and the whole stack
 from nothing (`system: train_style2talker`).
 
-Presets: `configs/train_style_a_tiny.yaml` (tests), `configs/train_style2talker_synthetic.yaml` (the run whose
-weights ship in `jaxtalk/assets/style2talker_synthetic/`), `configs/train_style2talker_tiny.yaml` (tests).
+Presets: `jaxtalk/presets/train_style_a_tiny.yaml` (tests), `train_style2talker_synthetic` (the run whose
+weights ship in `jaxtalk/assets/style2talker_synthetic/`), `train_style2talker_tiny` (tests).
 The identity split is explicit: `train_split` is the only data any stage reads; `eval_split` (other seeds) is
 recorded for the benches and the demo.
 """
