@@ -72,11 +72,11 @@ def load_variants(weights: Path):
     """(trained, w/o style, deterministic-prior) model bundles over the same weights."""
     from safetensors.numpy import load_file
 
-    from jaxtalk.svp import models as svp_models
+    from jaxtalk.svp.loading import load_models
 
-    trained = svp_models.load_models(weights)
-    wo_style = svp_models.load_models(weights, overrides=["guidance.style_weight=0"])
-    det = svp_models.load_models(weights, overrides=["style.extractor.deterministic=true", "style.sample=false"])
+    trained = load_models(weights)
+    wo_style = load_models(weights, overrides=["guidance.style_weight=0"])
+    det = load_models(weights, overrides=["style.extractor.deterministic=true", "style.sample=false"])
     delta_path = weights / "deterministic_prior.safetensors"
     if delta_path.is_file():
         from flax import traverse_util
@@ -269,7 +269,7 @@ def targets(r: dict) -> dict:
 
 
 def default_weights() -> Path:
-    from jaxtalk.svp.models import packaged_weights
+    from jaxtalk.svp.loading import packaged_weights
 
     return packaged_weights()
 

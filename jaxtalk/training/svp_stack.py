@@ -203,6 +203,7 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
     import numpy as np
     from safetensors.numpy import save_file
 
+    from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp import models as svp_models
     from jaxtalk.training.sources import run_params
 
@@ -221,7 +222,7 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
                          f"({len(bad)} keys)")
     cast = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
     out_dir.mkdir(parents=True, exist_ok=True)
-    svp_models.save_models(svp_models.SVPModels(cfg, modules, cast), out_dir)
+    svp_loading.save_models(svp_models.SVPModels(cfg, modules, cast), out_dir)
 
     det = run_params(root / "stage3_det")
     flat_unet = _flat(det["unet"])

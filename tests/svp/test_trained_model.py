@@ -10,7 +10,7 @@ import pytest
 
 from jaxtalk.data import synthetic
 from jaxtalk.eval import load_evaluators
-from jaxtalk.svp import models as svp_models
+from jaxtalk.svp import loading as svp_loading
 from jaxtalk.svp.pipeline import ClipInputs, StyleClip, SVPPipeline
 from jaxtalk.training.svp_stack import EVAL_SEED, TRAIN_SEED
 
@@ -19,11 +19,11 @@ STEPS = 10  # fewer than the config's 25: the test checks the weights, not the s
 
 @pytest.fixture(scope="module")
 def trained():
-    return svp_models.load_models(svp_models.packaged_weights(), overrides=[f"sampler.steps={STEPS}"])
+    return svp_loading.load_models(svp_loading.packaged_weights(), overrides=[f"sampler.steps={STEPS}"])
 
 
 def test_manifest_records_the_training(trained):
-    manifest = json.loads((svp_models.packaged_weights() / "manifest.json").read_text())
+    manifest = json.loads((svp_loading.packaged_weights() / "manifest.json").read_text())
     training = manifest["training"]
     assert training["train_seed"] == TRAIN_SEED and training["eval_seed"] == EVAL_SEED
     assert {"vae", "style_prior", "stage1", "stage2", "stage3", "stage3_det"} <= set(training["runs"])
