@@ -264,7 +264,8 @@ def _cached(cache: Path | None, name: str, fn, *args, **kwargs):
     if cache is None:
         return fn(*args, **kwargs)
     key = "_".join(str(a) for a in args) + "_" + "_".join(f"{k}{v}" for k, v in sorted(kwargs.items()))
-    path = cache / f"{name}_{key}".replace(" ", "").replace(",", "-").replace("(", "").replace(")", "") + ".npz"
+    stem = f"{name}_{key}".replace(" ", "").replace(",", "-").replace("(", "").replace(")", "")
+    path = cache / f"{stem}.npz"
     if path.is_file():
         cls = data.FrameSet if fn is data.render_frame_set else data.SequenceSet
         with np.load(path, allow_pickle=False) as z:
