@@ -41,7 +41,11 @@ class Preset:
 
     frame_identities: int = 96
     frame_clips: int = 2
-    frame_frames: int = 24
+    frame_frames: int = 24  # frames per training clip
+    heldout_frames: int = 24  # held-out clips are rendered whole (lip-sync and per-clip emotion need them)
+    # "clips": whole rendered clips (the shipped weights); "sampled": `frame_frames` random frames of many more
+    # clips (data.sample_frame_set), meant to generalise the expression better, not yet trained to the end.
+    train_sampling: str = "clips"
     heldout_identities: int = 16
     heldout_clips: int = 2
     seq_identities: int = 120
@@ -56,11 +60,15 @@ class Preset:
 
 PRESETS = {
     "default": Preset(),
-    "quick": Preset(frame_identities=12, frame_clips=2, frame_frames=8, heldout_identities=4, heldout_clips=2,
+    "sampled": Preset(frame_identities=360, frame_clips=3, frame_frames=4, train_sampling="sampled",
+                      regressor_steps=1200),
+    "quick": Preset(frame_identities=12, frame_clips=2, frame_frames=4, heldout_frames=8, heldout_identities=4,
+                    heldout_clips=2,
                     seq_identities=24, seq_clips=3, seq_frames=32, regressor_steps=20, identity_steps=20,
                     emotion_steps=20, batch=16),
 }
 WINDOW_LENGTHS = (8, 16, 32)
+RENDER_WORKERS = 4
 
 
 def _commit() -> str:
@@ -267,7 +275,7 @@ def _cached(cache: Path | None, name: str, fn, *args, **kwargs):
     stem = f"{name}_{key}".replace(" ", "").replace(",", "-").replace("(", "").replace(")", "")
     path = cache / f"{stem}.npz"
     if path.is_file():
-        cls = data.FrameSet if fn is data.render_frame_set else data.SequenceSet
+        cls = data.SequenceSet if fn is data.expression_sequences else data.FrameSet
         with np.load(path, allow_pickle=False) as z:
             return cls(**{f.name: z[f.name] for f in dataclasses.fields(cls)})
     result = fn(*args, **kwargs)
@@ -283,10 +291,14 @@ def run(out: Path, preset_name: str, seed: int, cache: Path | None = None) -> di
     t0 = time.time()
     walls = {}
     _log(f"rendering training frames ({preset.frame_identities} identities x {preset.frame_clips} clips)")
-    train = _cached(cache, "train", data.render_frame_set, data.TRAIN_SEED, preset.frame_identities,
-                    preset.frame_clips, preset.frame_frames, resolutions=(64, 64, 128))
+    if preset.train_sampling == "sampled":
+        train = _cached(cache, "train", data.sample_frame_set, data.TRAIN_SEED, preset.frame_identities,
+                        preset.frame_clips, preset.frame_frames, resolutions=(64, 64, 128), workers=RENDER_WORKERS)
+    else:
+        train = _cached(cache, "train", data.render_frame_set, data.TRAIN_SEED, preset.frame_identities,
+                        preset.frame_clips, preset.frame_frames, resolutions=(64, 64, 128))
     held = _cached(cache, "heldout", data.render_frame_set, data.HELDOUT_SEED, preset.heldout_identities,
-                   preset.heldout_clips, preset.frame_frames, resolutions=(64, 128))
+                   preset.heldout_clips, preset.heldout_frames, resolutions=(64, 128))
     seqs = _cached(cache, "seq", data.expression_sequences, data.TRAIN_SEED, preset.seq_identities,
                    preset.seq_clips, preset.seq_frames)
     held_seqs = _cached(cache, "heldseq", data.expression_sequences, data.HELDOUT_SEED,
@@ -319,7 +331,7 @@ def run(out: Path, preset_name: str, seed: int, cache: Path | None = None) -> di
     }
     # Emotion training noise: the regressor's held-out coefficient error, so the classifier reads regressed input.
     partial = evaluators.build_evaluators(manifest, reg_params, None, id_params)
-    reg_acc = evaluate_regressor(partial, held, preset.frame_frames)
+    reg_acc = evaluate_regressor(partial, held, preset.heldout_frames)
     residual = partial.regress(held.frames)["expression"] - held.expression
     noise_std = float(np.sqrt(np.mean(residual**2)))
     t = time.time()
@@ -329,8 +341,8 @@ def run(out: Path, preset_name: str, seed: int, cache: Path | None = None) -> di
     ev = evaluators.build_evaluators(manifest, reg_params, emo_params, id_params)
     manifest["heldout"] = {
         "regressor": reg_acc,
-        "emotion": evaluate_emotion(ev, held_seqs, held, preset.frame_frames, seed),
-        "identity": evaluate_identity(ev, held, preset.frame_frames),
+        "emotion": evaluate_emotion(ev, held_seqs, held, preset.heldout_frames, seed),
+        "identity": evaluate_identity(ev, held, preset.heldout_frames),
     }
     manifest["emotion_training_noise_std"] = noise_std
     manifest["steps"] = {"regressor": preset.regressor_steps, "identity": preset.identity_steps,
