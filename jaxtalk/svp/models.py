@@ -76,8 +76,9 @@ def build_modules(cfg: SVPConfig) -> dict[str, nn.Module]:
         "vae": AutoencoderKL(cfg.vae, implementation=cfg.attention, query_chunk_size=cfg.attention_chunk, **kw),
         "kps_guider": cfg.kps_guider.module(**kw),
         "audio_projection": cfg.audio_projection.module(**kw),
-        "audio_encoder": Wav2Vec2Model(a.wav2vec2) if a.encoder == "wav2vec2" else WhisperEncoder(a.whisper),
     }
+    if a.encoder != "logmel":  # log-mel features need no module
+        modules["audio_encoder"] = Wav2Vec2Model(a.wav2vec2) if a.encoder == "wav2vec2" else WhisperEncoder(a.whisper)
     if cfg.style.enabled:
         modules["style_extractor"] = ProbabilisticStyleExtractor(cfg.style.extractor, cfg.attention)
     return modules
@@ -97,8 +98,9 @@ def init_functions(cfg: SVPConfig, modules: Mapping[str, nn.Module]) -> dict[str
         "vae": lambda r: modules["vae"].init(r, jnp.zeros((1, f, f, cfg.vae.in_channels))),
         "kps_guider": lambda r: modules["kps_guider"].init(r, jnp.zeros((1, 1, f, f, cfg.kps_guider.conditioning_channels))),
         "audio_projection": lambda r: modules["audio_projection"].init(r, jnp.zeros((1, ap.window, ap.embedding_dim))),
-        "audio_encoder": lambda r: modules["audio_encoder"].init_params(r),
     }
+    if "audio_encoder" in modules:
+        fns["audio_encoder"] = lambda r: modules["audio_encoder"].init_params(r)
     if "style_extractor" in modules:
         fns["style_extractor"] = lambda r: modules["style_extractor"].init(
             r, jnp.zeros((1, 2, ex.exp_dim)), jnp.zeros((1, 2, ex.audio_dim)))
@@ -176,6 +178,10 @@ class SVPModels:
         """16 kHz mono audio -> encoder features at 50 Hz: (T, D) for wav2vec2, (T, L+1, D) for Whisper."""
         audio = np.asarray(audio, np.float32)
         a = self.config.audio
+        if a.encoder == "logmel":
+            from jaxtalk.backbones.audio_features import logmel_frames
+
+            return logmel_frames(audio, a.n_mels)
         enc, params = self.modules["audio_encoder"], self.params["audio_encoder"]
         if a.encoder == "wav2vec2":
             x = normalize_waveform(audio) if a.normalize else audio
