@@ -1,4 +1,4 @@
-"""The `jaxtalk` console entry: `demo`, `generate`, `inspect`."""
+"""The `jaxtalk` console entry: `demo`, `generate`, `serve`, `inspect`."""
 
 from __future__ import annotations
 
@@ -79,31 +79,6 @@ def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None)
     return {**{f"svp_{k}": v for k, v in inputs.items()}, **{f"svp_{k}": v for k, v in outputs.items()}}
 
 
-def _load_kps(path: str) -> np.ndarray:
-    """Keypoints from `.npy` ((8, 2), (F, 8, 2) or V-Kps (…, 3, 2) pixels) or `.npz` (`head_kps` or `kps`)."""
-    from jaxtalk.data.media import MediaError
-
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError(f"{p}: keypoint file not found; check the path")
-    try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                key = next((k for k in ("head_kps", "kps") if k in z.files), None)
-                if key is None:
-                    raise MediaError(f"{p}: no 'head_kps' or 'kps' array (found {z.files})")
-                kps = z[key]
-        else:
-            kps = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise MediaError(f"{p}: cannot be read as keypoints ({e}); save them with numpy.save") from None
-    kps = np.asarray(kps, np.float32)
-    if kps.ndim not in (2, 3) or kps.shape[-1] != 2 or kps.shape[-2] not in (3, 8) or not np.all(np.isfinite(kps)):
-        raise MediaError(f"{p}: keypoints must be finite pixel coordinates of shape (8, 2), (F, 8, 2) or with 3 "
-                         f"V-Kps points, got {kps.shape}")
-    return kps
-
-
 def _style2talker_generate(args: argparse.Namespace) -> int:
     from jaxtalk.style2talker import pipeline
 
@@ -134,78 +109,19 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
-    """Validate every input first (so bad input fails before any model work), then build, sample, write."""
-    import jax
-
-    from jaxtalk import config, parallel
-    from jaxtalk.data import media
-    from jaxtalk.svp import models as svp_models
+    """SVP through the library's `generate()` (which validates every input before any model work)."""
     from jaxtalk.svp import pipeline
-    from jaxtalk.svp.config import SVPConfig
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"--out {out}: the output must be an .mp4 file")
-    image = media.load_image(args.image)
-    audio = media.load_audio(args.audio)
-    kps = _load_kps(args.kps) if args.kps else None
-    styles = [pipeline.load_style(s) for s in (args.style or [])]
-    if len(styles) > 2:
-        raise ValueError("--style: give one style file, or two to mix with --style-mix")
-    style = styles[0] if styles else None
-    if len(styles) == 2:
-        style = pipeline.StyleMix(styles[0], styles[1], args.style_mix)
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.steps is not None:
-        overrides.append(f"sampler.steps={args.steps}")
-
-    ckpt = Path(args.checkpoint) if args.checkpoint else None
-    if ckpt is not None and not ckpt.is_dir():
-        raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
-    converted = ckpt is not None and svp_models.is_converted_checkpoint(ckpt)
-    if ckpt is not None and not (converted or svp_models.is_converted_parts(ckpt)
-                                 or svp_models.is_vexpress_folder(ckpt)):
-        raise svp_models.ModelLoadError(
-            f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
-            "folders written by convert/*.py (jaxtalk_kind.json), or V-Express's five .bin files")
-    if converted:
-        cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
-    else:
-        name = args.config or ("svp_vexpress" if ckpt is not None else "svp_tiny")
-        cfg = config.load(name, overrides=overrides, cls=SVPConfig)
-    if style is not None and not cfg.style.enabled:
-        raise ValueError("--style: the config has style.enabled=false (no style attention); drop --style or use "
-                         "a config with style (svp_paper, svp_tiny)")
-
-    devices = jax.devices()[: args.devices] if args.devices else jax.devices()
-    if args.devices is not None and not 1 <= args.devices <= jax.device_count():
-        raise ValueError(f"--devices {args.devices}: choose 1..{jax.device_count()}")
-    mesh = None
-    if len(devices) > 1:
-        m = cfg.mesh
-        mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
-    if converted:
-        models = svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
-    elif ckpt is not None and svp_models.is_vexpress_folder(ckpt):
-        models = svp_models.from_vexpress(ckpt, vae=args.vae, audio_encoder=args.audio_encoder, cfg=cfg, mesh=mesh,
-                                          seed=cfg.seed)
-    elif ckpt is not None:
-        models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
-    else:
-        models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
-    note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
+    outputs = pipeline.generate(
+        args.image, args.audio, args.out, style=args.style, style_mix=args.style_mix, kps=args.kps,
+        checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, steps=args.steps,
+        devices=args.devices, vae=args.vae, audio_encoder=args.audio_encoder, progress=not args.quiet)
+    models, frames = outputs["models"], outputs["result"].frames
+    note = "" if args.checkpoint else " (no --checkpoint: the video shows what untrained weights make, not a face)"
     print(f"weights: {models.source}{note}", flush=True)
-
-    pipe = pipeline.SVPPipeline(models, progress=not args.quiet)
-    clip = pipeline.ClipInputs(reference=image, audio=audio, kps=kps, style=style)
-    result = pipe([clip])
-    paths: dict[str, Any] = pipeline.write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
-    paths["prior"] = pipeline.resolve_style(models, style) if style is not None else None
-    print(f"video: {result.frames.shape[1]} frames of {cfg.video.height}x{cfg.video.width} at {result.fps:.3f} fps",
-          flush=True)
-    return paths
+    print(f"video: {frames.shape[1]} frames of {frames.shape[2]}x{frames.shape[3]} at {outputs['result'].fps:.3f} "
+          "fps", flush=True)
+    return {"video": outputs["video"], "config": outputs["config"], "prior": outputs["prior"]}
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -218,6 +134,12 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"{name} {tuple(value.shape)} {value.dtype}")
     print(f"{len(state)} tensors, {total:,} elements")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jaxtalk import serve
+
+    return serve.serve(args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -256,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-exp", help="style2talker: the identity's 64-d 3DMM expression .npy (default zeros)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. guidance.scale=3.5 guidance.audio_weight=2")
     p.set_defaults(fn=_generate)
+    p = sub.add_parser("serve", help="web page (gradio) over generate() for SVP and Style2Talker")
+    from jaxtalk.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(fn=_serve)
     p = sub.add_parser("inspect", help="list the tensors of a checkpoint (read safely)")
     p.add_argument("checkpoint")
     p.set_defaults(fn=_inspect)
