@@ -1,4 +1,4 @@
-"""The `jaxtalk` console entry: `demo`, `generate`, `serve`, `plot`, `doctor`, `inspect`."""
+"""The `jaxtalk` console entry: `demo`, `generate`, `serve`, `plot`, `doctor`, `convert`, `inspect`."""
 
 from __future__ import annotations
 
@@ -131,9 +131,12 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     """SVP through the library's `generate()` (which validates every input before any model work)."""
     from jaxtalk.svp import pipeline
 
+    overrides = list(args.overrides)
+    if getattr(args, "sampler", None) is not None:
+        overrides.append(f"sampler.kind={args.sampler}")
     outputs = pipeline.generate(
         args.image, args.audio, args.out, style=args.style, style_mix=args.style_mix, kps=args.kps,
-        checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, steps=args.steps,
+        checkpoint=args.checkpoint, config=args.config, overrides=overrides, seed=args.seed, steps=args.steps,
         devices=args.devices, vae=args.vae, audio_encoder=args.audio_encoder, progress=not args.quiet)
     models, frames = outputs["models"], outputs["result"].frames
     note = "" if args.checkpoint else " (no --checkpoint: the video shows what untrained weights make, not a face)"
@@ -147,14 +150,23 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from jaxtalk.interop import read_state_dict
+    from jaxtalk import interop
+    from jaxtalk.interop.convert import inspect
 
-    state = read_state_dict(args.checkpoint)
-    total = 0
-    for name, value in sorted(state.items()):
-        total += value.size
-        print(f"{name} {tuple(value.shape)} {value.dtype}")
-    print(f"{len(state)} tensors, {total:,} elements")
+    if args.kinds:
+        for name, summary in sorted(interop.KINDS.items()):
+            print(f"{name}: {summary}")
+        return 0
+    if args.checkpoint is None:
+        raise ValueError("give a checkpoint file or directory to inspect, or --kinds")
+    print("\n".join(inspect(args.checkpoint)))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from jaxtalk.interop.convert import run
+
+    run(args.kind, args.weights, args.config, args.out, args.overwrite)
     return 0
 
 
@@ -199,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
                    "audio); give twice to interpolate with --style-mix")
     p.add_argument("--style-mix", type=float, default=0.5, help="weight of the second --style (0..1)")
     p.add_argument("--kps", help="head keypoints .npy/.npz in the image's pixels: (8,2) held still or (F,8,2)")
-    p.add_argument("--checkpoint", help="saved SVP bundle, a folder of convert/*.py outputs, or V-Express's "
+    p.add_argument("--checkpoint", help="saved SVP bundle, a folder of jaxtalk convert outputs, or V-Express's "
                    "model_ckpts/v-express (default: random weights; missing parts are random and the output says so)")
     p.add_argument("--vae", help="with a V-Express checkpoint: sd-vae-ft-mse folder or weights file")
     p.add_argument("--audio-encoder", help="with a V-Express checkpoint: wav2vec2-base-960h folder or weights file")
@@ -207,6 +219,8 @@ def _parser() -> argparse.ArgumentParser:
                    "checkpoint; a converted checkpoint's own config)")
     p.add_argument("--seed", type=int, help="sampling seed (same seed, same video)")
     p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--sampler", choices=("euler", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc"),
+                   help="SVP sampler (default: the config's); the multistep solvers need fewer --steps")
     p.add_argument("--devices", type=int, help="use the first N devices (default all; 1 = no mesh); with more "
                    "than one, params are sharded by the config's mesh section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -232,8 +246,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="versions, devices, codecs, face model and shipped weights of this install")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(fn=_doctor)
-    p = sub.add_parser("inspect", help="list the tensors of a checkpoint (read safely)")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("convert", help="a PyTorch checkpoint into a jaxtalk checkpoint directory (strict)")
+    p.add_argument("--kind", required=True, help="interop kind (`jaxtalk inspect --kinds` lists them)")
+    p.add_argument("--weights", required=True, action="append", help="checkpoint file or folder; several are "
+                   "merged into one state dict (e.g. V-Express's denoising_unet.bin and motion_module.bin)")
+    p.add_argument("--config", help="the source's own config (.json / .yaml) or a preset name the kind knows "
+                   "(default: config.json beside the weights, else inferred from the tensor shapes)")
+    p.add_argument("--out", required=True, help="output directory (loads back with interop.checkpoint."
+                   "load_converted)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing converted checkpoint")
+    p.set_defaults(fn=_convert)
+    p = sub.add_parser("inspect", help="what a checkpoint holds: a PyTorch file's tensors (read safely) or a "
+                       "converted directory's kind, config and arrays")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("--kinds", action="store_true", help="list every interop kind with its call convention")
     p.set_defaults(fn=_inspect)
     return parser
 

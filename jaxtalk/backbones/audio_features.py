@@ -1,4 +1,4 @@
-"""Whisper-tiny audio features per video frame, as SVP's audio cross-attention consumes them (1920 = 5 x 384).
+"""The speech-encoder config both products share, and Whisper-tiny audio features per video frame, as SVP's audio cross-attention consumes them (1920 = 5 x 384).
 
 Steps (the MuseTalk / EchoMimic recipe, research/svp_architecture.md §4):
 
@@ -20,6 +20,7 @@ Steps (the MuseTalk / EchoMimic recipe, research/svp_architecture.md §4):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Literal
@@ -27,11 +28,47 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from jaxtalk.backbones.whisper import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, WhisperEncoder, log_mel_spectrogram
+from jaxtalk import config as cfg
+from jaxtalk.backbones.wav2vec2 import Wav2Vec2Config
+from jaxtalk.backbones.whisper import (
+    HOP_LENGTH,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    WhisperEncoder,
+    WhisperEncoderConfig,
+    log_mel_spectrogram,
+)
 
 AUDIO_FPS = 50  # whisper encoder frames per second (20 ms)
 SAMPLES_PER_FRAME = SAMPLE_RATE // AUDIO_FPS  # 320
 Rule = Literal["musetalk", "echomimic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioEncoderConfig:
+    """The frozen speech encoder whose 50 Hz states feed SVP's audio projection and style extractor, and whose
+    features the trainers cache per clip (one config for sampling and training).
+
+    `wav2vec2`: V-Express (wav2vec2-base-960h `last_hidden_state`, 768-d at 50 Hz, waveform normalised first).
+    `whisper`: SVP (Whisper-Tiny, all L+1 hidden states concatenated: 5 x 384 = 1920-d at 50 Hz).
+    `checkpoint`: a `whisper_encoder` / `wav2vec2` interop source (file or converted folder) for the encoder's
+    weights; None leaves them to the model bundle (sampling) or draws them from `seed` (training tests).
+    """
+
+    encoder: Literal["wav2vec2", "whisper"] = "whisper"
+    wav2vec2: Wav2Vec2Config = cfg.field(default_factory=Wav2Vec2Config)
+    whisper: WhisperEncoderConfig = cfg.field(default_factory=WhisperEncoderConfig)
+    normalize: bool = cfg.field(True, doc="wav2vec2: zero-mean / unit-variance waveform (Wav2Vec2Processor)")
+    whisper_final_layer_norm: bool = cfg.field(True, doc="whisper: last state after the final LayerNorm (HF)")
+    checkpoint: str | None = None
+    seed: int = cfg.field(0, min=0, doc="random weights when checkpoint is None (training tests)")
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels per 50 Hz audio frame."""
+        if self.encoder == "wav2vec2":
+            return self.wav2vec2.width
+        return (self.whisper.layers + 1) * self.whisper.width
 
 
 def whisper_audio_states(module: WhisperEncoder, params: Any, audio: np.ndarray, *, final_layer_norm: bool = True,

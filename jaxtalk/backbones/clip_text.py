@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.nn import attention, layers
+from jaxtalk.nn import layers, transformer
 
 Dtype = Any
 Pooling = Literal["argmax", "eos"]
@@ -49,20 +49,6 @@ CLIP_TEXT_PRESETS: dict[str, CLIPTextConfig] = {
     "ViT-B/32": CLIPTextConfig(),
     "ViT-L/14": CLIPTextConfig(width=768, heads=12, layers=12, mlp_dim=3072, projection_dim=768),
 }
-
-_ACTIVATIONS = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": layers.gelu_exact,
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
-
-
-def activation_fn(name: str):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported CLIP activation {name!r}; supported: {', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
-
 
 def config_from_hf(config: Mapping[str, Any], *, has_projection: bool) -> CLIPTextConfig:
     """A transformers `CLIPTextConfig.to_dict()` (or a full `CLIPConfig.to_dict()`) as a `CLIPTextConfig`."""
@@ -107,57 +93,7 @@ def config_from_state(state: Mapping[str, np.ndarray]) -> CLIPTextConfig:
     )
 
 
-class CLIPAttention(nn.Module):
-    """Multi-head self-attention with q/k/v/out projections (all biased)."""
-
-    heads: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-        width = x.shape[-1]
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        split = lambda t: t.reshape(*t.shape[:-1], self.heads, width // self.heads)
-        q = layers.dense(width, name="q_proj", axes=("embed", "heads"), **kw)(x)
-        k = layers.dense(width, name="k_proj", axes=("embed", "heads"), **kw)(x)
-        v = layers.dense(width, name="v_proj", axes=("embed", "heads"), **kw)(x)
-        o = attention.dot_product_attention(split(q), split(k), split(v), mask=mask)
-        return layers.dense(width, name="out_proj", axes=("heads", "embed"), **kw)(o.reshape(*x.shape[:-1], width))
-
-
-class CLIPMLP(nn.Module):
-    mlp_dim: int
-    activation: str = "quick_gelu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.dense(self.mlp_dim, name="fc1", axes=("embed", "mlp"), **kw)(x)
-        h = layers.constrain(activation_fn(self.activation)(h), ("act_batch", "act_length", "act_mlp"))
-        return layers.dense(x.shape[-1], name="fc2", axes=("mlp", "embed"), **kw)(h)
-
-
-class CLIPEncoderLayer(nn.Module):
-    """Pre-LN block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
-
-    heads: int
-    mlp_dim: int
-    activation: str = "quick_gelu"
-    layer_norm_eps: float = 1e-5
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.layer_norm(name="layer_norm1", epsilon=self.layer_norm_eps, **kw)(x)
-        x = x + CLIPAttention(self.heads, name="self_attn", **kw)(h, mask)
-        h = layers.layer_norm(name="layer_norm2", epsilon=self.layer_norm_eps, **kw)(x)
-        x = x + CLIPMLP(self.mlp_dim, self.activation, name="mlp", **kw)(h)
-        return layers.constrain(x, ("act_batch", "act_length", "act_embed"))
+CLIPEncoderLayer = transformer.CLIPEncoderLayer
 
 
 class CLIPTextEmbeddings(nn.Module):

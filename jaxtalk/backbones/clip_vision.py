@@ -21,13 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.nn import layers
-from jaxtalk.nn.attention import Implementation, dot_product_attention
+from jaxtalk.nn import layers, transformer
+from jaxtalk.nn.attention import Implementation
 
 Dtype = Any
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_ACTIVATIONS = ("quick_gelu", "gelu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +45,7 @@ class CLIPVisionConfig:
     num_channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"CLIPVisionConfig.hidden_act={self.hidden_act!r}; supported: {_ACTIVATIONS}")
+        transformer.activation(self.hidden_act, "CLIPVisionConfig.hidden_act")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"CLIPVisionConfig: hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
@@ -66,61 +64,6 @@ class CLIPVisionConfig:
             config = config["vision_config"]
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in names})
-
-
-def quick_gelu(x: jax.Array) -> jax.Array:
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-class CLIPAttention(nn.Module):
-    config: CLIPVisionConfig
-    implementation: Implementation = "auto"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.config
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        heads, dim = c.num_attention_heads, c.hidden_size // c.num_attention_heads
-        split = lambda t: t.reshape(*t.shape[:-1], heads, dim)
-        q = split(layers.dense(c.hidden_size, name="q_proj", axes=("embed", "heads"), **kw)(x))
-        k = split(layers.dense(c.hidden_size, name="k_proj", axes=("embed", "heads"), **kw)(x))
-        v = split(layers.dense(c.hidden_size, name="v_proj", axes=("embed", "heads"), **kw)(x))
-        o = dot_product_attention(q, k, v, implementation=self.implementation)
-        o = o.reshape(*o.shape[:-2], c.hidden_size).astype(self.dtype)
-        return layers.dense(c.hidden_size, name="out_proj", axes=("heads", "embed"), **kw)(o)
-
-
-class CLIPEncoderLayer(nn.Module):
-    config: CLIPVisionConfig
-    implementation: Implementation = "auto"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.config
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.layer_norm(name="layer_norm1", epsilon=c.layer_norm_eps, **kw)(x)
-        x = x + CLIPAttention(c, self.implementation, name="self_attn", **kw)(h)
-        h = layers.layer_norm(name="layer_norm2", epsilon=c.layer_norm_eps, **kw)(x)
-        act = quick_gelu if c.hidden_act == "quick_gelu" else layers.gelu_exact
-        h = _MLP(c, act, name="mlp", **kw)(h)
-        return layers.constrain(x + h, ("act_batch", "act_length", "act_embed"))
-
-
-class _MLP(nn.Module):
-    config: CLIPVisionConfig
-    act: Any
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.dense(self.config.intermediate_size, name="fc1", axes=("embed", "mlp"), **kw)(x)
-        return layers.dense(self.config.hidden_size, name="fc2", axes=("mlp", "embed"), **kw)(self.act(h))
 
 
 class _Embeddings(nn.Module):
@@ -170,9 +113,11 @@ class _Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        for i in range(self.config.num_hidden_layers):
-            x = CLIPEncoderLayer(self.config, self.implementation, self.dtype, self.param_dtype,
-                                 name=f"layers_{i}")(x)
+        c = self.config
+        for i in range(c.num_hidden_layers):
+            x = transformer.CLIPEncoderLayer(c.num_attention_heads, c.intermediate_size, c.hidden_act,
+                                             c.layer_norm_eps, self.implementation, self.dtype, self.param_dtype,
+                                             name=f"layers_{i}")(x)
         return x
 
 

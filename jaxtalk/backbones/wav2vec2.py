@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.nn import attention, layers
+from jaxtalk.nn import layers, transformer
 
 Dtype = Any
 
@@ -62,14 +62,8 @@ WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
                                  ffn_dim=4096, do_stable_layer_norm=True),
 }
 
-_ACTIVATIONS = {"gelu": layers.gelu_exact, "relu": jax.nn.relu, "swish": jax.nn.silu, "silu": jax.nn.silu,
-                "gelu_new": lambda x: jax.nn.gelu(x, approximate=True)}
-
-
 def _act(name: str):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported wav2vec2 activation {name!r}; supported: {list(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
+    return transformer.activation(name, "wav2vec2")
 
 
 def config_from_hf(config: Mapping[str, Any]) -> Wav2Vec2Config:
@@ -247,37 +241,6 @@ class PositionalConvEmbedding(nn.Module):
         return _act(c.feat_extract_activation)(y)
 
 
-class Wav2Vec2Attention(nn.Module):
-    heads: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        width = x.shape[-1]
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        split = lambda t: t.reshape(*t.shape[:-1], self.heads, width // self.heads)
-        q = layers.dense(width, name="q_proj", axes=("embed", "heads"), **kw)(x)
-        k = layers.dense(width, name="k_proj", axes=("embed", "heads"), **kw)(x)
-        v = layers.dense(width, name="v_proj", axes=("embed", "heads"), **kw)(x)
-        o = attention.dot_product_attention(split(q), split(k), split(v))
-        return layers.dense(width, name="out_proj", axes=("heads", "embed"), **kw)(o.reshape(x.shape))
-
-
-class FeedForward(nn.Module):
-    ffn_dim: int
-    activation: str = "gelu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.dense(self.ffn_dim, name="intermediate_dense", axes=("embed", "mlp"), **kw)(x)
-        h = layers.constrain(_act(self.activation)(h), ("act_batch", "act_length", "act_mlp"))
-        return layers.dense(x.shape[-1], name="output_dense", axes=("mlp", "embed"), **kw)(h)
-
-
 class EncoderLayer(nn.Module):
     """Post-LN (`stable=False`) or pre-LN (`stable=True`) transformer layer with wav2vec2's names."""
 
@@ -289,9 +252,9 @@ class EncoderLayer(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        attn = Wav2Vec2Attention(c.heads, name="attention", **kw)
+        attn = transformer.SelfAttention(c.heads, name="attention", **kw)
         ln = layers.layer_norm(name="layer_norm", epsilon=c.layer_norm_eps, **kw)
-        ff = FeedForward(c.ffn_dim, c.hidden_act, name="feed_forward", **kw)
+        ff = transformer.MLP(c.ffn_dim, c.hidden_act, "intermediate_dense", "output_dense", name="feed_forward", **kw)
         final_ln = layers.layer_norm(name="final_layer_norm", epsilon=c.layer_norm_eps, **kw)
         if c.do_stable_layer_norm:
             x = x + attn(ln(x))

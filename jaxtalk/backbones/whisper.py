@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.nn import attention, layers
+from jaxtalk.nn import layers, transformer
 
 Dtype = Any
 
@@ -129,10 +129,6 @@ WHISPER_PRESETS: dict[str, WhisperEncoderConfig] = {
     "large-v3": WhisperEncoderConfig(n_mels=128, width=1280, heads=20, layers=32, ffn_dim=5120),
 }
 
-_ACTIVATIONS = {"gelu": layers.gelu_exact, "relu": jax.nn.relu,
-                "gelu_new": lambda x: jax.nn.gelu(x, approximate=True)}
-
-
 def config_from_dict(config: Mapping[str, Any]) -> WhisperEncoderConfig:
     """transformers `WhisperConfig.to_dict()` or openai-whisper `dims` (`n_mels`, `n_audio_state`, ...; the openai
     MLP is always 4 x width)."""
@@ -179,23 +175,6 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
     return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
 
 
-class WhisperAttention(nn.Module):
-    heads: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        width = x.shape[-1]
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        split = lambda t: t.reshape(*t.shape[:-1], self.heads, width // self.heads)
-        q = layers.dense(width, name="q_proj", axes=("embed", "heads"), **kw)(x)
-        k = layers.dense(width, name="k_proj", use_bias=False, axes=("embed", "heads"), **kw)(x)
-        v = layers.dense(width, name="v_proj", axes=("embed", "heads"), **kw)(x)
-        o = attention.dot_product_attention(split(q), split(k), split(v))
-        return layers.dense(width, name="out_proj", axes=("heads", "embed"), **kw)(o.reshape(x.shape))
-
-
 class WhisperEncoderLayer(nn.Module):
     """Pre-LN block: x + attn(ln(x)), then x + fc2(act(fc1(ln(x))))."""
 
@@ -209,11 +188,9 @@ class WhisperEncoderLayer(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = layers.layer_norm(name="self_attn_layer_norm", **kw)(x)
-        x = x + WhisperAttention(self.heads, name="self_attn", **kw)(h)
+        x = x + transformer.SelfAttention(self.heads, key_bias=False, name="self_attn", **kw)(h)
         h = layers.layer_norm(name="final_layer_norm", **kw)(x)
-        h = layers.dense(self.ffn_dim, name="fc1", axes=("embed", "mlp"), **kw)(h)
-        h = layers.constrain(_ACTIVATIONS[self.activation](h), ("act_batch", "act_length", "act_mlp"))
-        x = x + layers.dense(x.shape[-1], name="fc2", axes=("mlp", "embed"), **kw)(h)
+        x = x + transformer.feed_forward(h, self.ffn_dim, self.activation, **kw)
         return layers.constrain(x, ("act_batch", "act_length", "act_embed"))
 
 
@@ -231,8 +208,7 @@ class WhisperEncoder(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array, final_layer_norm: bool = True) -> jax.Array:
         c = self.config
-        if c.activation not in _ACTIVATIONS:
-            raise ValueError(f"unsupported whisper activation {c.activation!r}; supported: {list(_ACTIVATIONS)}")
+        transformer.activation(c.activation, "whisper")
         if features.ndim != 3 or features.shape[-1] != c.n_mels:
             raise ValueError(f"whisper_encoder expects log-mel features (batch, frames, {c.n_mels}) channels-last, "
                              f"got {features.shape}; transformers' (B, n_mels, frames) needs a transpose")

@@ -360,7 +360,9 @@ def _draw_brow(img, style, controls, geo, sgn: float, colour) -> None:
     Band(geo, c, w, centre - [half, 0, 0] + taper, centre + [half, 0, 0] - taper).draw(img, colour)
 
 
-def _draw_mouth(img, style, controls, geo) -> None:
+def _mouth_shape(style, controls, geo):
+    """Mouth frame shared by the drawing and the landmarks: (centre px, half width w, centre curve, upper and
+    lower opening, lip thickness, corner curve k), curves in the band's local (u, v) frame."""
     jaw, press, stretch, pucker = (_c(controls, n) for n in ("jaw_open", "lip_press", "lip_stretch", "lip_pucker"))
     up, down, asym = (_c(controls, n) for n in ("lip_corner_up", "lip_corner_down", "lip_corner_asym"))
     raise_ul, chin = _c(controls, "upper_lip_raise"), _c(controls, "chin_raise")
@@ -374,8 +376,39 @@ def _draw_mouth(img, style, controls, geo) -> None:
     gap = jaw * (1 - press)
     o_up, o_lo = 0.3 * 0.3 * gap + 0.035 * raise_ul * (1 - press), 0.7 * 0.3 * gap
     t = style.lip_thickness * (1 - 0.55 * press + 0.45 * pucker)
-    k = _k(w)
     c = geo.project(np.array([0.0, my, surface_z(0.0, my, B) + 0.03]))
+    return c, w, centre, o_up, o_lo, t, _k(w)
+
+
+MOUTH_LANDMARK_NAMES: tuple[str, ...] = (
+    "corner_left", "corner_right", "outer_upper_left", "outer_upper_mid", "outer_upper_right", "outer_lower_mid",
+    "inner_upper_mid", "inner_lower_mid",
+)
+"""The 8 mouth landmarks of `mouth_landmarks` ("left" is u < 0 in the lips' frame, the image left when frontal)."""
+
+
+def mouth_landmarks(style: FaceStyle, controls: np.ndarray, geo: Geometry) -> np.ndarray:
+    """(8, 2) float32 pixel (x, y) mouth landmarks, exactly on the curves `_draw_mouth` fills.
+
+    Corners (u = -+w), the outer upper lip edge at u = -w/2, 0, w/2, the outer lower lip edge at u = 0 and the
+    inner upper / lower lip edges at u = 0 (they coincide when the mouth is closed): the mouth opening is the
+    distance between the last two.
+    """
+    c, w, centre, o_up, o_lo, t, k = _mouth_shape(style, controls, geo)
+
+    def curve(coef, u):
+        return coef[0] + coef[1] * u + coef[2] * u * u
+
+    outer_up = centre - (o_up + t) * k - [0.006, 0, 0]
+    outer_lo = centre + (o_lo + 1.3 * t) * k + [0.006, 0, 0]
+    uv = [(-w, curve(centre, -w)), (w, curve(centre, w)),
+          (-w / 2, curve(outer_up, -w / 2)), (0.0, curve(outer_up, 0.0)), (w / 2, curve(outer_up, w / 2)),
+          (0.0, curve(outer_lo, 0.0)), (0.0, curve(centre - o_up * k, 0.0)), (0.0, curve(centre + o_lo * k, 0.0))]
+    return (np.asarray(uv) @ geo.J.T + c).astype(np.float32)
+
+
+def _draw_mouth(img, style, controls, geo) -> None:
+    c, w, centre, o_up, o_lo, t, k = _mouth_shape(style, controls, geo)
     lips = Band(geo, c, w, centre - (o_up + t) * k - [0.006, 0, 0], centre + (o_lo + 1.3 * t) * k + [0.006, 0, 0])
     box = lips.box(img)
     if box is None:

@@ -276,3 +276,17 @@ def generate_clip(identity: Identity, emotion: str, intensity: int, seed: int, n
         emotion_texts=facs.emotion_texts(emotion, intensity, identity.gender),
         fps=float(fps),
     )
+
+
+def mouth_landmarks(identity: Identity, controls: np.ndarray, pose: np.ndarray, resolution: int) -> np.ndarray:
+    """(F, 8, 2) float32 pixel mouth landmarks (render.MOUTH_LANDMARK_NAMES) of a clip's controls and pose at
+    `resolution`, on the same curves the renderer fills; e.g. ``mouth_landmarks(ident, clip.controls, clip.pose,
+    clip.frames.shape[1])``."""
+    check_resolution(resolution)
+    controls, pose = np.asarray(controls, np.float32), np.asarray(pose, np.float32)
+    if controls.ndim != 2 or pose.shape != (len(controls), 6):
+        raise ValueError(f"controls (F, {facs.NUM_CONTROLS}) and pose (F, 6) expected, got {controls.shape} and "
+                         f"{pose.shape}")
+    return np.stack([render.mouth_landmarks(identity.style, c, render.Geometry(identity.style, p, resolution,
+                                                                               resolution))
+                     for c, p in zip(controls, pose)]).reshape(len(controls), 8, 2).astype(np.float32)

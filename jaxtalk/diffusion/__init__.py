@@ -5,7 +5,9 @@
 - samplers, each as `*_setup` (static per-step coefficients, host side) + pure `*_step(coeffs, n, x, out, ...)`
   (jit / `lax.scan` safe) + `*_sample(denoise_fn, x_T, coeffs, ...)` (one `lax.scan`):
   `ddim` (diffusers DDIMScheduler), `euler` (diffusers EulerDiscreteScheduler),
-  `respaced` (improved-diffusion SpacedDiffusion + p_sample_loop: Style-E's "ddim5").
+  `respaced` (improved-diffusion SpacedDiffusion + p_sample_loop: Style-E's "ddim5"),
+  `multistep` (DPM-Solver++ 2M / SDE and UniPC: diffusers' DPMSolverMultistep / UniPCMultistep schedulers; these
+  carry a `MultistepState`, so their step is `multistep_step(coeffs, n, state, out, noise)`).
 Step index n counts sampling steps from the noisiest (n = 0) to the last (n = N − 1) for every sampler.
 """
 
@@ -27,6 +29,16 @@ from jaxtalk.diffusion.euler import (
     euler_timesteps,
 )
 from jaxtalk.diffusion.loop import DenoiseFn, scan_sampler
+from jaxtalk.diffusion.multistep import (
+    MultistepCoefficients,
+    MultistepState,
+    dpm_solver_setup,
+    multistep_init,
+    multistep_sample,
+    multistep_step,
+    multistep_timesteps,
+    unipc_setup,
+)
 from jaxtalk.diffusion.respaced import (
     RespacedCoefficients,
     respaced_predict_x0,
@@ -65,6 +77,8 @@ __all__ = [
     "DDIMCoefficients",
     "DenoiseFn",
     "EulerCoefficients",
+    "MultistepCoefficients",
+    "MultistepState",
     "NoiseSchedule",
     "RespacedCoefficients",
     "ScheduleConfig",
@@ -77,6 +91,7 @@ __all__ = [
     "ddim_setup",
     "ddim_step",
     "diffusion_loss",
+    "dpm_solver_setup",
     "euler_sample",
     "euler_scale_model_input",
     "euler_setup",
@@ -85,6 +100,10 @@ __all__ = [
     "inference_timesteps",
     "make_betas",
     "min_snr_weights",
+    "multistep_init",
+    "multistep_sample",
+    "multistep_step",
+    "multistep_timesteps",
     "predict_x0_eps",
     "rescale_zero_terminal_snr",
     "respaced_predict_x0",
@@ -97,5 +116,6 @@ __all__ = [
     "snr",
     "space_timesteps",
     "training_target",
+    "unipc_setup",
     "velocity",
 ]

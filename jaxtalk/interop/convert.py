@@ -1,6 +1,8 @@
-"""Command-line conversion of PyTorch checkpoints into jaxtalk checkpoint directories (shared by `convert/*.py`).
+"""`jaxtalk convert` and `jaxtalk inspect`: PyTorch checkpoints into jaxtalk checkpoint directories, and a
+listing of what a checkpoint file or directory holds.
 
-    python convert/<family>.py --kind KIND --weights FILE_OR_DIR [--weights MORE] [--config CFG] --out DIR
+    jaxtalk convert --kind KIND --weights FILE_OR_DIR [--weights MORE] [--config CFG] --out DIR
+    jaxtalk inspect FILE_OR_DIR
 
 Several `--weights` are merged into one state dict first (e.g. a V-Express `denoising_unet.pth` with its
 `motion_module.pth`). `--config` is a JSON / YAML file in the source's own config format, or a preset string the
@@ -10,18 +12,24 @@ inferred from tensor shapes. The result loads back with `jaxtalk.interop.checkpo
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 import yaml
+from flax import traverse_util
 
-from jaxtalk.interop.checkpoint import _jsonable, _torch_shapes, save_converted
+from jaxtalk.interop.checkpoint import (
+    META_NAME,
+    _jsonable,
+    _torch_shapes,
+    load_converted,
+    read_meta,
+    save_converted,
+)
 from jaxtalk.interop.reading import CheckpointError, read_state_dict
 from jaxtalk.interop.registry import from_torch, get_kind
 
@@ -75,23 +83,31 @@ def convert(kind: str, weights: Sequence[str], config: Any, out: str, overwrite:
     return path
 
 
-def main(argv: Sequence[str] | None = None, *, kinds: Sequence[str] | None = None,
-         description: str | None = None) -> pathlib.Path | None:
-    """Entry point of the `convert/` scripts; `kinds` restricts `--kind` to one family's kinds."""
-    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
-    parser.add_argument("--kind", required=True, choices=list(kinds) if kinds else None,
-                        help="interop kind (see jaxtalk.interop.KINDS)")
-    parser.add_argument("--weights", required=True, action="append", help="checkpoint file or folder (repeatable)")
-    parser.add_argument("--config", default=None, help="source config (.json / .yaml) or a preset name")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing converted checkpoint")
-    args = parser.parse_args(argv)
+def run(kind: str, weights: Sequence[str], config: str | None, out: str, overwrite: bool = False) -> pathlib.Path:
+    """`jaxtalk convert`: `config` as given on the command line (a file or a preset name, else the config.json
+    beside the weights); an unknown kind or an existing output is a ValueError."""
     try:
-        get_kind(args.kind)
-        return convert(args.kind, args.weights, find_config(args.weights, args.config), args.out, args.overwrite)
-    except (CheckpointError, KeyError, ValueError, FileExistsError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"convert {args.kind}: error: {msg}", file=sys.stderr)
-        if argv is not None:
-            raise
-        raise SystemExit(2) from None
+        get_kind(kind)
+    except KeyError as e:
+        raise ValueError(e.args[0] if e.args else f"unknown kind {kind!r}") from None
+    try:
+        return convert(kind, weights, find_config(weights, config), out, overwrite)
+    except FileExistsError as e:
+        raise ValueError(f"{e}; pass --overwrite") from None
+
+
+def inspect(path: str | pathlib.Path) -> list[str]:
+    """Lines describing a checkpoint: a converted directory's kind, config and param shapes, or a PyTorch file's
+    (or shard folder's) tensors, read safely."""
+    path = pathlib.Path(path)
+    if (path / META_NAME).is_file():
+        meta = read_meta(path)
+        _, params = load_converted(path)
+        flat = traverse_util.flatten_dict(dict(params))
+        lines = [f"kind {meta['kind']} (format {meta['format']})", f"config {json.dumps(meta['config'])}"]
+        lines += [f"{'/'.join(k)} {tuple(v.shape)} {v.dtype}" for k, v in sorted(flat.items())]
+        total = sum(int(np.size(v)) for v in flat.values())
+        return [*lines, f"{len(flat)} arrays, {total:,} elements"]
+    state = read_state_dict(path)
+    lines = [f"{name} {tuple(value.shape)} {value.dtype}" for name, value in sorted(state.items())]
+    return [*lines, f"{len(state)} tensors, {sum(v.size for v in state.values()):,} elements"]

@@ -248,11 +248,18 @@ class SimpleWrapperV2(nn.Module):
                             param_dtype=self.param_dtype)(h)
 
 
+AUDIO2EXP_CHUNK = 32  # frames per encoder call: keeps the 80x16x32 activations (164 KB a frame) in cache
+
+
 def audio2exp(module: SimpleWrapperV2, variables: Any, indiv_mels: jax.Array, ref: jax.Array,
-              ratio: jax.Array | None = None) -> jax.Array:
+              ratio: jax.Array | None = None, *, chunk: int | None = AUDIO2EXP_CHUNK) -> jax.Array:
     """SadTalker / Style2Talker `AudioEncoder.forward`: per-frame expression (B, T, 64) from mel windows
     (B, T, 80, 16), the identity's expression `ref` (B, ≥64) or (B, 1, ≥64) — its first 64 values are used,
-    repeated over T — and the blink ratio (B, T) (zeros when None). Traceable; wrap in `jax.jit`."""
+    repeated over T — and the blink ratio (B, T) (zeros when None). Traceable; wrap in `jax.jit`.
+
+    With running-average BatchNorm (inference) every frame is independent, so the B·T frames go through the
+    encoder `chunk` at a time under `lax.map` (None: all at once); the result is the same per frame, while the
+    activations of one chunk stay in cache (the encoder is ~169 MFLOP a frame and memory-bound at full width)."""
     indiv_mels = jnp.asarray(indiv_mels)
     if indiv_mels.ndim == 5 and indiv_mels.shape[2] == 1:  # torch layout (B, T, 1, 80, 16)
         indiv_mels = indiv_mels[:, :, 0]
@@ -266,6 +273,14 @@ def audio2exp(module: SimpleWrapperV2, variables: Any, indiv_mels: jax.Array, re
                          f"got {ref.shape}")
     ratio = jnp.zeros((b, t), jnp.float32) if ratio is None else jnp.asarray(ratio, jnp.float32).reshape(b, t)
     ref_rep = jnp.broadcast_to(ref[:, None, :], (b, t, EXP_DIM))
-    out = module.apply(variables, indiv_mels.reshape(b * t, *indiv_mels.shape[2:]), ref_rep.reshape(b * t, EXP_DIM),
-                       ratio.reshape(b * t))
-    return out.reshape(b, t, EXP_DIM)
+    mels = indiv_mels.reshape(b * t, *indiv_mels.shape[2:])
+    refs, ratios = ref_rep.reshape(b * t, EXP_DIM), ratio.reshape(b * t)
+    n = b * t
+    if chunk is None or chunk >= n or not module.use_running_average:
+        return module.apply(variables, mels, refs, ratios).reshape(b, t, EXP_DIM)
+    k = -(-n // chunk)
+    pad = k * chunk - n
+    padded = [jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) for a in (mels, refs, ratios)]
+    out = jax.lax.map(lambda a: module.apply(variables, *a),
+                      tuple(a.reshape(k, chunk, *a.shape[1:]) for a in padded))
+    return out.reshape(k * chunk, EXP_DIM)[:n].reshape(b, t, EXP_DIM)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxtalk.nn import layers
 from jaxtalk.nn.equalized import ConvLayer, EqualLinear
-from jaxtalk.style2talker.stylegan2 import Generator, MappingNetwork, Noise, log2_size, resolve_channels
+from jaxtalk.style2talker.stylegan2 import MappingNetwork, Noise, StyleGAN2Config, log2_size, resolve_channels
 
 Dtype = Any
 
@@ -91,7 +91,8 @@ def _tc_init(rng, shape, dtype):
 
 
 class DualStyleGAN(nn.Module):
-    """williamyang1991 `DualStyleGAN(size, style_dim, n_mlp, channel_multiplier, res_index)`, NHWC.
+    """williamyang1991 `DualStyleGAN(size, style_dim, n_mlp, channel_multiplier, res_index)`, NHWC: the
+    generator's sizes are one `StyleGAN2Config`, plus `res_index`.
 
     Call: `apply(v, styles, exstyles, ...)` -> image (B, size, size, 3), `(image, latent)` with return_latents,
     or `(feature, skip)` with return_feat. `styles` as for `Generator`; `exstyles` the extrinsic code, W (B, D)
@@ -99,17 +100,18 @@ class DualStyleGAN(nn.Module):
     path per layer; `fuse_index` disables it above that layer; `use_res=False` is the plain generator.
     """
 
-    size: int
-    style_dim: int = 512
-    n_mlp: int = 8
-    channel_multiplier: int = 2
+    stylegan2: StyleGAN2Config
     res_index: int = 6
-    blur_kernel: Sequence[float] = (1, 3, 3, 1)
-    lr_mlp: float = 0.01
-    channels: Sequence[int] | None = None
-    channel_scale: float = 1.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    @property
+    def size(self) -> int:
+        return self.stylegan2.size
+
+    @property
+    def style_dim(self) -> int:
+        return self.stylegan2.style_dim
 
     @property
     def n_latent(self) -> int:
@@ -117,7 +119,8 @@ class DualStyleGAN(nn.Module):
 
     @property
     def channel_list(self) -> tuple[int, ...]:
-        return resolve_channels(self.size, self.channel_multiplier, self.channel_scale, self.channels)
+        g = self.stylegan2
+        return resolve_channels(g.size, g.channel_multiplier, g.channel_scale, g.channels)
 
     @property
     def structure_index(self) -> int:
@@ -126,10 +129,9 @@ class DualStyleGAN(nn.Module):
 
     def setup(self) -> None:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.style = MappingNetwork(max(self.n_mlp - 6, 0), self.style_dim, self.lr_mlp,
-                                    param_dtype=self.param_dtype)
-        self.generator = Generator(self.size, self.style_dim, self.n_mlp, self.channel_multiplier,
-                                   tuple(self.blur_kernel), self.lr_mlp, self.channels, self.channel_scale, **kw)
+        g = self.stylegan2
+        self.style = MappingNetwork(max(g.n_mlp - 6, 0), g.style_dim, g.lr_mlp, param_dtype=self.param_dtype)
+        self.generator = g.generator(**kw)
         res: list[nn.Module] = [AdaResBlock(**kw)]
         for level in range(3, log2_size(self.size) + 1):
             for _ in range(2):

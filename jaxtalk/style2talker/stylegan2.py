@@ -16,6 +16,7 @@ uses the stored buffers (the original's `randomize_noise=False`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -200,6 +201,30 @@ def _mix_latents(styles: Sequence[jax.Array], n_latent: int, inject_index: Any) 
     a, b = plus(styles[0]), plus(styles[1])
     rows = jnp.arange(n_latent)[None, :, None]
     return jnp.where(rows < inject_index, a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleGAN2Config:
+    """The sizes of a StyleGAN2 generator: `Generator`'s constructor fields, and the generator part of a
+    `DualStyleGAN`. A `channels` mapping {res: ch} is stored as the tuple for resolutions 4..size."""
+
+    size: int
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    lr_mlp: float = 0.01
+    channels: tuple[int, ...] | None = None
+    channel_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur_kernel", tuple(self.blur_kernel))
+        if self.channels is not None:
+            object.__setattr__(self, "channels", resolve_channels(self.size, channels=self.channels))
+
+    def generator(self, **kw: Any) -> Generator:
+        """The `Generator` of these sizes (`kw`: dtype, param_dtype, name)."""
+        return Generator(**dataclasses.asdict(self), **kw)
 
 
 class Generator(nn.Module):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxtalk.nn import layers
 from jaxtalk.style2talker.dualstylegan import AdaptiveInstanceNorm, AdaResBlock, DualStyleGAN
-from jaxtalk.style2talker.stylegan2 import log2_size, resolve_channels
+from jaxtalk.style2talker.stylegan2 import StyleGAN2Config, log2_size, resolve_channels
 
 Dtype = Any
 PARSING_CHANNELS = 19
@@ -162,8 +162,9 @@ class VToonify(nn.Module):
     def setup(self) -> None:
         self._validate()
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.generator = DualStyleGAN(self.out_size, self.style_dim, self.n_mlp, self.channel_multiplier,
-                                      channels=self.channels, channel_scale=self.channel_scale, **kw)
+        self.generator = DualStyleGAN(StyleGAN2Config(self.out_size, self.style_dim, self.n_mlp,
+                                                      self.channel_multiplier, channels=self.channels,
+                                                      channel_scale=self.channel_scale), **kw)
         # encoder[0]: stem; [1..]: stride-2 pairs down to 32 px; [-2]: residual blocks; [-1]: 1x1 to RGB
         encoder: list[nn.Module] = [ConvPair(self.stem_channels, self._ch(self.in_size), **kw)]
         for res in self.encoder_res[:-1]:

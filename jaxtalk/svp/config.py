@@ -16,35 +16,13 @@ import dataclasses
 from typing import Literal
 
 from jaxtalk import config as cfg
+from jaxtalk.backbones.audio_features import AudioEncoderConfig
 from jaxtalk.backbones.sd_vae import SD_VAE_CONFIG, VAEConfig
-from jaxtalk.backbones.wav2vec2 import Wav2Vec2Config
-from jaxtalk.backbones.whisper import WhisperEncoderConfig
 from jaxtalk.config import ConfigError, MeshConfig
 from jaxtalk.svp.audio_projection import AudioProjectionConfig
 from jaxtalk.svp.kps_guider import KpsGuiderConfig
 from jaxtalk.svp.style_extractor import StyleExtractorConfig
 from jaxtalk.svp.video_unet import SVPUNetConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class AudioEncoderConfig:
-    """The speech encoder feeding the audio projection (and the style extractor's audio branch).
-
-    `wav2vec2`: V-Express (wav2vec2-base-960h `last_hidden_state`, 768-d at 50 Hz, waveform normalised first).
-    `whisper`: SVP (Whisper-Tiny, all L+1 hidden states concatenated: 5 x 384 = 1920-d at 50 Hz).
-    """
-
-    encoder: Literal["wav2vec2", "whisper"] = "whisper"
-    wav2vec2: Wav2Vec2Config = cfg.field(default_factory=Wav2Vec2Config)
-    whisper: WhisperEncoderConfig = cfg.field(default_factory=WhisperEncoderConfig)
-    normalize: bool = cfg.field(True, doc="wav2vec2: zero-mean / unit-variance waveform (Wav2Vec2Processor)")
-    whisper_final_layer_norm: bool = cfg.field(True, doc="whisper: last state after the final LayerNorm (HF)")
-
-    @property
-    def feature_dim(self) -> int:
-        if self.encoder == "wav2vec2":
-            return self.wav2vec2.width
-        return (self.whisper.layers + 1) * self.whisper.width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +38,10 @@ class StyleConfig:
 class SamplerConfig:
     """Noise schedule and sampler (the fields of diffusers' scheduler configs that matter here)."""
 
-    kind: Literal["euler", "ddim"] = "euler"
+    kind: Literal["euler", "ddim", "dpmsolver++", "sde-dpmsolver++", "unipc"] = cfg.field(
+        "euler", doc="euler / ddim, or a multistep solver for fewer steps: dpmsolver++ (2M), sde-dpmsolver++, unipc")
     steps: int = cfg.field(25, min=1, max=1000)
+    solver_order: int = cfg.field(2, min=1, max=2, doc="multistep solvers: 1 or 2 (2M)")
     num_train_timesteps: int = cfg.field(1000, min=2)
     beta_start: float = cfg.field(0.00085, min=0.0, max=1.0)
     beta_end: float = cfg.field(0.012, min=0.0, max=1.0)
@@ -76,7 +56,7 @@ class SamplerConfig:
     def validate(self) -> None:
         if self.steps > self.num_train_timesteps:
             raise ConfigError(f"sampler.steps={self.steps} exceeds num_train_timesteps={self.num_train_timesteps}")
-        if self.kind == "euler" and self.eta:
+        if self.kind != "ddim" and self.eta:
             raise ConfigError("sampler.eta applies to kind=ddim only")
 
 

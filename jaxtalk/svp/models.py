@@ -358,7 +358,7 @@ def load_models(directory: str | os.PathLike, *, overrides: Sequence[str] = (), 
 
 # ------------------------------------------------------------------------------------ imported components
 
-# Interop kind -> component, for folders of per-kind converted checkpoints (`convert/*.py` output).
+# Interop kind -> component, for folders of per-kind converted checkpoints (`jaxtalk convert` output).
 KIND_COMPONENTS = {
     "vexpress_denoising_unet": "unet", "vexpress_reference_net": "reference_net", "vexpress_kps_guider": "kps_guider",
     "vexpress_audio_projection": "audio_projection", "sd_vae": "vae", "wav2vec2": "audio_encoder",
@@ -423,7 +423,7 @@ def _assemble(cfg: SVPConfig, imported: Mapping[str, tuple[nn.Module, Any]], mes
 
 def load_converted_parts(directory: str | os.PathLike, *, cfg: SVPConfig | None = None, mesh: Mesh | None = None,
                          seed: int = 0) -> SVPModels:
-    """A folder of per-kind converted checkpoints (`convert/vexpress.py --out DIR/<part>`, each with
+    """A folder of per-kind converted checkpoints (`jaxtalk convert --out DIR/<part>`, each with
     `jaxtalk_kind.json`); components without one are randomly initialised and `source` lists them."""
     from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
 

@@ -13,7 +13,8 @@ Stages (host side, shown with tqdm):
    stored prior, or a mix of two; tokens = mu, or mu + sigma * eps drawn from the clip's key.
 4. keypoints: Head-Kps (SVP) or V-Kps (V-Express) images per frame, kept as uint8; the guider runs inside each
    window, so its 320-channel features never exist for the whole clip at once.
-5. denoise: ONE compiled function. `lax.scan` over the sampler steps (`diffusion.euler_sample` / `ddim_sample`);
+5. denoise: ONE compiled function. `lax.scan` over the sampler steps (`diffusion.euler_sample` / `ddim_sample` /
+   `multistep_sample` for DPM-Solver++ and UniPC, `sampler.kind`);
    at every step `lax.fori_loop` visits the context windows, runs the UNet on W frames with classifier-free
    guidance (the [uncond, cond] pair in one batched call; uncond = zero bank, zero kps features, zero audio tokens,
    zero style tokens unless `guidance.uncond_style="keep"`; eps = u + s (c - u)), scatter-adds the prediction
@@ -219,7 +220,8 @@ def clip_keys(seed: int, num_clips: int) -> jax.Array:
 # ------------------------------------------------------------------------------------------- the compiled sampler
 
 
-def sampler_coefficients(sampler: Any) -> diffusion.EulerCoefficients | diffusion.DDIMCoefficients:
+def sampler_coefficients(sampler: Any) -> (diffusion.EulerCoefficients | diffusion.DDIMCoefficients
+                                           | diffusion.MultistepCoefficients):
     """Static per-step coefficients for the config's sampler section (host side)."""
     schedule = diffusion.ScheduleConfig(
         num_train_timesteps=sampler.num_train_timesteps, beta_start=sampler.beta_start, beta_end=sampler.beta_end,
@@ -229,6 +231,13 @@ def sampler_coefficients(sampler: Any) -> diffusion.EulerCoefficients | diffusio
     if sampler.kind == "euler":
         return diffusion.euler_setup(schedule, sampler.steps, timestep_spacing=sampler.timestep_spacing,
                                      steps_offset=sampler.steps_offset)
+    if sampler.kind in ("dpmsolver++", "sde-dpmsolver++"):
+        return diffusion.dpm_solver_setup(schedule, sampler.steps, algorithm_type=sampler.kind,
+                                          solver_order=sampler.solver_order,
+                                          timestep_spacing=sampler.timestep_spacing, steps_offset=sampler.steps_offset)
+    if sampler.kind == "unipc":
+        return diffusion.unipc_setup(schedule, sampler.steps, solver_order=sampler.solver_order,
+                                     timestep_spacing=sampler.timestep_spacing, steps_offset=sampler.steps_offset)
     return diffusion.ddim_setup(schedule, sampler.steps, timestep_spacing=sampler.timestep_spacing,
                                 steps_offset=sampler.steps_offset, set_alpha_to_one=sampler.set_alpha_to_one,
                                 eta=sampler.eta)
@@ -306,11 +315,14 @@ def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions
 
     if isinstance(coeffs, diffusion.EulerCoefficients):
         return diffusion.euler_sample(denoise, z * coeffs.init_noise_sigma, coeffs)
+    stochastic = coeffs.stochastic if isinstance(coeffs, diffusion.MultistepCoefficients) else coeffs.eta > 0
     noises = None
-    if coeffs.eta > 0:
+    if stochastic:
         per_clip = jax.vmap(lambda k: jax.random.normal(
             jax.random.fold_in(k, 2), (coeffs.num_steps, frames, *latent_shape), jnp.float32))(keys)
         noises = jnp.swapaxes(per_clip, 0, 1)
+    if isinstance(coeffs, diffusion.MultistepCoefficients):
+        return diffusion.multistep_sample(denoise, z, coeffs, noises=noises)
     return diffusion.ddim_sample(denoise, z, coeffs, noises=noises)
 
 
@@ -765,7 +777,7 @@ def resolve_config(checkpoint: str | os.PathLike | None = None, config: str | os
                                  or svp_models.is_vexpress_folder(ckpt)):
         raise svp_models.ModelLoadError(
             f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
-            "folders written by convert/*.py (jaxtalk_kind.json), or V-Express's five .bin files")
+            "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
     if ckpt is not None and svp_models.is_converted_checkpoint(ckpt):
         return config_lib.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
     name = config or ("svp_vexpress" if ckpt is not None else "svp_tiny")

@@ -18,10 +18,9 @@ import dataclasses
 from typing import Literal
 
 from jaxtalk import config as cfg
+from jaxtalk.backbones.audio_features import AudioEncoderConfig
 from jaxtalk.backbones.clip_text import CLIPTextConfig
 from jaxtalk.backbones.sd_vae import SD_VAE_CONFIG, VAEConfig
-from jaxtalk.backbones.wav2vec2 import Wav2Vec2Config
-from jaxtalk.backbones.whisper import WhisperEncoderConfig
 from jaxtalk.config import ConfigError, MeshConfig, SyntheticDataConfig
 from jaxtalk.diffusion.schedules import ScheduleConfig
 from jaxtalk.style2talker.style_e import StyleEConfig
@@ -91,28 +90,9 @@ class InitSource:
                               "model it fills)")
 
 
-@dataclasses.dataclass(frozen=True)
-class AudioFeaturesConfig:
-    """The frozen speech encoder whose 50 Hz features are cached per clip before training (`training.data`).
-
-    `whisper` (SVP: Whisper-Tiny, all L+1 hidden states concatenated, 5 x 384 = 1920-d) or `wav2vec2` (V-Express:
-    last_hidden_state, 768-d). `checkpoint`: a `whisper_encoder` / `wav2vec2` interop source (file or converted
-    folder); None draws random weights (tests only).
-    """
-
-    encoder: Literal["whisper", "wav2vec2"] = "whisper"
-    whisper: WhisperEncoderConfig = cfg.field(default_factory=WhisperEncoderConfig)
-    wav2vec2: Wav2Vec2Config = cfg.field(default_factory=Wav2Vec2Config)
-    checkpoint: str | None = None
-    whisper_final_layer_norm: bool = True
-    normalize: bool = cfg.field(True, doc="wav2vec2: zero-mean / unit-variance waveform first")
-    seed: int = cfg.field(0, min=0, doc="random weights when checkpoint is None")
-
-    @property
-    def feature_dim(self) -> int:
-        if self.encoder == "wav2vec2":
-            return self.wav2vec2.width
-        return (self.whisper.layers + 1) * self.whisper.width
+# The speech encoder whose features are cached per clip before training (`training.data`): the same config as
+# SVP sampling's `audio` section.
+AudioFeaturesConfig = AudioEncoderConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import pathlib
 
@@ -18,7 +17,7 @@ from flax import traverse_util
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import save_file
 
-from jaxtalk import interop, parallel
+from jaxtalk import cli, interop, parallel
 from jaxtalk.backbones.sd_unet import (
     SD15_UNET_CONFIG,
     UNet2DConditionModel,
@@ -335,27 +334,20 @@ def _get(tree, path):
     return tree
 
 
-def _load_script(path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_convert_script_and_orbax_roundtrip(tmp_path):
-    """convert/sd.py writes orbax params + jaxtalk_kind.json; load_converted rebuilds them, also sharded."""
+def test_convert_command_and_orbax_roundtrip(tmp_path, capsys):
+    """`jaxtalk convert` writes orbax params + jaxtalk_kind.json; load_converted rebuilds them, also sharded."""
     model, sd = _reference("sd1")
     weights = tmp_path / "unet"
     weights.mkdir()
     save_file(sd, weights / "diffusion_pytorch_model.safetensors")
     (weights / "config.json").write_text(json.dumps(dict(model.config)))
-    script = _load_script(REPO_ROOT / "convert" / "sd.py")
-    out = script.main(["--kind", "sd_unet", "--weights", str(weights / "diffusion_pytorch_model.safetensors"),
-                       "--out", str(tmp_path / "ckpt")])
+    out = tmp_path / "ckpt"
+    assert cli.main(["convert", "--kind", "sd_unet", "--weights",
+                     str(weights / "diffusion_pytorch_model.safetensors"), "--out", str(out)]) == 0
     meta = read_meta(out)
     assert meta["kind"] == "sd_unet" and meta["config"]["attention_head_dim"] == [2, 2]
-    with pytest.raises(FileExistsError, match="overwrite"):
-        script.main(["--kind", "sd_unet", "--weights", str(weights), "--out", str(out)])
+    assert cli.main(["convert", "--kind", "sd_unet", "--weights", str(weights), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
     module, params = load_converted(out)
     expected_module, expected = _converted("sd1")
     assert module == expected_module

@@ -1,30 +1,26 @@
-"""The convert/ scripts: strict import of real fixture checkpoints into directories that load back exactly."""
+"""`jaxtalk convert` / `jaxtalk inspect`: strict import of real fixture checkpoints into directories that load
+back exactly, and what inspect says about them."""
 
-import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from jaxtalk import interop
+from jaxtalk import cli, interop
 from jaxtalk.interop.checkpoint import load_converted, read_meta
+from jaxtalk.interop.convert import merged_state
 from jaxtalk.interop.reading import CheckpointError
 from tests.conftest import REPO_ROOT
 
-CASES = [  # (script, kind, fixture file, manifest entry holding the constructor kwargs or None)
-    ("vexpress", "vexpress_kps_guider", "svp/vx_v_kps_guider", "vx_v_kps_guider"),
-    ("styletalk", "styletalk_style_encoder", "svp/st_style_encoder", "st_style_encoder"),
-    ("stylegan", "stylegan2", "style2talker/stylegan2_generator", None),
-    ("style2talker", "sadtalker_audio2exp", "style2talker/audio2exp_simplewrapperv2", None),
+CASES = [  # (kind, fixture file, manifest entry holding the constructor kwargs or None)
+    ("vexpress_kps_guider", "svp/vx_v_kps_guider", "vx_v_kps_guider"),
+    ("styletalk_style_encoder", "svp/st_style_encoder", "st_style_encoder"),
+    ("stylegan2", "style2talker/stylegan2_generator", None),
+    ("sadtalker_audio2exp", "style2talker/audio2exp_simplewrapperv2", None),
 ]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"convert_{name}", REPO_ROOT / "convert" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _constructor(fixtures_dir, entry):
@@ -33,15 +29,16 @@ def _constructor(fixtures_dir, entry):
     return json.loads((fixtures_dir / "svp" / "manifest.json").read_text())[entry]["constructor"]
 
 
-@pytest.mark.parametrize("script,kind,fixture,entry", CASES, ids=[c[1] for c in CASES])
-def test_convert_script_roundtrip(tmp_path, fixtures_dir, script, kind, fixture, entry):
+@pytest.mark.parametrize("kind,fixture,entry", CASES, ids=[c[0] for c in CASES])
+def test_convert_command_roundtrip(tmp_path, fixtures_dir, kind, fixture, entry):
     weights = fixtures_dir / f"{fixture}.safetensors"
-    argv = ["--kind", kind, "--weights", str(weights), "--out", str(tmp_path / "ckpt")]
+    out = tmp_path / "ckpt"
+    argv = ["convert", "--kind", kind, "--weights", str(weights), "--out", str(out)]
     constructor = _constructor(fixtures_dir, entry)
     if constructor is not None:
         (tmp_path / "cfg.json").write_text(json.dumps(constructor))
         argv += ["--config", str(tmp_path / "cfg.json")]
-    out = _script(script).main(argv)
+    assert cli.main(argv) == 0
     assert read_meta(out)["kind"] == kind
     module, params = load_converted(out)
     expected_module, expected = interop.from_torch(kind, weights, constructor)
@@ -56,9 +53,35 @@ def test_convert_script_roundtrip(tmp_path, fixtures_dir, script, kind, fixture,
         np.testing.assert_array_equal(v, original[k])
 
 
-def test_convert_merges_weights_and_rejects_clashes(tmp_path, fixtures_dir):
+def test_convert_merges_weights_and_rejects_clashes(tmp_path, fixtures_dir, capsys):
     weights = str(fixtures_dir / "svp" / "vx_v_kps_guider.safetensors")
     with pytest.raises(CheckpointError, match="also present in an earlier --weights file"):
-        _script("vexpress").main(["--kind", "vexpress_kps_guider", "--weights", weights, "--weights", weights,
-                                  "--out", str(tmp_path / "x")])
+        merged_state([weights, weights])
+    argv = ["convert", "--kind", "vexpress_kps_guider", "--weights", weights, "--weights", weights,
+            "--out", str(tmp_path / "x")]
+    assert cli.main(argv) == 2
+    assert "also present in an earlier --weights file" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_convert_and_inspect_errors_and_listing(tmp_path, fixtures_dir, capsys):
+    weights = str(fixtures_dir / "svp" / "vx_v_kps_guider.safetensors")
+    assert cli.main(["convert", "--kind", "no_such_kind", "--weights", weights, "--out", str(tmp_path / "x")]) == 2
+    assert "no_such_kind" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    out = tmp_path / "ckpt"
+    assert cli.main(["convert", "--kind", "stylegan2", "--weights",
+                     str(fixtures_dir / "style2talker" / "stylegan2_generator.safetensors"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["inspect", str(out)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].startswith("kind stylegan2") and listing[1].startswith("config {")
+    assert any(line.startswith("params/conv1/") or line.startswith("conv1/") for line in listing)
+    assert cli.main(["inspect", "--kinds"]) == 0
+    assert set(interop.KINDS) <= {line.split(":")[0] for line in capsys.readouterr().out.splitlines()}
+    assert cli.main(["inspect"]) == 2
+
+
+def test_convert_alias_script_help():
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "convert" / "convert.py"), "--help"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0 and "--kind" in done.stdout

@@ -14,17 +14,17 @@ import torch
 from jaxtalk import interop
 from jaxtalk.nn.equalized import EqualLinear
 from jaxtalk.style2talker.dualstylegan import AdaResBlock, DualStyleGAN, _tc_init
-from jaxtalk.style2talker.stylegan2 import Generator
+from jaxtalk.style2talker.stylegan2 import StyleGAN2Config
 from tests.parity import assert_close
 from tests.reference.stylegan_ops import equal_linear_ref
 from tests.style2talker.test_stylegan2 import random_params
 
-CFG = dict(size=16, style_dim=8, n_mlp=7, res_index=3, channels=(8, 8, 8))
+GEN = StyleGAN2Config(size=16, style_dim=8, n_mlp=7, channels=(8, 8, 8))
 
 
 @pytest.fixture(scope="module")
 def model():
-    m = DualStyleGAN(**CFG)
+    m = DualStyleGAN(GEN, res_index=3)
     p = random_params(m, jnp.zeros((1, 8)), jnp.zeros((1, m.n_latent, 8)), noise="zero", seed=1)
     return m, p
 
@@ -68,7 +68,7 @@ def test_weights_fuse_index_and_use_res(model):
     @jax.jit
     def run(p, w, ex, iw_array):
         a = lambda **kw: m.apply({"params": p}, w, ex, input_is_latent=True, noise="zero", **kw)
-        plain_gen = Generator(**{k: v for k, v in CFG.items() if k != "res_index"})
+        plain_gen = GEN.generator()
         return dict(
             listed=a(interp_weights=iw), traced=a(interp_weights=iw_array), zero=a(interp_weights=[0] * 6),
             fuse0=a(fuse_index=0), off=a(use_res=False), ones=a(),
@@ -118,7 +118,7 @@ def test_addressing_pieces_by_index(model):
     w = rng.standard_normal((2, m.n_latent, 8)).astype(np.float32)
     ex = rng.standard_normal((2, m.n_latent, 8)).astype(np.float32)
     full = jax.jit(lambda p: m.apply({"params": p}, w, ex, input_is_latent=True, noise="zero"))(p)
-    by_index = jax.jit(_ByIndex(DualStyleGAN(**CFG, name="dsg")).apply)({"params": {"dsg": p}}, w, ex)
+    by_index = jax.jit(_ByIndex(DualStyleGAN(GEN, res_index=3, name="dsg")).apply)({"params": {"dsg": p}}, w, ex)
     assert_close(by_index, full, name="DualStyleGAN by index")
 
 
@@ -141,7 +141,7 @@ def test_kind_config_and_inference(model):
     m, p = model
     sd = interop.to_torch("dualstylegan", p)
     inferred, _ = interop.from_torch("dualstylegan", sd)
-    assert (inferred.res_index, inferred.n_mlp, inferred.size, inferred.channel_list) == (2, 7, 16, (8, 8, 8))
+    assert (inferred.res_index, inferred.stylegan2.n_mlp, inferred.size, inferred.channel_list) == (2, 7, 16, (8, 8, 8))
     cfg = dict(size=16, style_dim=8, n_mlp=7, channel_multiplier=2, twoRes=True, res_index=3,
                channels={4: 8, 8: 8, 16: 8})
     given, params = interop.from_torch("dualstylegan", {"g_ema": sd, "d": {"w": np.zeros(1)}}, cfg)

@@ -34,7 +34,7 @@ from jaxtalk.interop.reading import StateDict
 from jaxtalk.interop.registry import ConversionError, Kind, register
 from jaxtalk.nn.upfirdn2d import make_kernel
 from jaxtalk.style2talker.dualstylegan import DualStyleGAN
-from jaxtalk.style2talker.stylegan2 import Generator, resolve_channels
+from jaxtalk.style2talker.stylegan2 import Generator, StyleGAN2Config, resolve_channels
 
 
 def stylegan_torch_key(path: tuple[str, ...], collection: str = "params") -> str:
@@ -129,7 +129,8 @@ def _build_dualstylegan(config: Any, state: StateDict) -> tuple[DualStyleGAN, di
     else:
         cfg = _check_keys(config, _GEN_KEYS | {"res_index", "twoRes"}, "dualstylegan")
         cfg.pop("twoRes", None)
-    return DualStyleGAN(**cfg), cfg
+    generator = {k: v for k, v in cfg.items() if k != "res_index"}
+    return DualStyleGAN(StyleGAN2Config(**generator), cfg.get("res_index", 6)), cfg
 
 
 def _init_stylegan2(module: Generator, rng: jax.Array):
