@@ -7,7 +7,8 @@
 * the engine without a browser: the bounded queue answers "busy", uploads are size- and length-limited, only
   offered checkpoints can be chosen, the temporary folder is removed, progress follows every window of every
   sampler step.
-SVP runs at the tiny preset with 1 sampler step on one device (random weights), so the page costs one compile.
+SVP runs at the tiny preset without motion modules and style, 2 sampler steps, one device (random weights);
+every generation has the same shapes, so the page costs one compile.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ ARTIFACTS = REPO_ROOT / "outputs" / "test_artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OPTIONS = dict(svp_overrides=("sampler.steps=1", "context.overlap=2"), devices=1, queue_size=1,
-               max_upload_mb=1.0, max_audio_seconds=5.0)
-SVP_DEFAULTS = dict(driving=None, styles=[], style_mix=0.5, steps=1, guidance=2.0, seed=3, resolution=32,
+# the page's test needs a model, not a good one: svp_tiny without motion modules and style, 2 steps, one device
+OPTIONS = dict(svp_overrides=("sampler.steps=2", "unet.motion.enabled=false", "style.enabled=false",
+                              "unet.use_style=false"), devices=1, queue_size=1, max_upload_mb=1.0,
+               max_audio_seconds=5.0)
+SVP_DEFAULTS = dict(driving=None, styles=[], style_mix=0.5, steps=2, guidance=2.0, seed=3, resolution=32,
                     retarget="fix_face", weights=serve.DEFAULT_WEIGHTS)
 
 
@@ -151,14 +154,14 @@ def test_gradio_client_generates_video_and_config(server, files, tmp_path):
     app, url = server
     client = Client(url, verbose=False, download_files=str(tmp_path))
     video, downloads, status = client.predict(
-        handle_file(str(files["photo"])), handle_file(str(files["speech"])), None, [], 0.5, 1, 2.0, 3, 32,
+        handle_file(str(files["photo"])), handle_file(str(files["speech"])), None, [], 0.5, 2, 2.0, 3, 32,
         "fix_face", serve.DEFAULT_WEIGHTS, api_name="/svp")
     video = video["video"] if isinstance(video, dict) else video
     info = media.probe_video(video)
     assert info["num_frames"] == 8 and (info["width"], info["height"]) == (32, 32) and info["has_audio"]
     assert sorted(Path(p).suffix for p in downloads) == [".mp4", ".yaml"]
     assert "8 frames of 32x32" in status and "random init" in status
-    assert Path(next(p for p in downloads if p.endswith(".yaml"))).read_text().count("steps: 1") == 1
+    assert Path(next(p for p in downloads if p.endswith(".yaml"))).read_text().count("steps: 2") == 1
 
 
 def test_gradio_client_gets_the_one_line_errors(server, files):
@@ -168,7 +171,7 @@ def test_gradio_client_gets_the_one_line_errors(server, files):
     client = Client(url, verbose=False)
     args = dict(zip(("image", "audio"), (handle_file(str(files["photo"])), handle_file(str(files["silent"])))))
     with pytest.raises(Exception, match=r"silent.wav: audio is silent") as e:
-        client.predict(args["image"], args["audio"], None, [], 0.5, 1, 2.0, 3, 32, "fix_face",
+        client.predict(args["image"], args["audio"], None, [], 0.5, 2, 2.0, 3, 32, "fix_face",
                        serve.DEFAULT_WEIGHTS, api_name="/svp")
     assert "Traceback" not in str(e.value) and str(app.engine.workdir) not in str(e.value)
     # a full queue: one generation running and one waiting (held here), the next request is told "busy"
@@ -189,7 +192,7 @@ def test_gradio_client_gets_the_one_line_errors(server, files):
     try:
         with pytest.raises(Exception, match=r"busy: 2 generations are running or waiting"):
             client.predict(handle_file(str(files["photo"])), handle_file(str(files["speech"])), None, [], 0.5,
-                           1, 2.0, 3, 32, "fix_face", serve.DEFAULT_WEIGHTS, api_name="/svp")
+                           2, 2.0, 3, 32, "fix_face", serve.DEFAULT_WEIGHTS, api_name="/svp")
     finally:
         hold.set()
         for t in threads:
@@ -199,7 +202,7 @@ def test_gradio_client_gets_the_one_line_errors(server, files):
 def test_progress_follows_every_window_of_every_step(server, files):
     app, _ = server
     events = []
-    out = app.engine.generate_svp(files["photo"], files["speech"], **{**SVP_DEFAULTS, "steps": 2},
+    out = app.engine.generate_svp(files["photo"], files["speech"], **SVP_DEFAULTS,
                                   on_progress=lambda *e: events.append(e))
     windows = _num_windows(out)
     denoise = [(d, t) for s, d, t in events if s == "denoise"]
