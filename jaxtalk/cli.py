@@ -194,6 +194,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxtalk", description=__doc__)
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not use the persistent XLA compilation cache (~/.cache/jaxtalk/xla, or "
+                        "$JAXTALK_COMPILE_CACHE; 'off' there disables it too)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="synthetic clips (mp4 + contact sheet) and an SVP video at the tiny config")
     p.add_argument("--config", default="demo", help="preset name or YAML path")
@@ -266,6 +269,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not args.no_compile_cache:
+        from jaxtalk.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     from jaxtalk.config import ConfigError
     from jaxtalk.interop import CheckpointError
 

@@ -5,6 +5,7 @@ import pathlib
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAXTALK_COMPILE_CACHE", "off")  # CLI tests must not write to the user's ~/.cache
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

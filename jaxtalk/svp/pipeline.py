@@ -267,7 +267,7 @@ def window_prediction(models: Any, params: dict, x: jax.Array, t: jax.Array, aud
     def unet(x, audio, bank, kps, style):
         timesteps = jnp.full((x.shape[0],), t, jnp.float32)
         return models.unet.apply(
-            {"params": params["unet"]}, x, timesteps, audio, reference_bank=bank, kps_features=kps,
+            {"params": params["unet"]}, x, timesteps, audio, reference_bank=bank or None, kps_features=kps,
             style_tokens=style, reference_weight=scalars["reference_weight"], audio_weight=scalars["audio_weight"],
             style_weight=scalars["style_weight"],
         ).astype(jnp.float32)
