@@ -126,8 +126,8 @@ def plot_style_tsne(points: np.ndarray, emotions: Sequence[str], intensities: Se
     points = np.asarray(points, np.float64)
     if points.ndim != 2 or points.shape[0] < 4:
         raise ValueError(f"t-SNE needs at least 4 style vectors (N, D), got {points.shape}")
-    xy = TSNE(n_components=2, perplexity=min(30.0, (points.shape[0] - 1) / 3), random_state=seed,
-              init="pca").fit_transform(points)
+    xy = TSNE(n_components=2, perplexity=min(30.0, (points.shape[0] - 1) / 3), random_state=seed, init="pca",
+              method="exact" if points.shape[0] <= 300 else "barnes_hut").fit_transform(points)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for e in dict.fromkeys(emotions):
         for level in sorted(set(intensities)):

@@ -222,13 +222,13 @@ class Engine:
         if len(style_paths) > 2:
             raise InputError("give one style clip, or two to mix with the slider")
         notes: list[str] = []
-        face = prepare_svp_face(image_path, driving_path, retarget, notes)
         overrides = []
         if guidance is not None:
             overrides.append(f"guidance.scale={float(guidance)}")
         if resolution:
             overrides += [f"video.height={int(resolution)}", f"video.width={int(resolution)}"]
-        with self.admit(on_wait):
+        with self.admit(on_wait):  # face analysis runs on the device too
+            face = prepare_svp_face(image_path, wav, driving_path, retarget, notes)
             models = self.models("svp", weights)
             t0 = time.perf_counter()
             out = pipeline.generate(face["image"], wav, self.new_result_path(), style=style_paths or None,
@@ -250,10 +250,10 @@ class Engine:
         style_path = self.check_upload(style, "art style code", required=False)
         wav = self.load_audio(audio_path)
         notes: list[str] = []
-        face = prepare_style2talker_face(image_path, notes)
         overrides = [] if intensity is None else [f"inference.style_degree={float(intensity)}"]
         art = style_path if style_path is not None else (None if style_index is None else int(style_index))
         with self.admit(on_wait):
+            face = prepare_style2talker_face(image_path, wav, notes)
             models = self.models("style2talker", weights)
             t0 = time.perf_counter()
             out = pipeline.generate(face["image"], wav, emotion, self.new_result_path(), style=art,
@@ -280,8 +280,9 @@ NO_FACES_NOTE = ("Face detection (jaxtalk.faces) is not part of this build: the 
 
 
 def face_preview(image_path: str | os.PathLike | None) -> tuple[np.ndarray | None, str]:
-    """The picture shown before generating: the detected face box and keypoints drawn on the photo (with
-    `jaxtalk.faces`), else the photo itself with a note. A photo the library refuses gives its one-line error."""
+    """The picture shown before generating: the detected face box, landmarks and keypoints drawn on the photo
+    (`jaxtalk.faces.analyze` + `overlay`), else the photo itself with a note. A photo the library refuses (no
+    face, several faces, unreadable) gives its one-line error under the picture."""
     from jaxtalk.data import media
 
     if not image_path:
@@ -289,49 +290,56 @@ def face_preview(image_path: str | os.PathLike | None) -> tuple[np.ndarray | Non
     try:
         image = media.load_image(image_path)
     except media.MediaError as e:
-        return None, f"**Error:** {e}"
+        return None, f"**Error:** {one_line(e, Path(image_path).parent.parent)}"
     faces = _faces()
-    overlay = getattr(faces, "overlay", None) if faces is not None else None
-    if overlay is None:
+    if faces is None or not hasattr(faces, "analyze"):
         return image, NO_FACES_NOTE
     try:
-        return np.asarray(overlay(image)), "Detected face and keypoints."
+        analysis = faces.analyze(image)
     except _bad_input_types() as e:
-        return image, f"**Error:** {e}"
+        return image, f"**Error:** {one_line(e, Path(image_path).parent.parent)}"
+    return np.asarray(faces.overlay(image, analysis)), (
+        f"Detected face (score {float(analysis.score):.2f}): box in green, landmarks in white, the 8 head "
+        "keypoints in their condition colours.")
 
 
-def prepare_svp_face(image_path: Path, driving_path: Path | None, retarget: str, notes: list[str]
-                     ) -> dict[str, Any]:
-    """The reference (cropped by `jaxtalk.faces` when present) and its keypoint track (from the driving video
-    with a retarget strategy, or the reference's own keypoints held still); without `jaxtalk.faces` the photo as
-    given and no keypoints, with a note."""
+def prepare_svp_face(image_path: Path, audio: np.ndarray, driving_path: Path | None, retarget: str,
+                     notes: list[str]) -> dict[str, Any]:
+    """The reference and its keypoint track through `jaxtalk.faces.prepare_svp` (V-Express crop; keypoints from
+    the driving video with the retarget strategy, or the photo's own held still). Without `jaxtalk.faces`: the
+    photo as given and no keypoints, with a note."""
     from jaxtalk.data import media
 
     if retarget not in RETARGET_STRATEGIES:
         raise InputError(f"retarget strategy {retarget!r}: choose one of {', '.join(RETARGET_STRATEGIES)}")
     faces = _faces()
-    prepare = getattr(faces, "prepare_svp", None) if faces is not None else None
-    if prepare is None:
+    if faces is None or not hasattr(faces, "prepare_svp"):
         notes.append(NO_FACES_NOTE)
         if driving_path is not None:
             notes.append("The driving video gives the speech only (its head motion needs jaxtalk.faces).")
         return {"image": media.load_image(image_path), "kps": None}
-    prepared = prepare(image_path, driving=driving_path, retarget=retarget)
-    return {"image": prepared.image, "kps": prepared.kps}
+    if driving_path is None and retarget != "fix_face":
+        notes.append(f"Retarget strategy {retarget} needs a driving video; the photo's keypoints are held still.")
+        retarget = "fix_face"
+    prep = faces.prepare_svp(str(image_path), audio=audio, driving_video=None if driving_path is None
+                             else str(driving_path), retarget_strategy=retarget)
+    notes.append(f"Face found (score {float(prep.analysis.score):.2f}); keypoints: {prep.meta.get('retarget')}.")
+    return {"image": prep.reference, "kps": prep.kps}
 
 
-def prepare_style2talker_face(image_path: Path, notes: list[str]) -> dict[str, Any]:
-    """The identity (FFHQ-aligned with its pose by `jaxtalk.faces` when present, else as given with a note)."""
+def prepare_style2talker_face(image_path: Path, audio: np.ndarray, notes: list[str]) -> dict[str, Any]:
+    """The identity FFHQ-aligned with its head pose by `jaxtalk.faces.prepare_style2talker`; without it the
+    photo as given, with a note."""
     from jaxtalk.data import media
 
     faces = _faces()
-    prepare = getattr(faces, "prepare_style2talker", None) if faces is not None else None
-    if prepare is None:
+    if faces is None or not hasattr(faces, "prepare_style2talker"):
         notes.append(NO_FACES_NOTE)
         return {"image": media.load_image(image_path)}
-    prepared = prepare(image_path)
-    return {"image": prepared.image, "pose": getattr(prepared, "pose", None),
-            "identity_expression": getattr(prepared, "identity_expression", None)}
+    prep = faces.prepare_style2talker(str(image_path), audio=audio)
+    notes.append(f"Face found (score {float(prep.analysis.score):.2f}), aligned for pSp; head pose from the photo.")
+    return {"image": prep.reference, "pose": prep.pose,
+            "identity_expression": prep.extras.get("identity_exp") if prep.extras else None}
 
 
 # ------------------------------------------------------------------------------------------------ the page

@@ -51,7 +51,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("serve_inputs")
     clip = synthetic.generate_clip(synthetic.make_identity(5, 0), "happy", 2, seed=3, num_frames=12, fps=25.0,
                                    resolution=64)
-    Image.fromarray(clip.frames[0]).save(d / "photo.png")
+    try:  # a real face photo (scikit-image ships it), so jaxtalk.faces finds a face where it is installed
+        from skimage import data as skdata
+
+        Image.fromarray(skdata.astronaut()).resize((256, 256), Image.Resampling.BICUBIC).save(d / "photo.png")
+    except ImportError:
+        Image.fromarray(clip.frames[0]).save(d / "photo.png")
     soundfile.write(d / "speech.wav", clip.audio[: 8 * 640], 16000)  # 8 frames at 25 fps
     soundfile.write(d / "silent.wav", np.zeros(8000, np.float32), 16000)
     soundfile.write(d / "long.wav", np.tile(clip.audio, 12), 16000)  # 5.8 s, over the 5 s limit
