@@ -308,3 +308,20 @@ def test_browser_shows_the_error_for_a_photo_without_a_face(server, browser, fil
     note.get_by_text("Error").wait_for(timeout=60_000)
     assert "face" in note.inner_text().lower()
     page.close()
+
+
+@pytest.mark.slow
+def test_gradio_client_style2talker_tab(server, files, tmp_path):
+    """The Style2Talker tab through the API (a second model family: slow-marked)."""
+    from gradio_client import Client, handle_file
+
+    app, url = server
+    client = Client(url, verbose=False, download_files=str(tmp_path))
+    video, downloads, status = client.predict(
+        handle_file(str(files["photo"])), handle_file(str(files["speech"])), serve.EMOTION_EXAMPLES[0], 0, None,
+        0.7, 1, serve.DEFAULT_WEIGHTS, api_name="/style2talker")
+    video = video["video"] if isinstance(video, dict) else video
+    info = media.probe_video(video)
+    assert info["has_audio"] and info["num_frames"] > 0
+    assert "style_degree: 0.7" in Path(next(p for p in downloads if p.endswith(".yaml"))).read_text()
+    assert "Weights: random init" in status
