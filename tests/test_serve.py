@@ -36,6 +36,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 OPTIONS = dict(svp_overrides=("sampler.steps=2", "unet.motion.enabled=false", "style.enabled=false",
                               "unet.use_style=false"), devices=1, queue_size=1, max_upload_mb=1.0,
                max_audio_seconds=5.0)
+FRAMES = 7  # 0.32 s of speech, 4-frame windows overlapping by 1: V-Express's cut rule keeps 7 frames
 SVP_DEFAULTS = dict(driving=None, styles=[], style_mix=0.5, steps=2, guidance=2.0, seed=3, resolution=32,
                     retarget="fix_face", weights=serve.DEFAULT_WEIGHTS)
 
@@ -163,9 +164,9 @@ def test_gradio_client_generates_video_and_config(server, files, tmp_path):
         "fix_face", serve.DEFAULT_WEIGHTS, api_name="/svp")
     video = video["video"] if isinstance(video, dict) else video
     info = media.probe_video(video)
-    assert info["num_frames"] == 8 and (info["width"], info["height"]) == (32, 32) and info["has_audio"]
+    assert info["num_frames"] == FRAMES and (info["width"], info["height"]) == (32, 32) and info["has_audio"]
     assert sorted(Path(p).suffix for p in downloads) == [".mp4", ".yaml"]
-    assert "8 frames of 32x32" in status and "random init" in status
+    assert f"{FRAMES} frames of 32x32" in status and "random init" in status
     assert Path(next(p for p in downloads if p.endswith(".yaml"))).read_text().count("steps: 2") == 1
 
 
@@ -276,8 +277,8 @@ def test_browser_generates_a_video_that_plays_with_sound(server, browser, files,
     download = tmp_path / "download.mp4"
     download.write_bytes(response.body())
     info = media.probe_video(download)
-    assert info["has_audio"] and info["num_frames"] == 8
-    assert "8 frames of 32x32" in page.locator("#svp-status").inner_text()
+    assert info["has_audio"] and info["num_frames"] == FRAMES
+    assert f"{FRAMES} frames of 32x32" in page.locator("#svp-status").inner_text()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "serve_svp.png"
     page.screenshot(path=str(shot), full_page=True)
