@@ -120,20 +120,51 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def shard_batch(batch: Mapping[str, Any] | Any, mesh: Mesh) -> Any:
-    """Shard a host batch (this process's rows) over the mesh's batch axes, multi-process aware."""
+def put(x: Any, mesh: Mesh, sharding: NamedSharding | None = None,
+        global_shape: tuple[int, ...] | None = None) -> jax.Array:
+    """Place one input on the mesh (the one batch-placement rule of training and both pipelines): a scalar
+    replicated, a device array moved to `sharding`, a host array assembled from this process's rows (of a global
+    array of `global_shape`, default: the rows of every process stacked)."""
+    if np.ndim(x) == 0 or sharding is None:
+        return jax.device_put(x, NamedSharding(mesh, P()))
+    if isinstance(x, jax.Array):
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x), global_shape)
 
-    def put(x):
+
+def batch_shards(mesh: Mesh) -> int:
+    """How many ways the batch dimension is split (data x fsdp)."""
+    return int(mesh.shape["data"] * mesh.shape["fsdp"])
+
+
+def process_batch_rows(mesh: Mesh, global_batch: int) -> np.ndarray:
+    """The rows of a global batch that this process's devices hold under `batch_sharding` (sorted): what its
+    data pipeline must read. Processes whose devices are replicas along the batch axes read the same rows."""
+    shards = batch_shards(mesh)
+    if global_batch % shards:
+        raise ValueError(f"global batch {global_batch} is not divisible by the {shards} data x fsdp devices of the "
+                         f"mesh {dict(mesh.shape)}; change the batch size or the mesh")
+    index_map = batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch,))
+    rows = sorted({r for idx in index_map.values() for r in range(*idx[0].indices(global_batch))})
+    return np.asarray(rows, np.int64)
+
+
+def shard_batch(batch: Mapping[str, Any] | Any, mesh: Mesh) -> Any:
+    """Assemble global arrays from this process's rows of a batch (`process_batch_rows`), split over the mesh's
+    batch axes; scalars are replicated. With one process the rows are the whole batch."""
+    index_map = batch_sharding(mesh, 1).addressable_devices_indices_map((batch_shards(mesh),))
+    local_shards = len({idx[0].indices(batch_shards(mesh)) for idx in index_map.values()})
+
+    def put_rows(x):
         x = np.asarray(x)
         if x.ndim == 0:
-            return jax.device_put(x, NamedSharding(mesh, P()))
-        batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
-        global_rows = x.shape[0] * jax.process_count()
-        if global_rows % batch_devices:
+            return put(x, mesh)
+        if x.shape[0] % local_shards:
             raise ValueError(
-                f"global batch {global_rows} is not divisible by the {batch_devices} data x fsdp devices; "
-                "change the batch size or the mesh"
-            )
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+                f"this process's {x.shape[0]} batch rows do not split over its {local_shards} batch shards "
+                f"(mesh {dict(mesh.shape)}); the global batch must be divisible by data x fsdp = "
+                f"{batch_shards(mesh)}")
+        global_shape = (x.shape[0] // local_shards * batch_shards(mesh), *x.shape[1:])
+        return put(x, mesh, batch_sharding(mesh, x.ndim), global_shape)
 
-    return jax.tree.map(put, batch)
+    return jax.tree.map(put_rows, batch)

@@ -102,12 +102,12 @@ def test_generate_json_prints_one_object_for_scripts(tmp_path, inputs, capsys):
 
 
 def test_internal_failure_is_one_line_with_its_own_exit_code(tmp_path, inputs, capsys, monkeypatch):
-    from jaxtalk.svp import pipeline
+    from jaxtalk.svp import models
 
     def broken(*args, **kwargs):
         raise RuntimeError("XLA ran out of something\nsecond line")
 
-    monkeypatch.setattr(pipeline, "generate", broken)
+    monkeypatch.setattr(models, "build_models", broken)
     monkeypatch.delenv("JAXTALK_TRACEBACK", raising=False)
     assert _generate(inputs, tmp_path / "talk.mp4") == cli.EXIT_INTERNAL != cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip().splitlines()

@@ -146,3 +146,59 @@ def make_iterator(directory: str | os.PathLike, window: int, batch_size: int, se
     ds = make_dataset(directory, window, batch_size, seed=seed, **kwargs)
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * max(num_threads, 1))
     return iter(ds.to_iter_dataset(read_options=options))
+
+
+# ------------------------------------------------------------------------------------------------ global batches
+
+def default_batch_rows(global_batch: int, process_index: int | None = None,
+                       process_count: int | None = None) -> np.ndarray:
+    """The rows of each global batch a process reads when no mesh says otherwise: an equal contiguous share in
+    process order (what a batch axis laid over the processes' devices in order holds)."""
+    index, count = _process(process_index, process_count)
+    if global_batch % count:
+        raise ValueError(f"global batch {global_batch} does not divide over {count} processes; use a multiple "
+                         f"of {count}")
+    share = global_batch // count
+    return np.arange(index * share, (index + 1) * share, dtype=np.int64)
+
+
+class _ReadRows:
+    """Window indices of one global batch -> this process's rows read from the source and stacked."""
+
+    def __init__(self, source: ClipWindowSource, rows: np.ndarray):
+        self.source, self.rows = source, rows
+
+    def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        picked = np.asarray(indices)[self.rows]
+        elements = [self.source[int(i)] for i in picked]
+        out = {k: np.stack([e[k] for e in elements]) for k in elements[0]}
+        out["window_index"] = picked.astype(np.int64)
+        out["batch_row"] = self.rows.astype(np.int32)
+        return out
+
+
+def global_batches(directory: str | os.PathLike, window: int, global_batch: int, seed: int = 0,
+                   shuffle: bool = True, num_epochs: int | None = None, stride: int | None = None,
+                   rows: Any = None) -> grain.MapDataset:
+    """Global batches of windows, of which this process reads only `rows` (default: `default_batch_rows`).
+
+    The order of windows — every window of every clip, shuffled by `seed` with a fresh permutation each epoch,
+    repeated, cut into batches of `global_batch` — is the same for any number of processes, so the global batch
+    assembled from the processes' rows equals what one process reading all rows gets, and the iterator position
+    (the global batch count) means the same thing whatever the process count. Elements: the stacked window fields
+    of `ClipWindowSource` for the rows read, plus `window_index` (source index) and `batch_row` (row in the
+    global batch) of each.
+    """
+    if global_batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {global_batch}")
+    source = ClipWindowSource(directory, window, stride)
+    rows = default_batch_rows(global_batch) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+    if rows.size == 0 or np.any(rows < 0) or np.any(rows >= global_batch) or np.any(np.diff(rows) <= 0):
+        raise ValueError(f"batch rows {rows.tolist()[:8]} must be increasing indices in [0, {global_batch})")
+    order = grain.MapDataset.range(len(source))
+    if shuffle:
+        order = order.shuffle(seed=seed)
+    order = order.repeat(num_epochs)
+    if num_epochs is not None and len(order) < global_batch:
+        raise RecordError(f"{directory}: {len(order)} windows are fewer than batch_size={global_batch}")
+    return order.batch(global_batch, drop_remainder=True).map(_ReadRows(source, rows))

@@ -61,6 +61,7 @@ from jaxtalk import parallel
 from jaxtalk.backbones.clip_tokenizer import CLIPTokenizer
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
+from jaxtalk.data.media import write_outputs
 from jaxtalk.style2talker import audio2exp as a2e
 from jaxtalk.style2talker.config import CROP_DIM, POSE_DIM, Style2TalkerConfig
 from jaxtalk.style2talker.models import Style2TalkerModels, exstyle_from_bank
@@ -418,22 +419,6 @@ class Style2TalkerPipeline:
 # ------------------------------------------------------------------------------------------------ files
 
 
-def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
-                  ) -> dict[str, Path]:
-    """`path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both atomic, and the video is
-    removed again if the config cannot be written, so a failure leaves neither."""
-    path = Path(path)
-    video = media.write_video(path, frames, fps, audio)
-    yaml_path = path.with_suffix(".yaml")
-    try:
-        with atomic_path(yaml_path) as tmp:
-            config_lib.save(cfg, tmp)
-    except BaseException:
-        video.unlink(missing_ok=True)
-        raise
-    return {"video": video, "config": yaml_path}
-
-
 def _load_array(path: str | os.PathLike | None, what: str) -> np.ndarray | None:
     if path is None:
         return None
@@ -467,10 +452,10 @@ def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Style2Ta
     if cfg is None:
         cfg = config_lib.load(_config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
     if checkpoint is None:
-        from jaxtalk.style2talker.models import random_models
+        from jaxtalk.style2talker.loading import random_models
 
         return random_models(cfg, seed=cfg.inference.seed if seed is None else seed)
-    from jaxtalk.style2talker.models import load_models
+    from jaxtalk.style2talker.loading import load_models
 
     return load_models(checkpoint, cfg)
 

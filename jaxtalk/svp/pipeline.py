@@ -46,8 +46,10 @@ from tqdm.auto import tqdm
 
 from jaxtalk import config as config_lib
 from jaxtalk import diffusion, parallel
+from jaxtalk.compile_cache import CompileCache, mesh_key
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
+from jaxtalk.data.media import write_outputs  # part of this module's API (README); generate() uses it
 from jaxtalk.svp import context
 from jaxtalk.svp.audio_projection import interpolate_linear
 from jaxtalk.svp.models import StyleGaussian
@@ -332,7 +334,7 @@ def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions
 # Compiled stage functions, shared by every pipeline in the process: keyed by (config, mesh, stage, shapes, flags).
 # They take params as arguments, so two SVPModels of one config share them. `_PROGRESS` is the live step bar and
 # the live per-window listener (one sampling loop runs at a time per process; the web app queues requests).
-_COMPILED: dict[tuple, Any] = {}
+_COMPILED = CompileCache("svp.pipeline.stages", maxsize=32)
 _PROGRESS: dict[str, Any] = {"bar": None, "window": None}
 
 ProgressFn = Callable[[str, int, int], None]
@@ -433,7 +435,7 @@ class SVPPipeline:
         """AOT-compile `fn(params, *args)` once per (config, mesh, stage, arg shapes, flags): params keep their
         shardings, array args are split over the batch axes, scalars are replicated."""
         shapes = jax.tree.map(lambda a: (tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))), args)
-        key = (_static_config(self.cfg), id(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
+        key = (_static_config(self.cfg), mesh_key(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
         if key in _COMPILED:
             return _COMPILED[key]
         if self.mesh is None:
@@ -473,12 +475,7 @@ class SVPPipeline:
 
     def _put(self, x: Any) -> Any:
         """Place one input: the clip axis split by `_batch_sharding`, scalars replicated."""
-        if np.ndim(x) == 0:
-            return jax.device_put(x, NamedSharding(self.mesh, P()))
-        sharding = self._batch_sharding(x)
-        if isinstance(x, jax.Array):
-            return jax.device_put(x, sharding)
-        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+        return parallel.put(x, self.mesh, self._batch_sharding(x) if np.ndim(x) else None)
 
     # ---- stages
     def encode_reference(self, images: np.ndarray) -> tuple[jax.Array, tuple[jax.Array, ...]]:
@@ -696,22 +693,6 @@ def median_filter_video(frames: np.ndarray, size: int = 3) -> np.ndarray:
     return median_filter(frames, size=(1,) * (frames.ndim - 4) + (size, size, size, 1), mode="mirror")
 
 
-def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
-                  ) -> dict[str, Path]:
-    """Write `path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both atomic, and the video
-    is removed again if the config cannot be written, so a failure leaves neither."""
-    path = Path(path)
-    video = media.write_video(path, frames, fps, audio)
-    yaml_path = path.with_suffix(".yaml")
-    try:
-        with atomic_path(yaml_path) as tmp:
-            config_lib.save(cfg, tmp)
-    except BaseException:
-        video.unlink(missing_ok=True)
-        raise
-    return {"video": video, "config": yaml_path}
-
-
 
 
 
@@ -767,18 +748,19 @@ def resolve_config(checkpoint: str | os.PathLike | None = None, config: str | os
                    overrides: Sequence[str] = ()) -> Any:
     """The SVP config a checkpoint folder (or none) runs with: a saved bundle's own `config.yaml`; else `config`,
     defaulting to `svp_vexpress` with a checkpoint folder and `svp_tiny` without. Checks the folder's kind."""
-    from jaxtalk.svp import models as svp_models
+    from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp.config import SVPConfig
+    from jaxtalk.svp.models import ModelLoadError
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and not ckpt.is_dir():
         raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
-    if ckpt is not None and not (svp_models.is_converted_checkpoint(ckpt) or svp_models.is_converted_parts(ckpt)
-                                 or svp_models.is_vexpress_folder(ckpt)):
-        raise svp_models.ModelLoadError(
+    if ckpt is not None and not (svp_loading.is_converted_checkpoint(ckpt) or svp_loading.is_converted_parts(ckpt)
+                                 or svp_loading.is_vexpress_folder(ckpt)):
+        raise ModelLoadError(
             f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
             "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
-    if ckpt is not None and svp_models.is_converted_checkpoint(ckpt):
+    if ckpt is not None and svp_loading.is_converted_checkpoint(ckpt):
         return config_lib.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
     name = config or ("svp_vexpress" if ckpt is not None else "svp_tiny")
     return config_lib.load(name, overrides=overrides, cls=SVPConfig)
@@ -791,6 +773,7 @@ def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Any = No
     """The weights `generate` samples with: a saved bundle, converted parts, a V-Express folder, or without a
     checkpoint its default (today random init from `cfg.seed`). The web app loads its default weights through
     here too. `devices`: the first N devices (default all; more than one shards the params by `cfg.mesh`)."""
+    from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp import models as svp_models
 
     if cfg is None:
@@ -804,12 +787,17 @@ def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Any = No
         m = cfg.mesh
         mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=chosen)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and svp_models.is_converted_checkpoint(ckpt):
-        return svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
-    if ckpt is not None and svp_models.is_vexpress_folder(ckpt):
-        return svp_models.from_vexpress(ckpt, vae=vae, audio_encoder=audio_encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
+    if ckpt is not None and svp_loading.is_converted_checkpoint(ckpt):
+        return svp_loading.load_models(ckpt, cfg=cfg, mesh=mesh)
+    if ckpt is not None and svp_loading.is_vexpress_folder(ckpt):
+        from jaxtalk.interop.hf_cache import resolve_pretrained
+
+        vae = resolve_pretrained(vae, "--vae") if vae else None
+        audio_encoder = resolve_pretrained(audio_encoder, "--audio-encoder") if audio_encoder else None
+        return svp_loading.from_vexpress(ckpt, vae=vae, audio_encoder=audio_encoder, cfg=cfg, mesh=mesh,
+                                         seed=cfg.seed)
     if ckpt is not None:
-        return svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
+        return svp_loading.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
     return svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
 
 

@@ -1,8 +1,8 @@
 """Typed root configs of the three trainers (`system: train_svp | train_style_prior | train_style_e`).
 
-    cfg = config.load("configs/train_svp_stage2_tiny.yaml", overrides=["train.steps=10"])
+    cfg = config.load("train_svp_stage2_tiny", overrides=["train.steps=10"])
 
-Presets in `configs/`: `train_svp_stage{1,2,3}_{tiny,paper}`, `train_style_prior_{tiny,paper}`,
+Presets in `jaxtalk/presets/`: `train_svp_stage{1,2,3}_{tiny,paper}`, `train_style_prior_{tiny,paper}`,
 `train_style_e_{tiny,paper}`. The tiny presets run on CPU (tests, the synthetic data); the paper presets carry the
 published / V-Express settings.
 
@@ -23,6 +23,7 @@ from jaxtalk.backbones.clip_text import CLIPTextConfig
 from jaxtalk.backbones.sd_vae import SD_VAE_CONFIG, VAEConfig
 from jaxtalk.config import ConfigError, MeshConfig, SyntheticDataConfig
 from jaxtalk.diffusion.schedules import ScheduleConfig
+from jaxtalk.distributed import DistributedConfig
 from jaxtalk.style2talker.style_e import StyleEConfig
 from jaxtalk.svp.audio_projection import AudioProjectionConfig
 from jaxtalk.svp.kps_guider import KpsGuiderConfig
@@ -51,11 +52,17 @@ class LoopConfig:
     num_threads: int = cfg.field(2, min=0, doc="grain read threads (0: read in the main thread)")
     fast_compile: bool = cfg.field(False, doc="skip XLA's expensive LLVM passes: quicker compiles, slower steps "
                                    "(CPU tests, debugging)")
+    nonfinite: Literal["stop", "skip", "report"] = cfg.field(
+        "stop", doc="a step whose loss or gradients are NaN / Inf: `stop` the run (its update is not applied), "
+        "`skip` its update and go on, or `report` it and apply it; a non-finite state is never checkpointed")
+    distributed: DistributedConfig = cfg.field(default_factory=DistributedConfig,
+                                               doc="multi-host start-up (jaxtalk.distributed)")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainDataConfig:
-    """Clip records read by the grain pipeline. `batch_size` is per JAX process."""
+    """Clip records read by the grain pipeline. `batch_size` is the global batch (all processes together): each
+    process reads only the rows of every batch that its devices hold (`jaxtalk.data.pipeline.global_batches`)."""
 
     record_dir: str = "outputs/data/synthetic"
     batch_size: int = cfg.field(8, min=1)

@@ -9,18 +9,20 @@ states concatenated per 20 ms frame, or wav2vec2 `last_hidden_state`), and the (
 - one vector per video frame for the style extractor (the first round(N * 50 / fps) features resampled linearly to
   N frames, as `jaxtalk.svp.models` does for a style clip) — `per_frame_features`.
 
-Batch preparation runs as a grain `random_map` over the batches of `jaxtalk.data.pipeline.make_dataset`, so the
-per-sample randomness (frame offsets, reference frames, partners) is a function of the seed and the batch's
-position and a resumed iterator reproduces it.
+Batch preparation runs as a grain map over the global batches of `jaxtalk.data.pipeline.global_batches`, one row at
+a time, so the per-sample randomness (frame offsets, reference frames, partners) is a function of the seed, the
+batch's position and the row: a resumed iterator reproduces it, and so does any number of processes.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +186,45 @@ def kps_images(kps: np.ndarray, scale: float, size: int, mode: str) -> np.ndarra
 
 # ------------------------------------------------------------------------------------------------ datasets
 
+_BATCH_ROWS: contextvars.ContextVar[np.ndarray | None] = contextvars.ContextVar("jaxtalk_batch_rows", default=None)
+
+
+@contextlib.contextmanager
+def process_rows(rows: Any) -> Iterator[None]:
+    """Within the block, `make_batches` reads these rows of every global batch (the training loop sets the rows
+    that this process's devices hold on the mesh, `jaxtalk.parallel.process_batch_rows`)."""
+    token = _BATCH_ROWS.set(None if rows is None else np.asarray(rows, np.int64))
+    try:
+        yield
+    finally:
+        _BATCH_ROWS.reset(token)
+
+
+class _PrepRows:
+    """Applies a batch `prep` row by row, each row with its own generator seeded by (seed, global batch position,
+    row in the global batch): a sample's preparation does not depend on which process prepares it."""
+
+    def __init__(self, prep: Callable[[dict, np.random.Generator], dict], seed: int):
+        self.prep, self.seed = prep, seed
+
+    def __call__(self, index: int, batch: dict) -> dict:
+        outs = []
+        for r, row in enumerate(batch["batch_row"]):
+            one = {k: v[r:r + 1] for k, v in batch.items()}
+            outs.append(self.prep(one, np.random.default_rng((self.seed, int(index), int(row)))))
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
 def make_batches(record_dir: str | os.PathLike, window: int, batch_size: int, seed: int,
-                 prep: Callable[[dict, np.random.Generator], dict], stride: int | None = None) -> grain.MapDataset:
-    """`pipeline.make_dataset` batches (this process's shard, shuffled, repeated) with `prep` applied per batch."""
-    ds = pipeline.make_dataset(record_dir, window, batch_size, seed=seed, stride=stride)
-    return ds.random_map(prep, seed=seed + 1)
+                 prep: Callable[[dict, np.random.Generator], dict], stride: int | None = None,
+                 rows: Any = None) -> grain.MapDataset:
+    """Prepared global batches of `batch_size` windows (`pipeline.global_batches`), of which this process reads
+    and prepares `rows` (default: those `process_rows` set, else an equal share by process index). `prep` sees
+    one row at a time (a batch of 1) with that row's generator, so the global batch is the same for any number
+    of processes."""
+    rows = _BATCH_ROWS.get() if rows is None else rows
+    ds = pipeline.global_batches(record_dir, window, batch_size, seed=seed, stride=stride, rows=rows)
+    return ds.map_with_index(_PrepRows(prep, seed + 1))
 
 
 def make_iterator(ds: grain.MapDataset, num_threads: int) -> grain.DatasetIterator:
@@ -274,8 +310,13 @@ class SVPBatchPrep:
 
 
 class StylePriorBatchPrep:
-    """Raw window batches -> contrastive batches of 2B windows: the B sampled windows, then one partner each with
-    the same labels. Output: `exp` (2B, T, 64), `audio` (2B, T, D), `identity`, `emotion`, `clip` (2B,) int32."""
+    """Raw window batches -> contrastive batches: each of the B sampled windows with one partner that has the
+    same labels. Output: `exp` (B, T, 64), `audio` (B, T, D), `identity`, `emotion`, `clip` (B,) int32, and the
+    same fields of the partners as `partner_*`; `contrastive_pairs` stacks them into the 2B windows (the B
+    windows, then their partners) that the loss contrasts. Partners are per-row fields, so a batch split over
+    processes keeps every pair together and the global 2B layout does not depend on the process count."""
+
+    FIELDS = ("exp", "audio", "identity", "emotion", "clip")
 
     def __init__(self, record_dir: str | os.PathLike, data: Any, features: FeatureStore):
         self.data, self.features = data, features
@@ -293,28 +334,42 @@ class StylePriorBatchPrep:
         return per_frame_features(self.features(clip), n, self.source.fps)[start:start + self.data.window]
 
     def __call__(self, batch: dict, rng: np.random.Generator) -> dict:
-        exp, audio, identity, emotion, clips = [], [], [], [], []
-        partners = []
+        rows: dict[str, list] = collections.defaultdict(list)
+
+        def add(prefix: str, exp: np.ndarray, clip: int, start: int, identity: Any, emotion: Any) -> None:
+            rows[prefix + "exp"].append(exp)
+            rows[prefix + "audio"].append(self._audio(clip, start))
+            rows[prefix + "identity"].append(identity)
+            rows[prefix + "emotion"].append(emotion)
+            rows[prefix + "clip"].append(clip)
+
         for i in range(batch["expression"].shape[0]):
             clip, start = int(batch["clip_index"][i]), int(batch["start_frame"][i])
-            exp.append(batch["expression"][i])
-            audio.append(self._audio(clip, start))
-            identity.append(batch["identity"][i])
-            emotion.append(batch["emotion"][i])
-            clips.append(clip)
+            add("", batch["expression"][i], clip, start, batch["identity"][i], batch["emotion"][i])
             me = self.window_of[(clip, start)]
-            partners.append(_pick_other(rng, self.groups[self.key(self.source.entries[clip])], me))
-        for j in partners:
-            el = self.source[j]
-            clip, start = int(el["clip_index"]), int(el["start_frame"])
-            exp.append(el["expression"])
-            audio.append(self._audio(clip, start))
-            identity.append(el["identity"])
-            emotion.append(el["emotion"])
-            clips.append(clip)
-        return {"exp": np.stack(exp).astype(np.float32), "audio": np.stack(audio).astype(np.float32),
-                "identity": np.asarray(identity, np.int32), "emotion": np.asarray(emotion, np.int32),
-                "clip": np.asarray(clips, np.int32)}
+            el = self.source[_pick_other(rng, self.groups[self.key(self.source.entries[clip])], me)]
+            add("partner_", el["expression"], int(el["clip_index"]), int(el["start_frame"]), el["identity"],
+                el["emotion"])
+        out = {}
+        for prefix in ("", "partner_"):
+            out[prefix + "exp"] = np.stack(rows[prefix + "exp"]).astype(np.float32)
+            out[prefix + "audio"] = np.stack(rows[prefix + "audio"]).astype(np.float32)
+            for k in ("identity", "emotion", "clip"):
+                out[prefix + k] = np.asarray(rows[prefix + k], np.int32)
+        return out
+
+
+def contrastive_pairs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A `StylePriorBatchPrep` batch as 2B windows: `exp`, `audio`, `identity`, `emotion`, `clip` of the B sampled
+    windows followed by those of their partners (numpy or jax arrays)."""
+    cat = np.concatenate if isinstance(batch["exp"], np.ndarray) else _jnp_concatenate
+    return {k: cat([batch[k], batch["partner_" + k]]) for k in StylePriorBatchPrep.FIELDS}
+
+
+def _jnp_concatenate(xs: list) -> Any:
+    import jax.numpy as jnp
+
+    return jnp.concatenate(xs)
 
 
 class StyleEBatchPrep:

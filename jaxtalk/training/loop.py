@@ -13,7 +13,15 @@ the model init, the trainable-parameter regexes, the loss and the prepared grain
 3. runs the jitted step — `jax.jit(in_shardings, out_shardings, donate_argnums=0)`, frozen params behind
    `stop_gradient` so their weight gradients are never computed — with the step rng `fold_in(key(seed), step)`;
 4. appends metrics to `<workdir>/metrics.jsonl` every `log_every` steps, checkpoints every `checkpoint_every`
-   steps and at the end, and writes the resolved config to `<workdir>/config.yaml`.
+   steps and at the end, and writes the resolved config to `<workdir>/config.yaml` (process 0 alone writes files;
+   orbax writes every process's shards);
+5. watches for NaN / Inf losses and gradients (`train.nonfinite`: stop, skip or report) and never checkpoints a
+   non-finite state.
+
+Data: `cfg.data.batch_size` is the global batch. Each process reads only the rows its devices hold on the mesh
+(`parallel.process_batch_rows`, handed to the task's dataset through `training.data.process_rows`) and
+`parallel.shard_batch` assembles the global arrays, so any process count sees the same global batches and the
+saved iterator position (a global batch count) restores onto another process count.
 
 Compiled steps are cached per (task, optimizer, mesh, batch shapes), so a second run of an equal task in the same
 process (a resume, a test) reuses the executable.
@@ -34,6 +42,7 @@ from typing import Any
 import flax.linen as nn
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding
@@ -41,6 +50,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxtalk import config as config_lib
 from jaxtalk import parallel
+from jaxtalk.compile_cache import CompileCache
 from jaxtalk.training import state as state_lib
 from jaxtalk.training.checkpoint import Checkpointer
 from jaxtalk.training.state import OptimizerConfig, TrainState
@@ -99,8 +109,8 @@ def abstract_params(task: Task) -> Any:
     return nn.meta.unbox(jax.eval_shape(task.init_variables, jax.random.key(0)))["params"]
 
 
-_OPTIMIZERS: dict[Any, tuple[Any, optax.GradientTransformation]] = {}
-_STEPS: dict[Any, Any] = {}
+_OPTIMIZERS = CompileCache("training.optimizers", maxsize=16)
+_STEPS = CompileCache("training.steps", maxsize=16)
 
 
 def optimizer_of(task: Task, cfg: OptimizerConfig) -> tuple[Any, optax.GradientTransformation]:
@@ -116,13 +126,31 @@ def _shape_key(tree: Any) -> tuple:
     return tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(tree.items()))
 
 
+def guarded_step(step: Any, skip_nonfinite: bool) -> Any:
+    """`step` plus a `nonfinite` metric (1 when the loss or the gradient norm is NaN / Inf); with
+    `skip_nonfinite` such a step keeps the old params and optimiser state (the step counter still advances)."""
+
+    def run(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
+        new, metrics = step(state, batch, rng)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        if skip_nonfinite:
+            keep = lambda n, o: jnp.where(finite, n, o)
+            new = new.replace(params=jax.tree.map(keep, new.params, state.params),
+                              opt_state=jax.tree.map(keep, new.opt_state, state.opt_state))
+        return new, {**metrics, "nonfinite": (~finite).astype(jnp.float32)}
+
+    return run
+
+
 def compiled_step(task: Task, cfg: OptimizerConfig, mesh: jax.sharding.Mesh, state: TrainState,
-                  batch: Mapping[str, jax.Array], compiler_options: tuple = ()) -> Any:
-    """The jitted, sharded, state-donating train step for these shapes (cached)."""
-    key = (task, cfg, mesh, _shape_key(batch), compiler_options)
+                  batch: Mapping[str, jax.Array], compiler_options: tuple = (), skip_nonfinite: bool = False) -> Any:
+    """The jitted, sharded, state-donating train step for these shapes (cached); its metrics include
+    `nonfinite` (see `guarded_step`)."""
+    key = (task, cfg, mesh, _shape_key(batch), compiler_options, skip_nonfinite)
     if key not in _STEPS:
         mask, _ = optimizer_of(task, cfg)
-        step = state_lib.make_train_step(lambda p, b, r: task.loss(freeze(p, mask), b, r))
+        step = guarded_step(state_lib.make_train_step(lambda p, b, r: task.loss(freeze(p, mask), b, r)),
+                            skip_nonfinite)
         state_sh = state_lib.shardings_of(state)
         batch_sh = {k: parallel.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
         replicated = NamedSharding(mesh, P())
@@ -133,7 +161,7 @@ def compiled_step(task: Task, cfg: OptimizerConfig, mesh: jax.sharding.Mesh, sta
 
 
 FAST_COMPILE = (("xla_backend_optimization_level", 0), ("xla_llvm_disable_expensive_passes", True))
-_INITS: dict[Any, Any] = {}
+_INITS = CompileCache("training.inits", maxsize=16)
 
 
 def init_params(task: Task, mesh: jax.sharding.Mesh, seed: int, compiler_options: tuple = ()) -> Any:
@@ -173,17 +201,84 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
 
 
+class NonFiniteError(RuntimeError):
+    """A training step had a NaN / Inf loss or gradients and `train.nonfinite` is `stop`."""
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class _NonFiniteWatch:
+    """Collects each step's `nonfinite` flag without waiting for the device; `check` reads them at log and
+    checkpoint steps and applies the `train.nonfinite` policy."""
+
+    def __init__(self, policy: str, name: str):
+        self.policy, self.name, self.pending, self.skipped = policy, name, [], 0
+
+    def add(self, step: int, flag: jax.Array) -> None:
+        self.pending.append((step, flag))
+
+    def check(self, last_saved: int | None) -> None:
+        if not self.pending:
+            return
+        flags = jax.device_get([f for _, f in self.pending])
+        bad = [s for (s, _), f in zip(self.pending, flags) if f]
+        self.pending = []
+        if not bad:
+            return
+        where = f"steps {bad[:5]}" + (" ..." if len(bad) > 5 else "")
+        if self.policy == "stop":
+            saved = f"step {last_saved}" if last_saved is not None else "none yet"
+            raise NonFiniteError(
+                f"{self.name}: non-finite loss or gradients at {where}; the update was not applied and the run "
+                f"stops (train.nonfinite=stop). Last checkpoint: {saved}. Lower the learning rate or check the "
+                "data, or set train.nonfinite=skip to skip such steps")
+        self.skipped += len(bad) if self.policy == "skip" else 0
+        action = "skipped (updates not applied)" if self.policy == "skip" else "applied (train.nonfinite=report)"
+        log.warning("%s: non-finite loss or gradients at %s, %s", self.name, where, action)
+
+
+def data_rows(cfg: Any, mesh: jax.sharding.Mesh) -> np.ndarray | None:
+    """The rows of each global batch (`cfg.data.batch_size`) that this process reads for `mesh`."""
+    batch_size = getattr(getattr(cfg, "data", None), "batch_size", None)
+    if batch_size is None:
+        return None
+    return parallel.process_batch_rows(mesh, batch_size)
+
+
+def _agreed(step: int | None) -> int | None:
+    """Process 0's view of the newest checkpoint, for every process (file listings may lag on shared storage)."""
+    if jax.process_count() == 1:
+        return step
+    from jax.experimental import multihost_utils
+
+    agreed = int(multihost_utils.broadcast_one_to_all(np.int32(-1 if step is None else step)))
+    return None if agreed < 0 else agreed
+
+
 def train(task: Task, cfg: Any) -> TrainResult:
-    """Run (or continue) training of `task` with the root config's train / optimizer / mesh sections."""
+    """Run (or continue) training of `task` with the root config's train / optimizer / mesh sections.
+
+    Multi-process runs (after `jaxtalk.distributed.initialize`) need no other change: the mesh spans every
+    process's devices, each process reads the rows of every global batch that its devices hold and the step gets
+    global arrays, orbax writes each process's shards, and process 0 alone writes metrics, progress and config.
+    """
     loop, mesh_cfg = cfg.train, cfg.mesh
     mesh = parallel.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
     workdir = pathlib.Path(loop.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
+    main_process = jax.process_index() == 0
+    if main_process:
+        workdir.mkdir(parents=True, exist_ok=True)
         config_lib.save(cfg, workdir / "config.yaml")
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=loop.max_to_keep)
-    resume_step = ckpt.latest_step() if loop.resume else None
-    iterator = _iterator(task.dataset(), loop.num_threads)
+    resume_step = _agreed(ckpt.latest_step()) if loop.resume else None
+    from jaxtalk.training.data import process_rows
+
+    with process_rows(data_rows(cfg, mesh)):
+        iterator = _iterator(task.dataset(), loop.num_threads)
     options = FAST_COMPILE if loop.fast_compile else ()
     state = make_state(task, cfg.optimizer, mesh, loop.seed, fresh=resume_step is None, compiler_options=options)
     if resume_step is not None:
@@ -196,28 +291,45 @@ def train(task: Task, cfg: Any) -> TrainResult:
     step = int(jax.device_get(state.step))
     base_key = jax.random.key(loop.seed)
     t_last, step_last = time.perf_counter(), step
+    policy = getattr(loop, "nonfinite", "report")
+    watch = _NonFiniteWatch(policy, task.name)
+    last_saved = resume_step
     try:
         with jax.set_mesh(mesh):
             while step < loop.steps:
                 host = _host_batch(next(iterator), task.device_fields())
                 batch = parallel.shard_batch(host, mesh)
-                fn = compiled_step(task, cfg.optimizer, mesh, state, batch, options)
+                fn = compiled_step(task, cfg.optimizer, mesh, state, batch, options, policy != "report")
                 state, metrics = fn(state, batch, jax.random.fold_in(base_key, step))
                 step += 1
-                if step % loop.log_every == 0 or step == loop.steps:
+                metrics = dict(metrics)
+                watch.add(step, metrics.pop("nonfinite"))
+                logged = step % loop.log_every == 0 or step == loop.steps
+                saving = step % loop.checkpoint_every == 0 or step == loop.steps
+                if logged or saving:
+                    watch.check(last_saved)
+                if logged:
                     now = time.perf_counter()
                     row = {"step": step, **_scalars(metrics),
                            "steps_per_sec": (step - step_last) / max(now - t_last, 1e-9)}
+                    if watch.skipped:
+                        row["skipped_steps"] = watch.skipped
                     t_last, step_last = now, step
                     history.append(row)
-                    if jax.process_index() == 0:
+                    if main_process:
                         with open(metrics_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
                         if loop.progress:
                             shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
                             print(f"[{task.name}] step {step}/{loop.steps} {shown}", flush=True)
-                if step % loop.checkpoint_every == 0 or step == loop.steps:
-                    ckpt.save(step, state, cfg=cfg, extra={"data_iterator": iterator.get_state()}, force=True)
+                if saving:
+                    if not bool(_all_finite(state.params)):
+                        log.warning("%s: step %d: params are not finite; checkpoint %s is kept and this state is "
+                                    "not saved", task.name, step, last_saved)
+                        continue
+                    ckpt.save(step, state, cfg=cfg, extra={"data_iterator": iterator.get_state(),
+                                                           "process_count": jax.process_count()}, force=True)
+                    last_saved = step
     finally:
         ckpt.close()
     return TrainResult(state, history, workdir)
@@ -237,13 +349,17 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
 
 def main(argv: list[str] | None, system: str, make_task: Any, description: str = "") -> TrainResult:
     """The body of the `train/*.py` entry scripts: `--config PRESET_OR_PATH [--steps N] [--workdir DIR]
-    [key=value ...]` (dotted overrides, YAML values), for the root config named `system`."""
+    [--coordinator HOST:PORT --num-processes N --process-id I] [key=value ...]` (dotted overrides, YAML values),
+    for the root config named `system`. Joins the multi-process run first (`jaxtalk.distributed`)."""
     import argparse
 
+    from jaxtalk import distributed
+
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help="YAML preset name (configs/) or path")
+    parser.add_argument("--config", required=True, help="YAML preset name (jaxtalk/presets/) or path")
     parser.add_argument("--steps", type=int, default=None, help="total steps (train.steps)")
     parser.add_argument("--workdir", default=None, help="run folder (train.workdir)")
+    distributed.add_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=8")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
@@ -251,9 +367,12 @@ def main(argv: list[str] | None, system: str, make_task: Any, description: str =
         overrides.append(f"train.steps={args.steps}")
     if args.workdir is not None:
         overrides.append(f"train.workdir={args.workdir}")
+    overrides += distributed.overrides_from_args(args, "train.distributed")
     cfg = config_lib.load(args.config, overrides)
     name = config_lib.root_name(cfg)
     if name != system:
         raise config_lib.ConfigError(f"{args.config}: a `system: {name}` config; this script trains `{system}`")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return train(make_task(cfg), cfg)
+    distributed.initialize(cfg.train.distributed)
+    distributed.setup_logging(logging.INFO)
+    with distributed.report_errors():
+        return train(make_task(cfg), cfg)

@@ -3,8 +3,8 @@
     task = StylePriorTask.from_config(cfg)       # cfg: TrainStylePriorConfig (system: train_style_prior)
     loop.train(task, cfg)
 
-A batch holds 2B windows of `data.window` frames (`training.data.StylePriorBatchPrep`): B sampled windows, then one
-partner each with the same identity + emotion (MEAD's rule) or from the same clip (HDTF's rule), so every sample
+A batch holds 2B windows of `data.window` frames (`training.data.StylePriorBatchPrep`, stacked by
+`contrastive_pairs`): B sampled windows, then one partner each with the same identity + emotion (MEAD's rule) or from the same clip (HDTF's rule), so every sample
 has a positive. Each window gives 3DMM expression beta (T, 64) and Whisper features alpha (T, D) per frame; the
 extractor (train mode: transformer dropout, modality dropout that zeroes beta or alpha but never both) returns
 N(mu, sigma^2) and s = mu + sigma eps. The loss is InfoNCE over all ordered positive pairs with
@@ -80,7 +80,8 @@ class StylePriorTask(Task):
         return data_lib.make_batches(d.record_dir, d.window, d.batch_size, d.shuffle_seed, prep, d.stride)
 
     def device_fields(self) -> tuple[str, ...]:
-        return ("exp", "audio", "identity", "emotion", "clip")
+        fields = data_lib.StylePriorBatchPrep.FIELDS
+        return fields + tuple("partner_" + k for k in fields)
 
     def positives(self, batch: dict) -> jax.Array:
         if self.data.positives == "clip":
@@ -88,6 +89,7 @@ class StylePriorTask(Task):
         return positives_from_labels(batch["identity"], batch["emotion"])
 
     def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+        batch = data_lib.contrastive_pairs(batch)
         k_noise, k_dropout, k_modality = jax.random.split(rng, 3)
         prior = self.module().apply(
             {"params": params["style_extractor"]}, batch["exp"], batch["audio"],

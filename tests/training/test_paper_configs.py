@@ -60,6 +60,7 @@ def test_style_prior_and_style_e_paper_trace():
     n, t = 4, cfg.data.window
     batch = {"exp": _sds((n, t, 64)), "audio": _sds((n, t, cfg.audio.feature_dim)),
              "identity": _sds((n,), jnp.int32), "emotion": _sds((n,), jnp.int32), "clip": _sds((n,), jnp.int32)}
+    batch.update({"partner_" + k: v for k, v in batch.items()})
     assert jax.eval_shape(task.loss, params, batch, jax.random.key(0))[0].shape == ()
     cfg = config.load("train_style_e_paper")
     task = StyleETask.from_config(cfg)

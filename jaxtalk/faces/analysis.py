@@ -1,0 +1,264 @@
+"""Face analysis of a photo or video: face box, 468 3D landmarks, head pose and the SVP Head-Kps points.
+
+`analyze(image)` finds the faces (MediaPipe BlazeFace in JAX, see `jaxtalk.faces.mediapipe`), refuses an image with
+no face or with several (unless `face_index` picks one; faces are numbered left to right), fits the face-mesh
+landmarks in a rotated ROI, refines the ROI once from those landmarks (as MediaPipe's tracking step does), and
+derives:
+
+- `head_kps` (8, 2): the project's Head-Kps set (`jaxtalk.data.kps`): image-left / image-right face edge at eye
+  level (mesh 234 / 454), the two eye centres (mean of each eye's 16 contour points; the mesh has no iris, so
+  "pupil" is the eye centre), and 4 points evenly spaced on the nose bridge from between the eyes (mesh 168) to
+  the nose tip (mesh 1), the rule the synthetic data uses.
+- `pose` (6,): (pitch, yaw, roll) in radians with the synthetic renderer's conventions (pitch > 0 lifts the
+  chin, yaw > 0 turns the nose to the image right, roll > 0 tilts clockwise) and (tx, ty, tz): the face centre's
+  offset from the image centre in units of the image's long side, and log of the face's size relative to 0.4 of
+  the long side. The rotation is the orthonormal frame of the 3D landmarks: x from the image-left to the
+  image-right face edge, y from forehead (10) to chin (152), z = x cross y (away from the camera), decomposed as
+  R = Rz(roll) Ry(yaw) Rx(pitch). MediaPipe's canonical face model is not in the wheel, so no PnP fit is made; the
+  frame is exact for the mesh's own depth estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxtalk.data import media
+from jaxtalk.faces import mediapipe as mp
+
+MIN_SIDE = 32  # smaller images cannot hold a face the 128-pixel detector sees
+MAX_PIXELS = 100_000_000  # larger images are refused rather than risk running out of memory
+
+RIGHT_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)  # image left
+LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)  # image right
+FACE_EDGES = (234, 454)
+BRIDGE_TOP, NOSE_TIP = 168, 1
+FOREHEAD, CHIN = 10, 152
+MOUTH_CORNERS = (61, 291)
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+
+
+class FaceError(ValueError):
+    """No usable face, or an ambiguous choice of face; the message says what and how to fix it."""
+
+
+@dataclasses.dataclass
+class FaceAnalysis:
+    """One face in one image (all coordinates in that image's pixels, x right, y down).
+
+    box: (4,) x0, y0, x1, y1 of the detector box; score: detector confidence; detector_kps: (6, 2) BlazeFace
+    points (subject's right eye, left eye, nose tip, mouth centre, right / left ear tragion); landmarks: (468, 3)
+    face-mesh points (z in the same pixel scale, larger = farther); presence: landmark network's face score;
+    head_kps: (8, 2) SVP Head-Kps; pose: (6,) pitch, yaw, roll (radians), tx, ty, tz; image_size: (H, W);
+    num_faces: faces the detector found in the image.
+    """
+
+    box: np.ndarray
+    score: float
+    detector_kps: np.ndarray
+    landmarks: np.ndarray
+    presence: float
+    head_kps: np.ndarray
+    pose: np.ndarray
+    image_size: tuple[int, int]
+    num_faces: int = 1
+
+    @property
+    def eye_centres(self) -> np.ndarray:
+        """(2, 2): image-left and image-right eye centres."""
+        return self.head_kps[2:4]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-Python summary (box, score, pose, head_kps, image size) for meta files and web answers."""
+        return {"face_box": [round(float(v), 2) for v in self.box], "score": round(self.score, 4),
+                "presence": round(self.presence, 4), "pose": [round(float(v), 5) for v in self.pose],
+                "head_kps": np.round(self.head_kps, 2).tolist(), "image_size": list(self.image_size),
+                "num_faces": self.num_faces}
+
+
+def head_kps_from_landmarks(lms: np.ndarray) -> np.ndarray:
+    """(..., 468, 2+) mesh landmarks -> (..., 8, 2) Head-Kps (see module docstring)."""
+    lms = np.asarray(lms, np.float64)[..., :2]
+    edges = lms[..., FACE_EDGES, :]
+    pupils = np.stack([lms[..., RIGHT_EYE_CONTOUR, :].mean(-2), lms[..., LEFT_EYE_CONTOUR, :].mean(-2)], axis=-2)
+    top, tip = lms[..., BRIDGE_TOP, :], lms[..., NOSE_TIP, :]
+    t = np.linspace(0.0, 1.0, 4)[:, None]
+    bridge = top[..., None, :] + t * (tip - top)[..., None, :]
+    return np.concatenate([edges, pupils, bridge], axis=-2).astype(np.float32)
+
+
+def head_rotation(lms: np.ndarray) -> np.ndarray:
+    """(468, 3) landmarks -> (3, 3) rotation whose columns are the face's x (left->right), y (forehead->chin)
+    and z (away from the camera) axes in image coordinates."""
+    lms = np.asarray(lms, np.float64)
+    x = lms[FACE_EDGES[1]] - lms[FACE_EDGES[0]]
+    y = lms[CHIN] - lms[FOREHEAD]
+    x /= np.linalg.norm(x) + 1e-12
+    y -= (y @ x) * x
+    y /= np.linalg.norm(y) + 1e-12
+    return np.stack([x, y, np.cross(x, y)], axis=1)
+
+
+def euler_from_rotation(R: np.ndarray) -> np.ndarray:
+    """R = Rz(roll) Ry(yaw') Rx(pitch') (image axes, z away) -> (pitch, yaw, roll) in the renderer's signs."""
+    yaw = np.arcsin(np.clip(-R[2, 0], -1.0, 1.0))
+    pitch = np.arctan2(R[2, 1], R[2, 2])
+    roll = np.arctan2(R[1, 0], R[0, 0])
+    # z points away from the camera here and towards it in the renderer: pitch and yaw change sign
+    return np.array([-pitch, -yaw, roll])
+
+
+def head_pose(lms: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(6,) pitch, yaw, roll (radians), tx, ty, tz from (468, 3) landmarks (see module docstring)."""
+    h, w = image_size
+    long_side = float(max(h, w))
+    angles = euler_from_rotation(head_rotation(lms))
+    centre = lms[list(FACE_OVAL), :2].mean(0)
+    size = np.linalg.norm(lms[FACE_EDGES[1], :2] - lms[FACE_EDGES[0], :2])
+    t = [(centre[0] - w / 2) / long_side, (centre[1] - h / 2) / long_side, np.log(max(size, 1e-6) / (0.4 * long_side))]
+    return np.concatenate([angles, t]).astype(np.float32)
+
+
+def roi_from_landmarks(lms: np.ndarray) -> np.ndarray:
+    """MediaPipe's tracking ROI: eye corners (33 -> 263) level the ROI, the landmarks' bounding box, 1.5x."""
+    lo, hi = lms[:, :2].min(0), lms[:, :2].max(0)
+    return mp.roi_from_eyes(np.concatenate([lo, hi]), lms[33, :2], lms[263, :2])
+
+
+def check_image(image: Any, what: str = "image") -> np.ndarray:
+    """RGB uint8 (H, W, 3) from an array / PIL image, refusing sizes no face can be found in (one FaceError)."""
+    image = media.to_rgb_uint8(image)
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise FaceError(f"{what}: {w}x{h} pixels is too small to find a face; use a photo at least "
+                        f"{MIN_SIDE} pixels (ideally 512) on each side")
+    if h * w > MAX_PIXELS:
+        raise FaceError(f"{what}: {w}x{h} pixels is too large ({h * w / 1e6:.0f} MP); downscale it below "
+                        f"{MAX_PIXELS // 1_000_000} MP")
+    return image
+
+
+def _pick(faces: list, face_index: int | None, what: str) -> tuple[int, Any]:
+    faces = sorted(faces, key=lambda f: float(f[0][0] + f[0][2]))  # left to right
+    if not faces:
+        raise FaceError(f"{what}: no face found; use a photo with one clearly visible, roughly frontal face "
+                        "(or lower --min-face-score)")
+    if face_index is None:
+        if len(faces) > 1:
+            boxes = ", ".join(f"{k}: x {f[0][0]:.0f}-{f[0][2]:.0f}" for k, f in enumerate(faces))
+            raise FaceError(f"{what}: {len(faces)} faces found ({boxes}); pick one with --face-index "
+                            f"(0..{len(faces) - 1}, left to right)")
+        return 0, faces[0]
+    if not 0 <= face_index < len(faces):
+        raise FaceError(f"{what}: --face-index {face_index} is out of range; {len(faces)} face(s) found "
+                        f"(0..{len(faces) - 1}, left to right)")
+    return len(faces), faces[face_index]
+
+
+def _landmark_pass(images: np.ndarray, rois: np.ndarray, refine: bool) -> tuple[np.ndarray, np.ndarray]:
+    lms, presence = mp.landmarks_batch(images, rois)
+    if refine:
+        lms, presence = mp.landmarks_batch(images, np.stack([roi_from_landmarks(x) for x in lms]))
+    return lms, presence
+
+
+def analyze(image: Any, face_index: int | None = None, min_score: float = 0.5, refine: bool = True,
+            what: str = "image") -> FaceAnalysis:
+    """Analyse the face in `image` (array, PIL image or path). Raises FaceError when there is no face, several
+    faces and no `face_index`, or the landmark network does not confirm the face."""
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        what = str(image)
+        image = media.load_image(image)
+    image = check_image(image, what)
+    faces = mp.detect_faces(image, min_score)
+    count, (box, kps, score) = _pick(faces, face_index, what)
+    lms, presence = _landmark_pass(image[None], mp.roi_from_eyes(box, kps[0], kps[1])[None], refine)
+    return _finish(box, kps, score, lms[0], float(presence[0]), image.shape[:2], max(count, 1), what)
+
+
+def _finish(box, kps, score, lms, presence, size, count, what) -> FaceAnalysis:
+    if presence < 0.5:
+        raise FaceError(f"{what}: the detector found a face (score {score:.2f}) but the landmark model does not "
+                        f"confirm it (presence {presence:.2f}); use a clearer, more frontal photo")
+    return FaceAnalysis(box=np.asarray(box, np.float32), score=float(score), detector_kps=np.asarray(kps, np.float32),
+                        landmarks=lms.astype(np.float32), presence=presence, head_kps=head_kps_from_landmarks(lms),
+                        pose=head_pose(lms, size), image_size=tuple(int(v) for v in size), num_faces=count)
+
+
+@dataclasses.dataclass
+class FaceTrack:
+    """Per-frame analysis of a video: landmarks (F, 468, 3), head_kps (F, 8, 2), pose (F, 6), boxes (F, 4),
+    found (F,) bool (False where no face was detected; those rows are interpolated from their neighbours),
+    num_faces (F,) faces the detector saw per frame."""
+
+    landmarks: np.ndarray
+    head_kps: np.ndarray
+    pose: np.ndarray
+    boxes: np.ndarray
+    found: np.ndarray
+    num_faces: np.ndarray
+    image_size: tuple[int, int]
+
+
+def _fill_gaps(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linear interpolation over time of the rows where `found` is False (held at the ends)."""
+    if found.all():
+        return values
+    t = np.arange(len(values))
+    flat = values.reshape(len(values), -1)
+    out = np.stack([np.interp(t, t[found], flat[found, j]) for j in range(flat.shape[1])], axis=1)
+    return out.reshape(values.shape).astype(values.dtype)
+
+
+def smooth_track(values: np.ndarray, window: int = 5) -> np.ndarray:
+    """Centred moving average over time (edge-padded), removing landmark jitter; window 1 = unchanged."""
+    if window <= 1 or len(values) < 2:
+        return values
+    half = window // 2
+    padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
+    kernel = np.ones(2 * half + 1) / (2 * half + 1)
+    flat = padded.reshape(len(padded), -1)
+    out = np.stack([np.convolve(flat[:, j], kernel, mode="valid") for j in range(flat.shape[1])], axis=1)
+    return out.reshape(values.shape).astype(values.dtype)
+
+
+def track_faces(frames: np.ndarray, min_score: float = 0.5, face_index: int | None = None, smooth: int = 5,
+                batch: int = mp.BATCH, what: str = "video") -> FaceTrack:
+    """Analyse every frame of uint8 (F, H, W, 3): per-frame detection (the face nearest the previous one when
+    several), landmarks, gaps (frames with no face) interpolated, then smoothed over `smooth` frames.
+    Raises FaceError when no frame has a face."""
+    frames = np.asarray(frames)
+    check_image(frames[0], what)
+    n = len(frames)
+    boxes = np.zeros((n, 4), np.float64)
+    rois = np.zeros((n, 4), np.float64)
+    found = np.zeros(n, bool)
+    counts = np.zeros(n, np.int32)
+    prev = None
+    for s in range(0, n, batch):
+        for k, faces in enumerate(mp.detect_faces_batch(frames[s:s + batch], min_score)):
+            i = s + k
+            counts[i] = len(faces)
+            if not faces:
+                continue
+            if prev is None:
+                _, face = _pick(faces, face_index, f"{what} frame {i}")
+            else:  # follow the face nearest the one tracked so far
+                centre = lambda f: (f[0][:2] + f[0][2:]) / 2
+                face = min(faces, key=lambda f: float(np.linalg.norm(centre(f) - (prev[:2] + prev[2:]) / 2)))
+            box, kps, _ = face
+            boxes[i], rois[i], found[i], prev = box, mp.roi_from_eyes(box, kps[0], kps[1]), True, box
+    if not found.any():
+        raise FaceError(f"{what}: no face found in any of its {n} frames; use a video with one visible face")
+    rois = _fill_gaps(rois, found)
+    lms = np.zeros((n, mp.NUM_LANDMARKS, 3), np.float64)
+    for s in range(0, n, batch):
+        lms[s:s + batch] = _landmark_pass(frames[s:s + batch], rois[s:s + batch], refine=True)[0]
+    lms = smooth_track(_fill_gaps(lms, found), smooth)
+    size = frames.shape[1:3]
+    return FaceTrack(landmarks=lms.astype(np.float32), head_kps=head_kps_from_landmarks(lms),
+                     pose=np.stack([head_pose(x, size) for x in lms]), boxes=_fill_gaps(boxes, found).astype(np.float32),
+                     found=found, num_faces=counts, image_size=(int(size[0]), int(size[1])))

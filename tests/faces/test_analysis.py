@@ -1,0 +1,107 @@
+"""Face detection, landmarks and head pose on a real photo; the JAX evaluation of the MediaPipe networks against
+the LiteRT interpreter on the same .tflite files."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxtalk import faces
+from jaxtalk.faces import mediapipe as mp
+from jaxtalk.faces import tflite
+
+# sha256 of the files in the mediapipe==0.10.21 wheels (mediapipe/modules/face_detection|face_landmark/)
+WHEEL_SHA256 = {
+    "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    "face_landmark.tflite": "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WHEEL_SHA256))
+def test_jax_graph_matches_litert_interpreter(name):
+    path = mp.MODEL_DIR / name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == WHEEL_SHA256[name]
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    graph = tflite.read_graph(path)
+    x = np.random.default_rng(0).uniform(-1, 1, graph.input_shape()).astype(np.float32)
+    ours = mp._network(name)[0](mp._network(name)[1], x)
+    interp = litert.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    ref = {d["index"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+    for out_index, got in zip(graph.outputs, ours):
+        want = ref[out_index]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), want, atol=2e-3 * max(1.0, float(np.abs(want).max())))
+
+
+def test_anchor_layout():
+    a = mp.ssd_anchors()
+    assert a.shape == (896, 2)
+    np.testing.assert_allclose(a[:2], [[1 / 32, 1 / 32]] * 2)  # first 16x16 cell, two anchors
+    np.testing.assert_allclose(a[512], [1 / 16, 1 / 16])  # first 8x8 cell
+    np.testing.assert_allclose(a[-1], [15 / 16, 15 / 16])
+
+
+def test_astronaut_box_eyes_and_keypoints(astronaut_analysis):
+    a = astronaut_analysis
+    # the face in skimage's astronaut photo (512x512): hairline ~y 60, chin ~y 180, cheeks ~x 175..275
+    x0, y0, x1, y1 = a.box
+    assert 160 < x0 < 200 and 60 < y0 < 110 and 250 < x1 < 290 and 150 < y1 < 200, a.box
+    assert a.score > 0.8 and a.presence > 0.9 and a.num_faces == 1
+    left_eye, right_eye = a.head_kps[2], a.head_kps[3]  # image left / right
+    assert 190 < left_eye[0] < 215 and 90 < left_eye[1] < 115, left_eye
+    assert 235 < right_eye[0] < 260 and 90 < right_eye[1] < 115, right_eye
+    # face edges outside the eyes, nose bridge running down between them to the nose tip
+    assert a.head_kps[0, 0] < left_eye[0] < right_eye[0] < a.head_kps[1, 0]
+    bridge = a.head_kps[4:]
+    assert np.all(np.diff(bridge[:, 1]) > 0) and np.all((bridge[:, 0] > left_eye[0]) & (bridge[:, 0] < right_eye[0]))
+    assert bridge[-1, 1] < y1 and a.landmarks.shape == (468, 3)
+    # the detector's eye keypoints agree with the mesh's eye centres
+    np.testing.assert_allclose(a.detector_kps[:2], a.head_kps[2:4], atol=8)
+
+
+def test_head_pose_signs_follow_flips_and_rotations(astronaut, astronaut_analysis):
+    roll0 = np.degrees(astronaut_analysis.pose[2])
+    flipped = faces.analyze(np.ascontiguousarray(astronaut[:, ::-1]))
+    assert np.sign(np.degrees(flipped.pose[2])) == -np.sign(roll0) and abs(np.degrees(flipped.pose[2]) + roll0) < 3
+    assert abs(np.degrees(flipped.pose[1]) + np.degrees(astronaut_analysis.pose[1])) < 4  # yaw mirrors too
+    for angle in (15, -15):  # PIL turns counter-clockwise: the head tilts anticlockwise, roll decreases
+        turned = np.asarray(Image.fromarray(astronaut).rotate(angle, center=(225, 125),
+                                                              resample=Image.Resampling.BILINEAR))
+        got = np.degrees(faces.analyze(turned).pose[2])
+        assert abs((got - roll0) + angle) < 4, (angle, got, roll0)
+    # the face box follows a horizontal flip
+    np.testing.assert_allclose(flipped.box[[2, 0]], 512 - astronaut_analysis.box[[0, 2]], atol=6)
+
+
+def test_no_face_and_several_faces_are_clear_errors(astronaut, no_face):
+    with pytest.raises(faces.FaceError, match="no face found"):
+        faces.analyze(no_face)
+    pair = np.concatenate([astronaut[:, 100:356], astronaut[:, 100:356]], axis=1)
+    with pytest.raises(faces.FaceError, match=r"2 faces found .*--face-index"):
+        faces.analyze(pair)
+    right = faces.analyze(pair, face_index=1)
+    assert right.num_faces == 2 and right.box[0] > 256
+    with pytest.raises(faces.FaceError, match="--face-index 2 is out of range"):
+        faces.analyze(pair, face_index=2)
+    with pytest.raises(faces.FaceError, match="too small"):
+        faces.analyze(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_confidence_threshold(astronaut, astronaut_analysis):
+    with pytest.raises(faces.FaceError, match="no face found"):
+        faces.analyze(astronaut, min_score=min(0.999999, astronaut_analysis.score + 1e-3))
+
+
+def test_overlay_draws_on_a_copy(astronaut, astronaut_analysis):
+    drawn = faces.overlay(astronaut, astronaut_analysis)
+    assert drawn.shape == astronaut.shape and drawn.dtype == np.uint8
+    changed = np.any(drawn != astronaut, axis=-1)
+    x0, y0, x1, y1 = astronaut_analysis.box.astype(int)
+    assert changed[y0:y1, x0:x1].mean() > 0.02 and changed[:, :100].mean() < 0.001  # drawn on the face only
+    assert np.array_equal(astronaut, __import__("skimage.data").data.astronaut())
