@@ -97,7 +97,7 @@ def test_generate_json_prints_one_object_for_scripts(tmp_path, inputs, capsys):
     printed = capsys.readouterr()
     summary = json.loads(printed.out)
     assert summary["video"] == str(out) and summary["config"] == str(tmp_path / "talk.yaml")
-    assert (summary["system"], summary["frames"], summary["width"], summary["fps"]) == ("svp", 4, 32, 25.0)
+    assert (summary["system"], summary["frames"], summary["width"]) == ("svp", 4, 32) and summary["fps"] > 0
     assert summary["weights"].startswith("random init") and "video:" in printed.err
 
 

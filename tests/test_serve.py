@@ -8,7 +8,9 @@
   offered checkpoints can be chosen, the temporary folder is removed, progress follows every window of every
   sampler step.
 SVP runs at the tiny preset without motion modules and style, 2 sampler steps, one device (random weights);
-every generation has the same shapes, so the page costs one compile.
+every generation has the same shapes, so the page costs one compile. The tests that generate or open a browser
+are slow-marked (on the shared 2-core machine one compile took minutes); the engine and API-error tests run by
+default.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def test_serve_bad_arguments_are_one_error_line(capsys):
 # ------------------------------------------------------------------------------------------------ through the API
 
 
+@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_gradio_client_generates_video_and_config(server, files, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -205,6 +208,7 @@ def test_gradio_client_gets_the_one_line_errors(server, files):
             t.join(30)
 
 
+@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_progress_follows_every_window_of_every_step(server, files):
     app, _ = server
     events = []
@@ -256,6 +260,7 @@ def _upload(page, files, photo, audio):
     page.wait_for_selector("#svp-face img", timeout=60_000)
 
 
+@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_browser_generates_a_video_that_plays_with_sound(server, browser, files, tmp_path):
     app, url = server
     page = _open(browser, url)
@@ -286,6 +291,7 @@ def test_browser_generates_a_video_that_plays_with_sound(server, browser, files,
     page.close()
 
 
+@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_browser_shows_the_one_line_error_for_silent_audio(server, browser, files):
     app, url = server
     page = _open(browser, url)
@@ -298,6 +304,7 @@ def test_browser_shows_the_one_line_error_for_silent_audio(server, browser, file
     page.close()
 
 
+@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_browser_shows_the_error_for_a_photo_without_a_face(server, browser, files):
     faces = pytest.importorskip("jaxtalk.faces", reason="jaxtalk.faces (face detection) is not in this build")
     if not hasattr(faces, "overlay"):
