@@ -46,18 +46,26 @@ def eval_clips(seed: int, count: int, frames: int, fps: float, resolution: int, 
 
     if seed == TRAIN_SEED:
         raise ValueError(f"--seed {seed} is the evaluators' training population; choose another")
+    from PIL import Image
+
+    render = max(resolution, synthetic.MIN_RESOLUTION)  # the renderer's smallest size; resized to the video's
     out = []
     for k in range(count):
         ident = synthetic.make_identity(seed, k)
         clip = synthetic.generate_clip(ident, EMOTIONS[k % len(EMOTIONS)], 2, seed=seed * 100 + k, num_frames=frames,
-                                       fps=fps, resolution=resolution)
+                                       fps=fps, resolution=render)
+        gt = clip.frames
+        if render != resolution:
+            gt = np.stack([np.asarray(Image.fromarray(f).resize((resolution, resolution), Image.Resampling.BICUBIC))
+                           for f in gt])
         style = None
         if with_style:
             sc = synthetic.generate_clip(ident, EMOTIONS[(k + 1) % len(EMOTIONS)], 2, seed=seed * 100 + 50 + k,
                                          num_frames=40, fps=fps, resolution=64, render_video=False)
             style = P.StyleClip(sc.expression, sc.audio, fps)
         inputs = P.ClipInputs(reference=clip.frames[0], audio=clip.audio, kps=clip.head_kps, style=style)
-        out.append((inputs, clip.frames, clip_landmarks(ident, clip, resolution)))
+        landmarks = clip_landmarks(ident, clip, render) * np.float32(resolution / render)
+        out.append((inputs, gt, landmarks))
     return out
 
 

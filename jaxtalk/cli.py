@@ -28,9 +28,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.style2talker_config != "none":
         from jaxtalk.style2talker.pipeline import write_demo as style2talker_demo
 
-        s2t = style2talker_demo(Path(cfg.output_dir), seed=cfg.seed, config=args.style2talker_config)
+        s2t_config = None if args.style2talker_config == "shipped" else args.style2talker_config
+        s2t = style2talker_demo(Path(cfg.output_dir), seed=cfg.seed, config=s2t_config)
         print(f"style2talker weights: {s2t.pop('models').source}")
-        print(f"style2talker: {s2t.pop('command')}")
+        for line in s2t.pop("command").splitlines():
+            print(f"style2talker: {line}")
         s2t.pop("result")
         for what, path in s2t.items():
             print(f"{what}: {path}")
@@ -287,6 +289,7 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
     from jaxtalk import config, parallel
+    from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp import models as svp_models
     from jaxtalk.svp import pipeline
     from jaxtalk.svp.config import SVPConfig
@@ -312,9 +315,9 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     if ckpt is not None and not ckpt.is_dir():
         raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
-    converted = ckpt is not None and svp_models.is_converted_checkpoint(ckpt)
-    if ckpt is not None and not (converted or svp_models.is_converted_parts(ckpt)
-                                 or svp_models.is_vexpress_folder(ckpt)):
+    converted = ckpt is not None and svp_loading.is_converted_checkpoint(ckpt)
+    if ckpt is not None and not (converted or svp_loading.is_converted_parts(ckpt)
+                                 or svp_loading.is_vexpress_folder(ckpt)):
         raise svp_models.ModelLoadError(
             f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
             "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
@@ -343,15 +346,15 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
         m = cfg.mesh
         mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
     if converted:
-        models = svp_models.load_models(ckpt, cfg=cfg, mesh=mesh)
-    elif ckpt is not None and svp_models.is_vexpress_folder(ckpt):
+        models = svp_loading.load_models(ckpt, cfg=cfg, mesh=mesh)
+    elif ckpt is not None and svp_loading.is_vexpress_folder(ckpt):
         from jaxtalk.interop.hf_cache import resolve_pretrained
 
         vae = resolve_pretrained(args.vae, "--vae") if args.vae else None
         encoder = resolve_pretrained(args.audio_encoder, "--audio-encoder") if args.audio_encoder else None
-        models = svp_models.from_vexpress(ckpt, vae=vae, audio_encoder=encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
+        models = svp_loading.from_vexpress(ckpt, vae=vae, audio_encoder=encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
     elif ckpt is not None:
-        models = svp_models.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
+        models = svp_loading.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
     else:
         models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
     note = "" if ckpt is not None else " (no --checkpoint: the video shows what untrained weights make, not a face)"
@@ -419,8 +422,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic clips (mp4 + contact sheet) and an SVP video at the tiny config")
     p.add_argument("--config", default="demo", help="preset name or YAML path")
     p.add_argument("--svp-config", default="svp_tiny", help="SVP preset for the generated video ('none' skips it)")
-    p.add_argument("--style2talker-config", default="style2talker_tiny",
-                   help="Style2Talker preset for its generated video ('none' skips it)")
+    p.add_argument("--style2talker-config", default="shipped",
+                   help="Style2Talker weights for its videos: 'shipped' (trained on synthetic data, in the package), "
+                   "a preset for random weights (e.g. style2talker_tiny), or 'none' to skip it")
     p.add_argument("--checkpoint", help="converted SVP checkpoint folder (default: random weights)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.resolution=256")
     p.set_defaults(fn=_demo)

@@ -1,15 +1,29 @@
-"""XLA's persistent compilation cache for the command line: a second `jaxtalk generate` with the same shapes
-loads its compiled programs from disk instead of compiling them again.
+"""Compilation caches, in one place: the process-wide caches of compiled / jitted programs (bounded), and XLA's
+persistent on-disk cache for the command line.
 
-On by default for the CLI, in `$JAXTALK_COMPILE_CACHE`, else `$XDG_CACHE_HOME/jaxtalk/xla` (~/.cache/jaxtalk/xla).
-Turn it off with `--no-compile-cache` or `JAXTALK_COMPILE_CACHE=off`. Library users call `enable_compile_cache()`
-themselves (importing jaxtalk never changes JAX's global configuration).
+In-process: pipelines, model inits and train steps compile once per (config, mesh, shapes) and reuse the
+executable. Each cache is a `CompileCache`, a dict that keeps the `maxsize` most recently used entries, so a
+long-lived server or notebook that sees many configs or clip lengths does not hold every executable forever.
+Meshes enter keys through `mesh_key` (axis names, shape and device ids), never `id(mesh)`, which a new mesh may
+reuse after the old one is freed.
+
+On disk: a second `jaxtalk generate` with the same shapes loads its compiled programs from disk instead of
+compiling them again. On by default for the CLI, in `$JAXTALK_COMPILE_CACHE`, else
+`$XDG_CACHE_HOME/jaxtalk/xla` (~/.cache/jaxtalk/xla). Turn it off with `--no-compile-cache` or
+`JAXTALK_COMPILE_CACHE=off`. Library users call `enable_compile_cache()` themselves (importing jaxtalk never
+changes JAX's global configuration).
 """
 
 from __future__ import annotations
 
+import collections
 import os
+from collections.abc import Hashable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jax
 
 OFF_VALUES = ("", "0", "off", "false", "no", "none")
 
@@ -41,3 +55,46 @@ def enable_compile_cache(path: str | os.PathLike | None = None, *, min_compile_s
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
+
+
+CACHES: dict[str, CompileCache] = {}
+
+
+class CompileCache(collections.OrderedDict):
+    """A least-recently-used dict of at most `maxsize` entries, registered under `name` in `CACHES`."""
+
+    def __init__(self, name: str, maxsize: int = 32) -> None:
+        super().__init__()
+        if maxsize < 1:
+            raise ValueError(f"CompileCache {name!r}: maxsize must be >= 1, got {maxsize}")
+        self.name, self.maxsize = name, maxsize
+        CACHES[name] = self
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+    def update(self, items: Any = (), **kw: Any) -> None:  # through __setitem__, so the bound holds
+        pairs: Iterable = items.items() if hasattr(items, "items") else items
+        for k, v in [*pairs, *kw.items()]:
+            self[k] = v
+
+
+def mesh_key(mesh: jax.sharding.Mesh | None) -> Hashable:
+    """A hashable identity of a mesh's layout: equal meshes share compiled programs."""
+    if mesh is None:
+        return None
+    return (tuple(mesh.axis_names), tuple(mesh.devices.shape), tuple(int(d.id) for d in mesh.devices.flat))
+
+
+def clear_all() -> None:
+    """Drop every cached executable (e.g. after changing JAX flags)."""
+    for cache in CACHES.values():
+        cache.clear()

@@ -1,6 +1,7 @@
-"""Typed configuration: dataclasses, YAML presets in `configs/`, dotted overrides, strict validation.
+"""Typed configuration: dataclasses, YAML presets inside the package (`jaxtalk/presets/*.yaml`, read as package
+resources so an installed wheel has them), dotted overrides, strict validation.
 
-    cfg = config.load("configs/svp_tiny.yaml", overrides=["unet.block_out_channels=[32,64]"])
+    cfg = config.load("svp_tiny", overrides=["unet.block_out_channels=[32,64]"])   # a preset, or a YAML path
 
 A YAML file names its root with `system: <name>` (see `register_root`) and may inherit from another with
 `base: other.yaml` (deep-merged). An unknown key, a wrong type or an out-of-range value raises one
@@ -10,6 +11,7 @@ A YAML file names its root with `system: <name>` (see `register_root`) and may i
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import pathlib
 import types
@@ -20,7 +22,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+PRESET_FOLDER = "presets"  # every preset is `jaxtalk/presets/<name>.yaml`, shipped as package data
 _ROOTS: dict[str, type] = {}
 
 
@@ -209,16 +211,22 @@ def apply_override(data: dict, override: str) -> dict:
     return data
 
 
-def resolve_path(name: str | os.PathLike) -> pathlib.Path:
-    """A config path as given, or a preset name from `configs/` (with or without `.yaml`)."""
+def presets() -> dict[str, Any]:
+    """{preset name: its resource (a `Traversable` with `read_text`)} from `jaxtalk/presets/`."""
+    folder = importlib.resources.files("jaxtalk") / PRESET_FOLDER
+    return {p.name[: -len(".yaml")]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_path(name: str | os.PathLike) -> Any:
+    """A config file as given, or a preset by name (with or without `.yaml`): something with `read_text()`."""
     path = pathlib.Path(name)
     if path.is_file():
         return path.resolve()
-    for cand in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
-        if cand.is_file():
-            return cand
-    presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"{name}: no such config file or preset (presets: {presets})")
+    known = presets()
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if str(path.parent) == "." and stem in known:
+        return known[stem]
+    raise ConfigError(f"{name}: no such config file or preset (presets: {', '.join(sorted(known))})")
 
 
 def load(path: str | os.PathLike, overrides: Iterable[str] = (), cls: type[T] | None = None) -> T:
@@ -261,7 +269,8 @@ def _import_roots() -> None:
 
 
 # Modules that define further `@register_root` dataclasses (model systems add themselves here).
-ROOT_MODULES: list[str] = ["jaxtalk.svp.config", "jaxtalk.style2talker.config", "jaxtalk.training.config"]
+ROOT_MODULES: list[str] = ["jaxtalk.svp.config", "jaxtalk.style2talker.config", "jaxtalk.training.config",
+                            "jaxtalk.training.style2talker_config"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -120,6 +120,18 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def put(x: Any, mesh: Mesh, sharding: NamedSharding | None = None,
+        global_shape: tuple[int, ...] | None = None) -> jax.Array:
+    """Place one input on the mesh (the one batch-placement rule of training and both pipelines): a scalar
+    replicated, a device array moved to `sharding`, a host array assembled from this process's rows (of a global
+    array of `global_shape`, default: the rows of every process stacked)."""
+    if np.ndim(x) == 0 or sharding is None:
+        return jax.device_put(x, NamedSharding(mesh, P()))
+    if isinstance(x, jax.Array):
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x), global_shape)
+
+
 def batch_shards(mesh: Mesh) -> int:
     """How many ways the batch dimension is split (data x fsdp)."""
     return int(mesh.shape["data"] * mesh.shape["fsdp"])
@@ -143,16 +155,16 @@ def shard_batch(batch: Mapping[str, Any] | Any, mesh: Mesh) -> Any:
     index_map = batch_sharding(mesh, 1).addressable_devices_indices_map((batch_shards(mesh),))
     local_shards = len({idx[0].indices(batch_shards(mesh)) for idx in index_map.values()})
 
-    def put(x):
+    def put_rows(x):
         x = np.asarray(x)
         if x.ndim == 0:
-            return jax.device_put(x, NamedSharding(mesh, P()))
+            return put(x, mesh)
         if x.shape[0] % local_shards:
             raise ValueError(
                 f"this process's {x.shape[0]} batch rows do not split over its {local_shards} batch shards "
                 f"(mesh {dict(mesh.shape)}); the global batch must be divisible by data x fsdp = "
                 f"{batch_shards(mesh)}")
         global_shape = (x.shape[0] // local_shards * batch_shards(mesh), *x.shape[1:])
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x, global_shape)
+        return put(x, mesh, batch_sharding(mesh, x.ndim), global_shape)
 
-    return jax.tree.map(put, batch)
+    return jax.tree.map(put_rows, batch)

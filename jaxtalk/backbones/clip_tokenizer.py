@@ -24,11 +24,7 @@ import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
-
-try:  # `regex` (a dependency of transformers) gives the Unicode classes \p{L} / \p{N} that CLIP's pattern needs
-    import regex as _regex
-except ImportError:  # pragma: no cover - transformers always brings it
-    _regex = None
+import regex as _regex  # Unicode classes \p{L} / \p{N}, which CLIP's pattern needs and `re` lacks
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -84,8 +80,6 @@ class CLIPTokenizer:
 
     def __init__(self, bpe_path: str | os.PathLike | None = None, *, context_length: int = CONTEXT_LENGTH,
                  pad_token_id: int = EOS_ID):
-        if _regex is None:
-            raise ImportError("jaxtalk's CLIP tokenizer needs the `regex` package (pip install regex)")
         if context_length < 2:
             raise ValueError(f"context_length must hold at least the start and end tokens, got {context_length}")
         merges = read_merges(bpe_path)

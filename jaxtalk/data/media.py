@@ -234,3 +234,21 @@ def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, float]:
 def read_video_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The audio track of a video as mono float32 at `sample_rate`."""
     return load_audio(path, sample_rate)
+
+
+def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
+                  ) -> dict[str, Path]:
+    """A product's result on disk: `path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both
+    atomic, and the video is removed again if the config cannot be written, so a failure leaves neither."""
+    from jaxtalk import config as config_lib
+
+    path = Path(path)
+    video = write_video(path, frames, fps, audio)
+    yaml_path = path.with_suffix(".yaml")
+    try:
+        with atomic_path(yaml_path) as tmp:
+            config_lib.save(cfg, tmp)
+    except BaseException:
+        video.unlink(missing_ok=True)
+        raise
+    return {"video": video, "config": yaml_path}

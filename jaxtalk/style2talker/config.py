@@ -1,6 +1,6 @@
 """`Style2TalkerConfig`: the root config of a Style2Talker system (`system: style2talker` in YAML).
 
-Presets in `configs/`: `style2talker_tiny` (random weights for tests and the CPU demo: 64 px output, every width
+Presets in `jaxtalk/presets/`: `style2talker_tiny` (random weights for tests and the CPU demo: 64 px output, every width
 tiny) and `style2talker_paper` (the published sizes: CLIP ViT-B/32 text tower, 8-block Style-E, SadTalker
 audio2exp, IR-SE50 pSp, VToonify-D/DualStyleGAN at 256 in / 1024 out, PIRender motion generator, 256-wide
 refinement).

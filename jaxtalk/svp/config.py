@@ -1,6 +1,6 @@
 """`SVPConfig`: the root config of an SVP / V-Express system (`system: svp` in YAML).
 
-Presets in `configs/`: `svp_tiny` (CPU tests and the demo), `svp_vexpress` (V-Express: SD1.5 sizes, wav2vec2
+Presets in `jaxtalk/presets/`: `svp_tiny` (CPU tests and the demo), `svp_vexpress` (V-Express: SD1.5 sizes, wav2vec2
 audio, V-Kps, DDIM v-prediction zero-SNR trailing, no style), `svp_paper` (SVP: Whisper-Tiny audio, Head-Kps,
 the probabilistic style prior, Euler 25 steps).
 

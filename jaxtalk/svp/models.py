@@ -1,17 +1,13 @@
 """`SVPModels`: the SVP / V-Express components (Flax modules + params) bundled for sampling.
 
     models = build_models(cfg, seed=0, mesh=mesh)          # random init, each param created on its shards
-    models = load_models("ckpt/svp", mesh=mesh)            # a converted checkpoint (config.yaml + params/)
-    models = from_vexpress("model_ckpts/v-express", vae="model_ckpts/sd-vae-ft-mse",
-                           audio_encoder="model_ckpts/wav2vec2-base-960h")
-    save_models(models, "ckpt/svp")
+    models.on_mesh(mesh)                                   # the same weights, placed with their logical shardings
+
+Every way weights get in from files is in `jaxtalk.svp.loading` (load_models, from_vexpress, save_models, ...).
 
 Components (param tree keys): `unet` (SVPUNet), `reference_net` (the 2D UNet that writes the reference bank),
 `vae`, `kps_guider`, `audio_projection`, `audio_encoder` (wav2vec2 or Whisper, per `config.audio.encoder`) and,
 when style is enabled, `style_extractor`. `models.source` says where the weights came from (random or which files).
-
-Converted checkpoints are orbax `StandardCheckpointer` trees restored straight into the mesh shardings, with the
-resolved config beside them. V-Express's five files are read strictly through their interop kinds.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -30,11 +25,12 @@ import numpy as np
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from jaxtalk import config as config_lib
 from jaxtalk import parallel
+from jaxtalk._moved import forward
 from jaxtalk.backbones.sd_vae import AutoencoderKL
 from jaxtalk.backbones.wav2vec2 import Wav2Vec2Model, normalize_waveform
 from jaxtalk.backbones.whisper import WhisperEncoder
+from jaxtalk.compile_cache import CompileCache
 from jaxtalk.svp.audio_projection import interpolate_linear
 from jaxtalk.svp.config import SVPConfig
 from jaxtalk.svp.style_extractor import ProbabilisticStyleExtractor
@@ -120,13 +116,34 @@ class SVPModels:
     shardings: dict[str, Any] | None = None
     source: str = "random init"
 
-    def __getattr__(self, name: str) -> Any:
-        modules = self.__dict__.get("modules", {})
-        if name in modules:
-            return modules[name]
-        if name in COMPONENTS:
-            return None
-        raise AttributeError(name)
+    # The components by name (None: not in this bundle, e.g. no style extractor in a V-Express bundle).
+    @property
+    def unet(self) -> nn.Module | None:
+        return self.modules.get("unet")
+
+    @property
+    def reference_net(self) -> nn.Module | None:
+        return self.modules.get("reference_net")
+
+    @property
+    def vae(self) -> nn.Module | None:
+        return self.modules.get("vae")
+
+    @property
+    def kps_guider(self) -> nn.Module | None:
+        return self.modules.get("kps_guider")
+
+    @property
+    def audio_projection(self) -> nn.Module | None:
+        return self.modules.get("audio_projection")
+
+    @property
+    def audio_encoder(self) -> nn.Module | None:
+        return self.modules.get("audio_encoder")
+
+    @property
+    def style_extractor(self) -> nn.Module | None:
+        return self.modules.get("style_extractor")
 
     @property
     def vae_scale_factor(self) -> int:
@@ -218,9 +235,9 @@ def _place(variables: Any, mesh: Mesh | None, cfg: SVPConfig, name: str, init_fn
 
 
 # Jitted random inits, one per (model config, component), and other jitted helpers, reused in the process.
-_INITS: dict[tuple, Callable] = {}
-_JITTED: dict[tuple, Callable] = {}
-_SHAPES: dict[tuple, Any] = {}
+_INITS = CompileCache("svp.models.inits", maxsize=64)
+_JITTED = CompileCache("svp.models.jitted", maxsize=64)
+_SHAPES = CompileCache("svp.models.shapes", maxsize=64)
 INIT_PRNG = "unsafe_rbg"
 
 
@@ -314,209 +331,9 @@ def abstract_params(cfg: SVPConfig, modules: Mapping[str, nn.Module] | None = No
     return out
 
 
-def save_models(models: SVPModels, directory: str | os.PathLike) -> Path:
-    """Write `directory/params` (orbax) and `directory/config.yaml` (the resolved config)."""
-    import orbax.checkpoint as ocp
+# Loading (converted / trained bundles, V-Express folders, per-kind parts) lives in `jaxtalk.svp.loading`, the only
+# SVP module that imports `interop`; these names stay importable from here for code written before the move.
+_LOADING_NAMES = ("save_models", "is_converted_checkpoint", "load_models", "KIND_COMPONENTS", "load_converted_parts",
+                  "is_converted_parts", "is_vexpress_folder", "from_vexpress")
 
-    directory = Path(directory).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(directory / "params", models.params, force=True)
-    config_lib.save(models.config, directory / "config.yaml")
-    return directory
-
-
-def is_converted_checkpoint(directory: str | os.PathLike) -> bool:
-    d = Path(directory)
-    return (d / "config.yaml").is_file() and (d / "params").is_dir()
-
-
-def load_models(directory: str | os.PathLike, *, overrides: Sequence[str] = (), mesh: Mesh | None = None,
-                cfg: SVPConfig | None = None) -> SVPModels:
-    """A converted checkpoint: its `config.yaml` (with dotted overrides; sizes must still match the params) and
-    its params restored into the mesh shardings."""
-    import orbax.checkpoint as ocp
-
-    d = Path(directory).resolve()
-    if not is_converted_checkpoint(d):
-        raise ModelLoadError(f"{d}: not a converted SVP checkpoint (expected config.yaml and params/); write one "
-                             "with jaxtalk.svp.models.save_models or pass a V-Express checkpoint folder")
-    cfg = cfg or config_lib.load(d / "config.yaml", overrides=overrides, cls=SVPConfig)
-    modules = build_modules(cfg)
-    target = abstract_params(cfg, modules, mesh)
-    try:
-        with ocp.StandardCheckpointer() as ckpt:
-            params = ckpt.restore(d / "params", target)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{d}/params does not match the config's model sizes ({type(e).__name__}: "
-                             f"{str(e)[:300]}); do not override size keys of a converted checkpoint") from None
-    shardings = None
-    if mesh is not None:
-        shardings = jax.tree.map(lambda s: s.sharding, target)
-    return SVPModels(cfg, modules, dict(params), mesh, shardings, source=f"converted checkpoint {d}")
-
-
-# ------------------------------------------------------------------------------------ imported components
-
-# Interop kind -> component, for folders of per-kind converted checkpoints (`jaxtalk convert` output).
-KIND_COMPONENTS = {
-    "vexpress_denoising_unet": "unet", "vexpress_reference_net": "reference_net", "vexpress_kps_guider": "kps_guider",
-    "vexpress_audio_projection": "audio_projection", "sd_vae": "vae", "wav2vec2": "audio_encoder",
-    "whisper_encoder": "audio_encoder",
-}
-
-
-def _config_with(cfg: SVPConfig, imported: Mapping[str, tuple[nn.Module, Any]]) -> SVPConfig:
-    """`cfg` with the sizes of the imported modules (the checkpoints decide), re-validated as a whole."""
-    from jaxtalk.svp.audio_projection import AudioProjectionConfig
-    from jaxtalk.svp.kps_guider import KpsGuiderConfig
-
-    changes: dict[str, Any] = {}
-    if "unet" in imported:
-        changes["unet"] = imported["unet"][0].config
-    if "reference_net" in imported:
-        ref = imported["reference_net"][0].config
-        unet2d = (changes.get("unet") or cfg.unet).unet
-        if dataclasses.replace(ref, use_conv_norm_out=False) != dataclasses.replace(unet2d, use_conv_norm_out=False):
-            raise ModelLoadError("the ReferenceNet checkpoint's UNet sizes differ from the denoising UNet's; they "
-                                 "must be the same 2D UNet")
-    if "kps_guider" in imported:
-        g = imported["kps_guider"][0]
-        changes["kps_guider"] = KpsGuiderConfig(g.conditioning_embedding_channels, g.conditioning_channels,
-                                                tuple(g.block_out_channels))
-    if "audio_projection" in imported:
-        a, ap = imported["audio_projection"][0], cfg.audio_projection
-        if a.max_seq_len % ap.vectors_per_frame or (a.max_seq_len // ap.vectors_per_frame) % 2 == 0:
-            raise ModelLoadError(f"audio projection max_seq_len={a.max_seq_len} is not vectors_per_frame="
-                                 f"{ap.vectors_per_frame} x an odd number of frames (2 * pad + 1)")
-        changes["audio_projection"] = AudioProjectionConfig(
-            dim=a.dim, depth=a.depth, dim_head=a.dim_head, heads=a.heads, num_queries=a.num_queries,
-            embedding_dim=a.embedding_dim, output_dim=a.output_dim, ff_mult=a.ff_mult,
-            num_pad_audio_frames=(a.max_seq_len // ap.vectors_per_frame - 1) // 2, vectors_per_frame=ap.vectors_per_frame)
-    if "vae" in imported:
-        changes["vae"] = imported["vae"][0].config
-    if "audio_encoder" in imported:
-        enc = imported["audio_encoder"][0]
-        kind = "wav2vec2" if isinstance(enc, Wav2Vec2Model) else "whisper"
-        changes["audio"] = dataclasses.replace(cfg.audio, encoder=kind, **{kind: enc.config})
-    try:
-        return config_lib.from_dict(SVPConfig, config_lib.to_dict(dataclasses.replace(cfg, **changes)))
-    except config_lib.ConfigError as e:
-        raise ModelLoadError(f"the imported checkpoints do not fit together with the config: {e}") from None
-
-
-def _assemble(cfg: SVPConfig, imported: Mapping[str, tuple[nn.Module, Any]], mesh: Mesh | None, seed: int,
-              sources: list[str]) -> SVPModels:
-    """Imported components plus random init for the rest (listed in `source`), placed on `mesh`."""
-    cfg = _config_with(cfg, imported)
-    modules = build_modules(cfg)
-    fns = init_functions(cfg, modules)
-    missing = [name for name in fns if name not in imported]
-    params = {name: imported[name][1] for name in fns if name in imported}
-    if missing:
-        params.update(_random_init(cfg, fns, missing, seed))
-        sources.append(f"random init (seed {seed}): {', '.join(missing)}")
-    models = SVPModels(cfg, modules, {k: jax.tree.map(jnp.asarray, params[k]) for k in fns}, None, None,
-                       source="; ".join(sources))
-    return models.on_mesh(mesh) if mesh is not None else models
-
-
-def load_converted_parts(directory: str | os.PathLike, *, cfg: SVPConfig | None = None, mesh: Mesh | None = None,
-                         seed: int = 0) -> SVPModels:
-    """A folder of per-kind converted checkpoints (`jaxtalk convert --out DIR/<part>`, each with
-    `jaxtalk_kind.json`); components without one are randomly initialised and `source` lists them."""
-    from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
-
-    d = Path(directory)
-    cfg = cfg or config_lib.load("svp_vexpress", cls=SVPConfig)
-    imported: dict[str, tuple[nn.Module, Any]] = {}
-    sources = []
-    for sub in sorted(p for p in d.iterdir() if (p / META_NAME).is_file()):
-        kind = read_meta(sub)["kind"]
-        if kind not in KIND_COMPONENTS:
-            raise ModelLoadError(f"{sub}: kind {kind!r} is not an SVP component ({', '.join(KIND_COMPONENTS)})")
-        name = KIND_COMPONENTS[kind]
-        if name in imported:
-            raise ModelLoadError(f"{sub}: a second checkpoint for the {name} (kind {kind})")
-        imported[name] = load_converted(sub)
-        sources.append(f"{name} {sub}")
-    if not imported:
-        raise ModelLoadError(f"{d}: no converted checkpoints (sub-folders with {META_NAME}) found")
-    return _assemble(cfg, imported, mesh, seed, sources)
-
-
-def is_converted_parts(directory: str | os.PathLike) -> bool:
-    from jaxtalk.interop.checkpoint import META_NAME
-
-    d = Path(directory)
-    return d.is_dir() and any((p / META_NAME).is_file() for p in d.iterdir())
-
-
-def _find(directory: Path, stem: str) -> Path:
-    for suffix in _SUFFIXES:
-        path = directory / f"{stem}{suffix}"
-        if path.is_file():
-            return path
-    raise ModelLoadError(f"{directory}: no {stem}{{{','.join(_SUFFIXES)}}}; V-Express ships "
-                         f"{', '.join(f + '.bin' for f in VEXPRESS_FILES)}")
-
-
-def _weights_in(path: Path) -> tuple[Path, dict | None]:
-    """A weights file, or a diffusers / transformers model folder (its weights file and config.json)."""
-    import json
-
-    if path.is_file():
-        return path, None
-    if not path.is_dir():
-        raise ModelLoadError(f"{path}: not found")
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
-    for stem in ("diffusion_pytorch_model", "model", "pytorch_model"):
-        for suffix in _SUFFIXES:
-            if (path / f"{stem}{suffix}").is_file():
-                return path / f"{stem}{suffix}", config
-    raise ModelLoadError(f"{path}: no diffusion_pytorch_model / model / pytorch_model weights file")
-
-
-def is_vexpress_folder(directory: str | os.PathLike) -> bool:
-    d = Path(directory)
-    return d.is_dir() and any((d / f"denoising_unet{s}").is_file() for s in _SUFFIXES)
-
-
-def from_vexpress(directory: str | os.PathLike, *, vae: str | os.PathLike | None = None,
-                  audio_encoder: str | os.PathLike | None = None, cfg: SVPConfig | None = None,
-                  mesh: Mesh | None = None, seed: int = 0) -> SVPModels:
-    """Import V-Express's checkpoints (denoising_unet + motion_module, reference_net, v_kps_guider,
-    audio_projection) strictly through the interop kinds; the VAE (`sd_vae`) and the wav2vec2 encoder come from
-    the given files / folders, else they are randomly initialised from `cfg` (and `source` says so).
-
-    `cfg` (default `configs/svp_vexpress.yaml`) supplies what shapes cannot show (head counts, motion-module
-    settings) and the strict import checks every shape against it; `unet.use_style` adds SVP's style attention,
-    kept at its zero-output init. Guider and projection widths are read from the checkpoints.
-    """
-    from jaxtalk import interop
-    from jaxtalk.interop.kinds.vexpress import load_vexpress_unet
-
-    d = Path(directory)
-    if not d.is_dir():
-        raise ModelLoadError(f"{d}: V-Express checkpoint folder not found")
-    cfg = cfg or config_lib.load("svp_vexpress", cls=SVPConfig)
-    files = {stem: _find(d, stem) for stem in VEXPRESS_FILES}
-    ap = cfg.audio_projection
-    imported = {
-        "unet": load_vexpress_unet(files["denoising_unet"], files["motion_module"], config=cfg.unet),
-        "reference_net": interop.from_torch("vexpress_reference_net", files["reference_net"],
-                                            config=reference_unet_config(cfg)),
-        "kps_guider": interop.from_torch("vexpress_kps_guider", files["v_kps_guider"]),
-        "audio_projection": interop.from_torch("vexpress_audio_projection", files["audio_projection"],
-                                               config={"heads": ap.heads, "dim_head": ap.dim_head}),
-    }
-    sources = [f"V-Express {d}"]
-    if vae is not None:
-        path, vae_config = _weights_in(Path(vae))
-        imported["vae"] = interop.from_torch("sd_vae", path, config=vae_config)
-        sources.append(f"vae {path}")
-    if audio_encoder is not None:
-        path, enc_config = _weights_in(Path(audio_encoder))
-        imported["audio_encoder"] = interop.from_torch("wav2vec2", path, config=enc_config)
-        sources.append(f"audio encoder {path}")
-    return _assemble(cfg, imported, mesh, seed, sources)
+__getattr__ = forward(__name__, "jaxtalk.svp.loading", _LOADING_NAMES)

@@ -39,15 +39,16 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm.auto import tqdm
 
-from jaxtalk import config as config_lib
 from jaxtalk import diffusion, parallel
+from jaxtalk.compile_cache import CompileCache, mesh_key
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
+from jaxtalk.data.media import write_outputs  # noqa: F401 - part of this module's API (README)
 from jaxtalk.svp import context
 from jaxtalk.svp.audio_projection import interpolate_linear
 from jaxtalk.svp.models import StyleGaussian
@@ -324,7 +325,7 @@ def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions
 
 # Compiled stage functions, shared by every pipeline in the process: keyed by (config, mesh, stage, shapes, flags).
 # They take params as arguments, so two SVPModels of one config share them. `_PROGRESS` is the live step bar.
-_COMPILED: dict[tuple, Any] = {}
+_COMPILED = CompileCache("svp.pipeline.stages", maxsize=32)
 _PROGRESS: dict[str, tqdm | None] = {"bar": None}
 
 
@@ -345,7 +346,11 @@ def _report_step(t: Any) -> None:
 class SVPPipeline:
     """Sampling with one `SVPModels` bundle (see the module docstring for the stages)."""
 
-    def __init__(self, models: Any, *, progress: bool = True):
+    def __init__(self, models: Any, *, progress: bool = True, mesh: Mesh | None = None):
+        """`mesh` (as for `Style2TalkerPipeline`): the params are placed on it with their logical shardings and
+        clips are split over its batch axes; default: the mesh the bundle was built or loaded on (or none)."""
+        if mesh is not None and mesh is not models.mesh:
+            models = models.on_mesh(mesh)
         self.models = models
         self.cfg = models.config
         self.mesh = models.mesh
@@ -383,7 +388,7 @@ class SVPPipeline:
         """AOT-compile `fn(params, *args)` once per (config, mesh, stage, arg shapes, flags): params keep their
         shardings, array args are split over the batch axes, scalars are replicated."""
         shapes = jax.tree.map(lambda a: (tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))), args)
-        key = (_static_config(self.cfg), id(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
+        key = (_static_config(self.cfg), mesh_key(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
         if key in _COMPILED:
             return _COMPILED[key]
         if self.mesh is None:
@@ -423,12 +428,7 @@ class SVPPipeline:
 
     def _put(self, x: Any) -> Any:
         """Place one input: the clip axis split by `_batch_sharding`, scalars replicated."""
-        if np.ndim(x) == 0:
-            return jax.device_put(x, NamedSharding(self.mesh, P()))
-        sharding = self._batch_sharding(x)
-        if isinstance(x, jax.Array):
-            return jax.device_put(x, sharding)
-        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+        return parallel.put(x, self.mesh, self._batch_sharding(x) if np.ndim(x) else None)
 
     # ---- stages
     def encode_reference(self, images: np.ndarray) -> tuple[jax.Array, tuple[jax.Array, ...]]:
@@ -624,22 +624,6 @@ def median_filter_video(frames: np.ndarray, size: int = 3) -> np.ndarray:
     from scipy.ndimage import median_filter
 
     return median_filter(frames, size=(1,) * (frames.ndim - 4) + (size, size, size, 1), mode="mirror")
-
-
-def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
-                  ) -> dict[str, Path]:
-    """Write `path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both atomic, and the video
-    is removed again if the config cannot be written, so a failure leaves neither."""
-    path = Path(path)
-    video = media.write_video(path, frames, fps, audio)
-    yaml_path = path.with_suffix(".yaml")
-    try:
-        with atomic_path(yaml_path) as tmp:
-            config_lib.save(cfg, tmp)
-    except BaseException:
-        video.unlink(missing_ok=True)
-        raise
-    return {"video": video, "config": yaml_path}
 
 
 

@@ -1,8 +1,8 @@
 """Typed root configs of the three trainers (`system: train_svp | train_style_prior | train_style_e`).
 
-    cfg = config.load("configs/train_svp_stage2_tiny.yaml", overrides=["train.steps=10"])
+    cfg = config.load("train_svp_stage2_tiny", overrides=["train.steps=10"])
 
-Presets in `configs/`: `train_svp_stage{1,2,3}_{tiny,paper}`, `train_style_prior_{tiny,paper}`,
+Presets in `jaxtalk/presets/`: `train_svp_stage{1,2,3}_{tiny,paper}`, `train_style_prior_{tiny,paper}`,
 `train_style_e_{tiny,paper}`. The tiny presets run on CPU (tests, the synthetic data); the paper presets carry the
 published / V-Express settings.
 

@@ -50,6 +50,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxtalk import config as config_lib
 from jaxtalk import parallel
+from jaxtalk.compile_cache import CompileCache
 from jaxtalk.training import state as state_lib
 from jaxtalk.training.checkpoint import Checkpointer
 from jaxtalk.training.state import OptimizerConfig, TrainState
@@ -108,8 +109,8 @@ def abstract_params(task: Task) -> Any:
     return nn.meta.unbox(jax.eval_shape(task.init_variables, jax.random.key(0)))["params"]
 
 
-_OPTIMIZERS: dict[Any, tuple[Any, optax.GradientTransformation]] = {}
-_STEPS: dict[Any, Any] = {}
+_OPTIMIZERS = CompileCache("training.optimizers", maxsize=16)
+_STEPS = CompileCache("training.steps", maxsize=16)
 
 
 def optimizer_of(task: Task, cfg: OptimizerConfig) -> tuple[Any, optax.GradientTransformation]:
@@ -160,7 +161,7 @@ def compiled_step(task: Task, cfg: OptimizerConfig, mesh: jax.sharding.Mesh, sta
 
 
 FAST_COMPILE = (("xla_backend_optimization_level", 0), ("xla_llvm_disable_expensive_passes", True))
-_INITS: dict[Any, Any] = {}
+_INITS = CompileCache("training.inits", maxsize=16)
 
 
 def init_params(task: Task, mesh: jax.sharding.Mesh, seed: int, compiler_options: tuple = ()) -> Any:
@@ -355,7 +356,7 @@ def main(argv: list[str] | None, system: str, make_task: Any, description: str =
     from jaxtalk import distributed
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help="YAML preset name (configs/) or path")
+    parser.add_argument("--config", required=True, help="YAML preset name (jaxtalk/presets/) or path")
     parser.add_argument("--steps", type=int, default=None, help="total steps (train.steps)")
     parser.add_argument("--workdir", default=None, help="run folder (train.workdir)")
     distributed.add_arguments(parser)

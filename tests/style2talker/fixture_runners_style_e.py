@@ -1,13 +1,10 @@
 """Golden-fixture checks for Style-E (`style_e_metamodel`) and SadTalker audio2exp (`audio2exp_simplewrapperv2`).
 
-`RUNNERS[name](fixture_dir, entry)` runs the check for one manifest module; `fixture_dir` is the folder holding the
-module's files, `entry` its manifest record. The fixture driver (tests/style2talker/test_fixtures.py) collects
-every `fixture_runners*.py` and parametrizes over the manifest.
+`RUNNERS[name](fixture)` runs the check for one manifest module, through `tests.fixture_harness` (which fails on a
+constructor key, literal call argument or array the runner leaves unread).
 """
 
 from __future__ import annotations
-
-import pathlib
 
 import jax
 import numpy as np
@@ -17,14 +14,8 @@ from jaxtalk.diffusion.respaced import respaced_step, respaced_tables, space_tim
 from jaxtalk.diffusion.schedules import NoiseSchedule, ScheduleConfig
 from jaxtalk.style2talker import audio2exp as a2e
 from jaxtalk.style2talker import style_e
+from tests.fixture_harness import Fixture
 from tests.parity import assert_close
-
-
-def _files(fixture_dir: pathlib.Path, entry: dict) -> tuple[pathlib.Path, pathlib.Path]:
-    files = [fixture_dir / f for f in entry["files"]]
-    weights = next(f for f in files if f.suffix == ".safetensors")
-    arrays = next(f for f in files if f.suffix == ".npz")
-    return weights, arrays
 
 
 def _assert_exact_round_trip(kind: str, variables, source: dict[str, np.ndarray], config, skip: str = "") -> None:
@@ -35,12 +26,12 @@ def _assert_exact_round_trip(kind: str, variables, source: dict[str, np.ndarray]
         np.testing.assert_array_equal(back[k], source[k], err_msg=f"{kind}: {k} changed in the round trip")
 
 
-def run_style_e_metamodel(fixture_dir: pathlib.Path, entry: dict) -> None:
+def run_style_e_metamodel(fx: Fixture) -> None:
     """Single forward, the respaced diffusion tables, and the 5-step p_sample_loop step by step."""
-    weights, arrays = _files(fixture_dir, entry)
-    z = np.load(arrays)
+    weights, z, entry = fx.weights, fx.arrays, fx.entry
     source = interop.read_state_dict(weights)
-    module, params = interop.from_torch("style2talker_style_e", weights, config=entry["constructor"])
+    assert fx.calls[1]["clip_denoised"] is False, "jaxtalk's Style-E sampler does not clip x0"
+    module, params = interop.from_torch("style2talker_style_e", weights, config=dict(fx.constructor))
     assert module.config == interop.from_torch("style2talker_style_e", weights)[0].config  # shapes agree with kwargs
     _assert_exact_round_trip("style2talker_style_e", params, source, module.config)
 
@@ -87,13 +78,12 @@ def run_style_e_metamodel(fixture_dir: pathlib.Path, entry: dict) -> None:
     assert_close(final, z["sample_x_seq"][-1], name="style_e sample (final)")
 
 
-def run_audio2exp_simplewrapperv2(fixture_dir: pathlib.Path, entry: dict) -> None:
+def run_audio2exp_simplewrapperv2(fx: Fixture) -> None:
     """SimpleWrapperV2 (width-reduced) in eval mode, called as AudioEncoder.forward does."""
-    weights, arrays = _files(fixture_dir, entry)
-    z = np.load(arrays)
+    weights, z = fx.weights, fx.arrays
     source = interop.read_state_dict(weights)
-    module, variables = interop.from_torch("sadtalker_audio2exp", weights, config=entry["constructor"])
-    assert module.width_scale == entry["constructor"]["width_scale"]
+    module, variables = interop.from_torch("sadtalker_audio2exp", weights, config=dict(fx.constructor))
+    assert module.width_scale == interop.from_torch("sadtalker_audio2exp", weights)[0].width_scale
     assert set(variables) == {"params", "batch_stats"}
     _assert_exact_round_trip("sadtalker_audio2exp", variables, source, None, skip="num_batches_tracked")
     out = jax.jit(lambda m, r, q: a2e.audio2exp(module, variables, m, r, q))(z["indiv_mels"], z["ref"], z["ratio"])

@@ -9,7 +9,7 @@ import pytest
 from jaxtalk import interop
 from jaxtalk.interop.reading import read_state_dict
 from jaxtalk.svp.kps_guider import KpsGuiderConfig, VKpsGuider, head_kps_images
-from tests.svp.fixture_util import get_module
+from tests.fixture_harness import Fixture, manifest_entries
 
 
 def _key(seed: int) -> jax.Array:
@@ -18,7 +18,7 @@ def _key(seed: int) -> jax.Array:
 
 
 def test_round_trip_with_inferred_config(fixtures_dir):
-    mod = get_module(fixtures_dir / "svp", "vx_v_kps_guider")
+    mod = Fixture("vx_v_kps_guider", fixtures_dir / "svp", manifest_entries("svp", fixtures_dir)["vx_v_kps_guider"])
     sd = read_state_dict(mod.weights)
     module, params = interop.from_torch("vexpress_kps_guider", sd)  # everything is visible in the shapes
     cons = mod.constructor
