@@ -60,10 +60,10 @@ def test_generate_from_raw_photo_and_wav_without_keypoints(material, short_speec
     assert (tmp_path / "dbg" / "crop_overlay.png").is_file()
 
 
-def test_generate_with_a_driving_video_takes_its_sound(material, tmp_path, capsys):
+def test_generate_with_a_driving_video(material, short_speech, tmp_path, capsys):
     video = tmp_path / "talk.mp4"
     rc = cli.main(["generate", "--image", str(material / "astronaut.png"), "--driving", str(material / "drive.mp4"),
-                   "--retarget", "naive_retarget", "--out", str(video), *TINY])
+                   "--audio", str(short_speech), "--retarget", "naive_retarget", "--out", str(video), *TINY])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert "naive_retarget" in printed.out and media.probe_video(video)["has_audio"]
