@@ -96,7 +96,7 @@ def _bad_files(d, material):
     ("silent audio", "{m}/astronaut.png", "{d}/silent.wav", [], "audio is silent"),
     ("clipped audio", "{m}/astronaut.png", "{d}/clipped.wav", [], "audio is clipped"),
     ("too short audio", "{m}/astronaut.png", "{d}/short.wav", [], "pass at least"),
-    ("unreadable audio", "{m}/astronaut.png", "{d}/text.png", [], "cannot be decoded as audio"),
+    ("unreadable audio", "{m}/astronaut.png", "{d}/text.png", [], "has no audio stream"),
     ("driving without sound", "{m}/astronaut.png", None, ["--driving", "{m}/drive_silent.mp4"], "no audio stream"),
     ("retarget without driving", "{m}/astronaut.png", "{m}/speech.wav", ["--retarget", "naive_retarget"],
      "needs a driving video"),
