@@ -140,7 +140,7 @@ def bench_svp(small: bool, repeats: int, on_gpu: bool) -> dict:
             out["variants"][name] = v = svp_variant(base, models, dtype, attention, rng, repeats)
             print(f"SVP {name}: {v['s_per_frame']:.3f} s/frame (denoise {v['denoise_s']:.2f} s + decode "
                   f"{v['decode_s']:.2f} s for {base.context.frames} frames; compile {v['compile_s']:.0f} s), "
-                  f"{v['denoise_tflop_per_s']:.1f} TFLOP/s"
+                  f"{v['denoise_tflop_per_s']:.3g} TFLOP/s"
                   + (f", MFU {v['mfu_vs_bf16_peak']:.1%}" if v["mfu_vs_bf16_peak"] else ""), flush=True)
         except Exception as e:  # one variant failing (e.g. cuDNN unsupported) must not lose the others
             out["variants"][name] = {"error": f"{type(e).__name__}: {e}"[:2000]}

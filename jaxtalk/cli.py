@@ -33,9 +33,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.style2talker_config != "none":
         from jaxtalk.style2talker.pipeline import write_demo as style2talker_demo
 
-        s2t = style2talker_demo(Path(cfg.output_dir), seed=cfg.seed, config=args.style2talker_config)
+        s2t_config = None if args.style2talker_config == "shipped" else args.style2talker_config
+        s2t = style2talker_demo(Path(cfg.output_dir), seed=cfg.seed, config=s2t_config)
         print(f"style2talker weights: {s2t.pop('models').source}")
-        print(f"style2talker: {s2t.pop('command')}")
+        for line in s2t.pop("command").splitlines():
+            print(f"style2talker: {line}")
         s2t.pop("result")
         for what, path in s2t.items():
             print(f"{what}: {path}")
@@ -463,8 +465,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic clips (mp4 + contact sheet) and an SVP video at the tiny config")
     p.add_argument("--config", default="demo", help="preset name or YAML path")
     p.add_argument("--svp-config", default="svp_tiny", help="SVP preset for the generated video ('none' skips it)")
-    p.add_argument("--style2talker-config", default="style2talker_tiny",
-                   help="Style2Talker preset for its generated video ('none' skips it)")
+    p.add_argument("--style2talker-config", default="shipped",
+                   help="Style2Talker weights for its videos: 'shipped' (trained on synthetic data, in the package), "
+                   "a preset for random weights (e.g. style2talker_tiny), or 'none' to skip it")
     p.add_argument("--checkpoint", help="converted SVP checkpoint folder (default: random weights)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.resolution=256")
     p.set_defaults(fn=_demo)

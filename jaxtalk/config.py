@@ -269,7 +269,8 @@ def _import_roots() -> None:
 
 
 # Modules that define further `@register_root` dataclasses (model systems add themselves here).
-ROOT_MODULES: list[str] = ["jaxtalk.svp.config", "jaxtalk.style2talker.config", "jaxtalk.training.config"]
+ROOT_MODULES: list[str] = ["jaxtalk.svp.config", "jaxtalk.style2talker.config", "jaxtalk.training.config",
+                            "jaxtalk.training.style2talker_config"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,3 +39,14 @@ def test_batch_placement_rule():
     again = parallel.put(placed, mesh, parallel.batch_sharding(mesh, 2))
     np.testing.assert_array_equal(np.asarray(again), x)
     assert parallel.shard_batch({"x": x}, mesh)["x"].sharding == parallel.batch_sharding(mesh, 2)
+
+
+def test_both_pipelines_take_models_and_an_optional_mesh():
+    """One constructor convention: `Pipeline(models, *, progress=..., mesh=None)`; SVP places the bundle on a
+    mesh given here (the Style2Talker pipeline splits its frame batches over it)."""
+    import inspect
+
+    for cls in (svp_pipeline.SVPPipeline, s2t_pipeline.Style2TalkerPipeline):
+        params = inspect.signature(cls.__init__).parameters
+        assert list(params)[:2] == ["self", "models"] and params["mesh"].default is None
+        assert params["mesh"].kind is params["progress"].kind is inspect.Parameter.KEYWORD_ONLY

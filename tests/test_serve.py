@@ -332,4 +332,4 @@ def test_gradio_client_style2talker_tab(server, files, tmp_path):
     info = media.probe_video(video)
     assert info["has_audio"] and info["num_frames"] > 0
     assert "style_degree: 0.7" in Path(next(p for p in downloads if p.endswith(".yaml"))).read_text()
-    assert "Weights: random init" in status
+    assert "Weights:" in status

@@ -66,6 +66,52 @@ def render_frame_set(seed: int, num_identities: int, clips_per_identity: int, nu
                                                        "emotion")))
 
 
+def _sample_clips(args: tuple) -> list[tuple]:
+    """Worker of `sample_frame_set`: (frames at their resolution, expression, landmarks px/res, identity, emotion)
+    for the plan entries it is given (numpy only, so it runs in a forked process)."""
+    seed, num_identities, entries, frames_per_clip, clip_frames, resolutions = args
+    idents = synthetic.make_identities(num_identities, seed)
+    out = []
+    for k, (i, emotion, intensity, clip_seed) in entries:
+        res = resolutions[k % len(resolutions)]
+        controls, pose, gaze, _ = synthetic.motion(idents[i], emotion, intensity, clip_seed, clip_frames, 25.0)
+        sel = np.sort(np.random.default_rng([seed, k, 0x5E1]).choice(clip_frames, frames_per_clip, replace=False))
+        frames, kps = synthetic.render_frames(idents[i], controls[sel], pose[sel], gaze[sel], res)
+        mouth = synthetic.mouth_landmarks(idents[i], controls[sel], pose[sel], res)
+        out.append((frames, facs.expression_from_controls(controls[sel]),
+                    (np.concatenate([kps, mouth], axis=1) / res).astype(np.float32), i,
+                    facs.EMOTIONS.index(emotion)))
+    return out
+
+
+def sample_frame_set(seed: int, num_identities: int, clips_per_identity: int, frames_per_clip: int,
+                     clip_frames: int = 25, resolutions: tuple[int, ...] = (64,), workers: int = 1) -> FrameSet:
+    """Like `render_frame_set`, but render only `frames_per_clip` random frames of each `clip_frames`-frame clip:
+    many identities and conditions for the same rendering cost, so a regressor cannot memorise per-clip
+    expressions (consecutive frames of one clip are nearly duplicates). `workers` > 1 renders in forked
+    processes; the result does not depend on it."""
+    plan = list(enumerate(records.synthetic_plan(num_identities, clips_per_identity, seed)))
+    jobs = [(seed, num_identities, plan[w::workers], frames_per_clip, clip_frames, resolutions)
+            for w in range(workers)]
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_sample_clips, jobs)
+    else:
+        parts = [_sample_clips(jobs[0])]
+    clips = [None] * len(plan)
+    for w, part in enumerate(parts):
+        for j, item in enumerate(part):
+            clips[w + j * workers] = item
+    frames = [f if f.shape[1] == models.INPUT_SIZE else _resize_uint8(f) for f, *_ in clips]
+    n = frames_per_clip
+    return FrameSet(np.concatenate(frames), np.concatenate([c[1] for c in clips]).astype(np.float32),
+                    np.concatenate([c[2] for c in clips]),
+                    np.concatenate([np.full(n, c[3], np.int32) for c in clips]),
+                    np.concatenate([np.full(n, c[4], np.int32) for c in clips]))
+
+
 @dataclasses.dataclass
 class SequenceSet:
     """Ground-truth expression sequences (no rendering), one row per clip."""

@@ -153,6 +153,10 @@ class Evaluators:
         out, single = self._emotion_out(expression)
         return out["features"][0] if single else out["features"]
 
+    def stylesim(self, generated_expression, reference_expression, encoder: Callable | None = None) -> float:
+        """StyleSim of two expression sequences under `encoder` (default `style_code`)."""
+        return metrics.stylesim_encoded(generated_expression, reference_expression, encoder or self.style_code)
+
     # -------------------------------------------------------------------------------------------- tables
     def frame_metrics(self, generated, ground_truth, ground_truth_landmarks=None) -> dict[str, float]:
         """SVP Table 1 row for one clip: PSNR, SSIM, F-LMD, M-LMD (256-px units) and lip-sync of generated vs

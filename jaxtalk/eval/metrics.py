@@ -24,7 +24,7 @@ Metrics (all return Python floats or dicts of floats, ready for JSON):
   loudness envelope, from audio and frames only).
 - `pearson`, `mouth_coefficient_correlation` (correlation of the speech-driven mouth controls recovered from two
   64-d expression sequences), `emotion_accuracy`.
-- `cosine_similarity`, `stylesim` (StyleSim of SVP Table 2: cosine of style codes of the generated and the
+- `cosine_similarity`, `stylesim`, `stylesim_encoded` (StyleSim of SVP Table 2: cosine of style codes of the generated and the
   ground-truth expression sequences; codes come from any encoder, see `jaxtalk.eval.Evaluators.style_code`).
 - `dcls` (clustering strength of SVP Table 3, per class: d_inter / d_intra).
 - `identity_similarity`, `identity_leakage` (SVP Fig. 4: does the generated face drift towards the style clip's
@@ -33,7 +33,7 @@ Metrics (all return Python floats or dicts of floats, ready for JSON):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -248,6 +248,12 @@ def stylesim(generated_codes, reference_codes) -> float:
     """StyleSim: mean cosine similarity of the style codes (D,) or (N, D) of generated and ground-truth
     expression sequences (SVP Table 2)."""
     return float(np.mean(cosine_similarity(generated_codes, reference_codes)))
+
+
+def stylesim_encoded(generated_expression, reference_expression, encoder: Callable) -> float:
+    """StyleSim with any style encoder: `encoder` maps an expression sequence (T, 64) (or a batch (N, T, 64)) to
+    codes (D,) / (N, D), e.g. the trained SVP style extractor or `Evaluators.style_code`."""
+    return stylesim(np.asarray(encoder(generated_expression)), np.asarray(encoder(reference_expression)))
 
 
 def dcls(codes, labels) -> dict[str, float]:

@@ -447,17 +447,24 @@ def _config_source(config: str | os.PathLike | None, checkpoint: str | os.PathLi
 def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Style2TalkerConfig | None = None,
                    config: str | os.PathLike | None = None, overrides: Sequence[str] = (),
                    seed: int | None = None) -> Style2TalkerModels:
-    """The weights `generate` uses: the checkpoint folder's, or without one its default (today random init from
-    `seed`, else the config's seed). The web app loads its default weights through here too."""
+    """The weights `generate` uses for these arguments: the checkpoint folder's; without a checkpoint and config
+    the weights shipped in the package (when this build has them); with only a config, random init from `seed`
+    (else the config's seed). The web app loads its default weights through here."""
+    from jaxtalk.style2talker.loading import load_models, random_models
+
+    shipped = None
+    if checkpoint is None and config is None and cfg is None:
+        from jaxtalk.style2talker.shipped import shipped_dir
+
+        shipped = checkpoint = shipped_dir()
     if cfg is None:
         cfg = config_lib.load(_config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
     if checkpoint is None:
-        from jaxtalk.style2talker.loading import random_models
-
         return random_models(cfg, seed=cfg.inference.seed if seed is None else seed)
-    from jaxtalk.style2talker.loading import load_models
-
-    return load_models(checkpoint, cfg)
+    models = load_models(checkpoint, cfg)
+    if shipped is not None:
+        models.source = f"shipped weights trained on synthetic data ({shipped})"
+    return models
 
 
 def with_overrides(models: Style2TalkerModels, overrides: Sequence[str]) -> Style2TalkerModels:
@@ -483,8 +490,11 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
 
     Inputs are all read and checked before any model is built, and outputs are written atomically, so a bad
     input raises one error (`MediaError` / `ValueError` / `ConfigError`) and leaves no file. Without
-    `checkpoint` (and `models`) the weights are random (the result says so). `on_progress(stage, done, total)`
-    follows the stages and frame batches. Returns {'video', 'config', 'result', 'models'}.
+    `checkpoint`, `config` and `models` the weights shipped in the package are used (`shipped.load_shipped`);
+    with only a `config`, the weights are random (the result says so). `style` may also name an art style of
+    the model's bank (e.g. "cartoon"). `models`: an already loaded bundle (then `overrides` adjust its inference
+    settings). `on_progress(stage, done, total)` follows the stages and frame batches. Returns {'video',
+    'config', 'result', 'models'}.
     """
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -495,12 +505,20 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
     pose_arr = pose if isinstance(pose, np.ndarray) or pose is None else _load_array(pose, "pose")
     exp_arr = (identity_expression if isinstance(identity_expression, np.ndarray) or identity_expression is None
                else _load_array(identity_expression, "identity expression"))
+    shipped = None
+    if models is None and checkpoint is None and config is None:
+        from jaxtalk.style2talker.shipped import shipped_dir
+
+        shipped = checkpoint = shipped_dir()
     if models is not None:
         models = with_overrides(models, overrides)
         cfg = models.config
     else:
         cfg = config_lib.load(_config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
-    if isinstance(style, (str, os.PathLike)):
+    style_name = None
+    if isinstance(style, str) and not Path(style).exists():
+        style_name, style = style, None  # a style-bank name, checked once the models are loaded
+    elif isinstance(style, (str, os.PathLike)):
         style = load_exstyle(style, cfg.style_a.n_latent, cfg.style_a.style_dim)
     inputs = Style2TalkerInputs(img, wav, emotion, style, exp_arr, pose_arr)
     validate_inputs(cfg, inputs, CLIPTokenizer(context_length=cfg.clip.max_length))
@@ -510,8 +528,21 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         if not (Path(checkpoint) / STYLE_BANK_FILE).is_file():
             raise ValueError(f"{checkpoint}: has no style bank ({STYLE_BANK_FILE}); pass an art style code file "
                              "(a .npy W+ code) as the style")
-    if models is None:
-        models = resolve_models(checkpoint, cfg=cfg, seed=seed)
+    if models is None and checkpoint is None:
+        from jaxtalk.style2talker.loading import random_models
+
+        models = random_models(cfg, seed=cfg.inference.seed if seed is None else seed)
+    elif models is None:
+        from jaxtalk.style2talker.loading import load_models
+
+        models = load_models(checkpoint, cfg)
+        if shipped is not None:
+            models.source = f"shipped weights trained on synthetic data ({shipped})"
+    if style_name is not None:
+        if style_name not in models.style_names:
+            raise ValueError(f"--style {style_name!r}: no such file and no art style of that name; this model's "
+                             f"styles are {', '.join(models.style_names)} (or pass an index or a .npy W+ code)")
+        inputs = dataclasses.replace(inputs, style=models.style_names.index(style_name))
     pipe = Style2TalkerPipeline(models, progress=progress, on_progress=on_progress)
     result = pipe(inputs, seed=seed)
     paths = write_outputs(out, result.frames, result.audio, result.fps, result.config)
@@ -525,19 +556,40 @@ def parse_style(value: str | None) -> str | int | None:
     return int(value) if value.isdigit() and not Path(value).exists() else value
 
 
+def write_strip(path: str | os.PathLike, frames: np.ndarray, caption: str, count: int = 8, scale: int = 2) -> Path:
+    """A PNG of `count` evenly spaced frames side by side (nearest-upscaled by `scale`) under a caption."""
+    from PIL import ImageDraw, ImageFont
+
+    picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    row = np.concatenate([frames[i] for i in picks], axis=1)
+    row = np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST))
+    bar = Image.new("RGB", (row.shape[1], 16), (255, 255, 255))
+    ImageDraw.Draw(bar).text((4, 2), caption, fill=(0, 0, 0), font=ImageFont.load_default())
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.concatenate([np.asarray(bar), row], axis=0)).save(tmp, format="PNG")
+    return path
+
+
 def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.PathLike | None = None,
                checkpoint: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
-    """Style2Talker on a synthetic identity: the first frame of a generated clip as the identity, its speech, its
-    first-frame expression as the identity's 3DMM expression and its head motion as the driving pose, emotion
-    text from its annotation, the first art style of the bank. Writes those inputs beside `style2talker.mp4`, so
-    the returned `command` reproduces the video. Random weights unless `checkpoint` is given."""
+    """Style2Talker on a HELD-OUT synthetic identity (the evaluation split's first identity, never trained on)
+    speaking a held-out utterance, under two emotion texts in held-out phrasings (happy, sad) and once more with
+    the first text and the "cartoon" art style (the bank's style 1 when it has no such name). Weights: the shipped
+    ones unless `checkpoint` or `config` is given. The identity frame, speech, head-pose track and the identity's
+    expression are written beside the videos, so the returned `command` lines reproduce them; a PNG strip of
+    frames is written beside every mp4."""
     import soundfile
 
     from jaxtalk.data import synthetic
+    from jaxtalk.style2talker.emotion_phrases import descriptions
+    from jaxtalk.training.style2talker_data import SplitConfig
 
     out_dir = Path(out_dir)
-    clip = synthetic.generate_clip(synthetic.make_identity(seed, 1), "happy", 2, seed=seed + 7, num_frames=50,
-                                   fps=25.0, resolution=128)
+    split = SplitConfig.eval()
+    identity = synthetic.make_identity(split.identity_seed, 0)
+    clip = synthetic.generate_clip(identity, "neutral", 1, seed=split.utterance_seed + 17, num_frames=75,
+                                   fps=25.0, resolution=split.resolution)
     files = {"identity": out_dir / "style2talker_identity.png", "audio": out_dir / "style2talker_audio.wav",
              "pose": out_dir / "style2talker_pose.npy", "identity_exp": out_dir / "style2talker_identity_exp.npy"}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -549,14 +601,25 @@ def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.Pa
         with atomic_path(files[name]) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(array, np.float32))
-    emotion = clip.emotion_texts[0]
-    out = out_dir / "style2talker.mp4"
-    command = (f"jaxtalk generate --system style2talker --image {files['identity']} --audio {files['audio']} "
-               f"--emotion \"{emotion}\" --pose {files['pose']} --identity-exp {files['identity_exp']} "
-               f"--seed {seed} --out {out}" + (f" --checkpoint {checkpoint}" if checkpoint else "")
-               + (f" --config {config}" if config else ""))
-    outputs = generate(files["identity"], files["audio"], emotion, out, checkpoint=checkpoint, config=config,
-                       seed=seed, pose=files["pose"], identity_expression=files["identity_exp"], progress=progress)
-    return {**{f"style2talker_{k}": v for k, v in files.items()}, "style2talker_video": outputs["video"],
-            "style2talker_config": outputs["config"], "command": command, "models": outputs["models"],
-            "result": outputs["result"]}
+    texts = {"happy": descriptions("happy", 3, identity.gender, "heldout")[0],
+             "sad": descriptions("sad", 3, identity.gender, "heldout")[1]}
+    runs = [("happy", texts["happy"], None), ("sad", texts["sad"], None), ("happy_cartoon", texts["happy"], "cartoon")]
+    outputs: dict[str, Any] = {f"style2talker_{k}": v for k, v in files.items()}
+    commands, models, result = [], None, None
+    for name, text, style in runs:
+        out = out_dir / f"style2talker_{name}.mp4"
+        if style is not None and models is not None and style not in models.style_names:
+            style = "1"
+        commands.append(
+            f"jaxtalk generate --system style2talker --image {files['identity']} --audio {files['audio']} "
+            f"--emotion \"{text}\" --pose {files['pose']} --identity-exp {files['identity_exp']} --seed {seed} "
+            f"--out {out}" + (f" --style {style}" if style else "") + (f" --checkpoint {checkpoint}" if checkpoint
+                                                                          else "") + (f" --config {config}" if config else ""))
+        got = generate(files["identity"], files["audio"], text, out, style=parse_style(style), checkpoint=checkpoint,
+                       config=config, seed=seed, pose=files["pose"], identity_expression=files["identity_exp"],
+                       models=models, progress=progress)
+        models, result = got["models"], got["result"]
+        outputs[f"style2talker_{name}_video"] = got["video"]
+        outputs[f"style2talker_{name}_strip"] = write_strip(out.with_suffix(".png"), result.frames,
+                                                            f"{text} | style: {style or 'photo'}")
+    return {**outputs, "command": "\n".join(commands), "models": models, "result": result}

@@ -39,7 +39,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm.auto import tqdm
@@ -389,10 +389,15 @@ def _report_window(t: Any, k: Any, probe: Any) -> None:
 class SVPPipeline:
     """Sampling with one `SVPModels` bundle (see the module docstring for the stages)."""
 
-    def __init__(self, models: Any, *, progress: bool = True, on_progress: ProgressFn | None = None):
-        """`progress`: tqdm bars on stderr. `on_progress(stage, done, total)`: a listener (e.g. a web page's
+    def __init__(self, models: Any, *, progress: bool = True, mesh: Mesh | None = None,
+                 on_progress: ProgressFn | None = None):
+        """`mesh` (as for `Style2TalkerPipeline`): the params are placed on it with their logical shardings and
+        clips are split over its batch axes; default: the mesh the bundle was built or loaded on (or none).
+        `progress`: tqdm bars on stderr. `on_progress(stage, done, total)`: a listener (e.g. a web page's
         progress bar); with one, the compiled loop reports every context window of every step (a separately
         compiled variant; without one the loop has no per-window callback)."""
+        if mesh is not None and mesh is not models.mesh:
+            models = models.on_mesh(mesh)
         self.models = models
         self.cfg = models.config
         self.mesh = models.mesh

@@ -150,3 +150,14 @@ def test_mouth_landmarks_lie_on_the_drawn_mouth():
             assert np.abs(clip.frames[f, y, x].astype(float) - lip).max() > 60, f
             checked += 1
     assert checked > 0
+
+
+def test_stylesim_encoded_takes_any_encoder():
+    clip, _ = _clip_landmarks()
+    e = clip.expression
+
+    def encoder(x):
+        return np.asarray(x).mean(-2)
+
+    assert metrics.stylesim_encoded(e, e, encoder) == pytest.approx(1.0)
+    assert metrics.stylesim_encoded(e, -e, encoder) == pytest.approx(-1.0)

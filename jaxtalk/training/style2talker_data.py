@@ -1,0 +1,161 @@
+"""Synthetic data for training (and evaluating) the whole Style2Talker stack, with an explicit identity split.
+
+Two populations of the synthetic generator (`jaxtalk.data.synthetic`), drawn from different seeds:
+
+- **train** (`SplitConfig.train()`: identity seed 1000, utterance seed 1001) — the only data any trainer sees;
+- **eval** (`SplitConfig.eval()`: identity seed 2000, utterance seed 2001) — held-out identities speaking
+  held-out utterances, used by `bench/fidelity_style2talker.py`, the demo and the tests.
+
+A split holds, per clip: the 64-d expression coefficients, the 6-d pose, the eye-closure control (audio2exp's
+blink ratio), the SadTalker mel windows of its speech (F, 80, 16), float16, the (emotion, intensity) condition, the
+identity and its gender; for the first `rendered_identities` identities also the frames at `resolution` and at
+the Style-A input size. `build_split` makes it (deterministic in the config) and `load_or_build` caches it as one
+`.npz` per config (no pickles).
+
+Batches for the trainers are pure functions of (seed, batch index): `index_dataset` turns such a function into a
+grain `MapDataset`, so the loop's checkpointed iterator position reproduces the batches on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+from PIL import Image
+
+from jaxtalk.data import facs, synthetic
+from jaxtalk.data.atomic import atomic_path
+from jaxtalk.style2talker import audio2exp as a2e
+from jaxtalk.style2talker.emotion_phrases import CONDITIONS
+
+EYE_CLOSE = facs.CONTROL_INDEX["eye_close"]
+DEFAULT_CROP = (1.0, 128.0, 128.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """One population of synthetic clips (see the module docstring)."""
+
+    name: str = "train"
+    identity_seed: int = 1000
+    utterance_seed: int = 1001
+    num_identities: int = 48
+    conditions_per_identity: int = 22  # of the 22 MEAD conditions, a random subset per identity when fewer
+    rendered_identities: int = 24
+    rendered_conditions: int = 8  # clips with frames per rendered identity
+    seconds: float = 2.0
+    fps: float = 25.0
+    resolution: int = 64
+    input_size: int = 32  # Style-A in_size / pSp input size (bilinear, as the pipeline resizes)
+
+    @classmethod
+    def train(cls, **kw: Any) -> SplitConfig:
+        return cls(**kw)
+
+    @classmethod
+    def eval(cls, **kw: Any) -> SplitConfig:
+        base = dict(name="eval", identity_seed=2000, utterance_seed=2001, num_identities=8, conditions_per_identity=22,
+                    rendered_identities=8, rendered_conditions=4)
+        base.update(kw)
+        return cls(**base)
+
+    @property
+    def num_frames(self) -> int:
+        return int(round(self.seconds * self.fps))
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def identity_conditions(split: SplitConfig, identity: int, count: int) -> list[int]:
+    """The condition indices identity `identity` is recorded under (a seeded subset of `CONDITIONS`)."""
+    if count >= len(CONDITIONS):
+        return list(range(len(CONDITIONS)))
+    rng = np.random.default_rng(np.random.SeedSequence([split.utterance_seed, identity, 0xC0]))
+    return sorted(rng.permutation(len(CONDITIONS))[:count].tolist())
+
+
+def resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> uint8 (..., size, size, 3), PIL bilinear per frame (the pipeline's resize)."""
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in flat])
+    return out.reshape(*frames.shape[:-3], size, size, 3)
+
+
+def build_split(split: SplitConfig, progress: bool = False) -> dict[str, np.ndarray]:
+    """Generate every clip of the split (see the module docstring); arrays stacked over clips."""
+    ids = synthetic.make_identities(split.num_identities, split.identity_seed)
+    n = split.num_frames
+    out: dict[str, list] = {k: [] for k in ("expression", "pose", "eye", "mel", "condition", "identity", "female",
+                                            "emotion", "intensity")}
+    rendered: dict[str, list] = {"frames": [], "frames_in": [], "clip": []}
+    for i, ident in enumerate(ids):
+        render_set = set(identity_conditions(split, i, split.rendered_conditions)) \
+            if i < split.rendered_identities else set()
+        conds = sorted(set(identity_conditions(split, i, split.conditions_per_identity)) | render_set)
+        for c in conds:
+            emotion, intensity = CONDITIONS[c]
+            draw = c in render_set
+            clip = synthetic.generate_clip(ident, emotion, intensity, split.utterance_seed, num_frames=n,
+                                           fps=split.fps, resolution=split.resolution, render_video=draw)
+            if draw:
+                rendered["clip"].append(len(out["expression"]))
+                rendered["frames"].append(clip.frames)
+                rendered["frames_in"].append(resize(clip.frames, split.input_size))
+            out["expression"].append(clip.expression)
+            out["pose"].append(clip.pose)
+            out["eye"].append(clip.controls[:, EYE_CLOSE])
+            out["mel"].append(a2e.audio_to_mel_windows(clip.audio, clip.sample_rate, split.fps).astype(np.float16))
+            out["condition"].append(c)
+            out["identity"].append(i)
+            out["female"].append(ident.gender == "female")
+            out["emotion"].append(facs.EMOTIONS.index(emotion))
+            out["intensity"].append(intensity)
+        if progress:
+            print(f"[data {split.name}] identity {i + 1}/{len(ids)}", flush=True)
+    arrays = {k: np.asarray(np.stack(v)) for k, v in out.items()}
+    arrays.update({k: np.stack(v) for k, v in rendered.items()} if rendered["clip"] else
+                  {"frames": np.zeros((0, n, split.resolution, split.resolution, 3), np.uint8),
+                   "frames_in": np.zeros((0, n, split.input_size, split.input_size, 3), np.uint8),
+                   "clip": np.zeros((0,), np.int64)})
+    return arrays
+
+
+def load_or_build(split: SplitConfig, cache_dir: str | os.PathLike, progress: bool = False) -> dict[str, np.ndarray]:
+    """The split's arrays from `<cache_dir>/<name>_<config hash>.npz`, generated and written first if absent."""
+    path = Path(cache_dir) / f"{split.name}_{split.key()}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    arrays = build_split(split, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return arrays
+
+
+def coefficient_windows(expression: np.ndarray, pose: np.ndarray, centres: np.ndarray, radius: int = 13
+                        ) -> np.ndarray:
+    """(len(centres), 2r+1, 73) driving windows [exp, angles, trans, crop] around frames, indices clamped."""
+    n = expression.shape[0]
+    crop = np.broadcast_to(np.asarray(DEFAULT_CROP, np.float32), (n, 3))
+    coeffs = np.concatenate([expression, pose, crop], axis=1).astype(np.float32)
+    idx = np.clip(np.asarray(centres)[:, None] + np.arange(-radius, radius + 1)[None], 0, n - 1)
+    return coeffs[idx]
+
+
+def batch_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 0x5E2]))
+
+
+def index_dataset(make_batch: Callable[[int], dict[str, np.ndarray]]) -> grain.MapDataset:
+    """An endless grain MapDataset whose element i is `make_batch(i)` (random access: resumable by position)."""
+    return grain.MapDataset.range(1 << 40).map(make_batch)

@@ -1,0 +1,225 @@
+"""Style-A training (Style2Talker §"Style-A"): the flow-warped VToonify-D generator with its pSp identity
+encoder, content encoder, PIRender motion generator, refinement net and an art-style bank, trained on synthetic
+frames of the training identities.
+
+    task = StyleATask.from_config(cfg)            # cfg: TrainStyleAConfig (system: train_style_a)
+    loop.train(task, cfg)
+
+Per sample (host, `StyleABatches`): an identity of the training split; a reference frame of it (any of its
+rendered clips) at the Style-A input size; a target frame of one of its clips with the 27-frame driving window of
+ground-truth coefficients around it ([expression 64, angles 3, translation 3, crop 3]); an art style k of the
+bank (`art_styles.STYLES`; k = 0 "photo" with probability 1 - `loss.style_prob`) and a style degree d in [0, 1];
+the target image is `art_styles.stylise(frame, k, d)` (the photo whatever d).
+
+Forward (device): pSp(reference) -> Z+ -> W+ (the generator's mapping); the art style's Z+ code from the trainable
+bank -> W+; the driving code takes rows :7 from the art style and 7: from the identity (`style_code`); Style-A
+renders the frame from the reference, the code, the window and d.
+
+Objective (the paper's reconstruction + perceptual + adversarial, `StyleALossConfig`):
+  L_G = w_rec MSE(out, target) + w_perc sum_l |D_l(out) - D_l(target)|_1 + w_adv softplus(-D(out))
+        + w_warp MSE(warp_image, frame at the flow's size)
+  L_D = softplus(-D(target)) + softplus(D(sg(out))) (+ R1)
+The discriminator is a patch discriminator trained in the same step: its params are behind `stop_gradient` in
+L_G and the generator output is behind `stop_gradient` in L_D, so one optimiser update on L_G + L_D is exactly
+the alternating GAN update done simultaneously. Replacements for pretrained networks that do not exist here: the
+perceptual term uses the features of this discriminator instead of VGG / LPIPS; the face-parsing input of the
+content encoder is zeros (no BiSeNet); the StyleGAN / DualStyleGAN generator is trained from scratch rather than
+fine-tuned from an FFHQ checkpoint. The FIR resampling kernels and the sinusoidal / constant buffers are not
+trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.style2talker import art_styles
+from jaxtalk.style2talker.config import Style2TalkerConfig
+from jaxtalk.style2talker.models import build_modules
+from jaxtalk.training import style2talker_data as sd
+from jaxtalk.training.loop import Task
+from jaxtalk.training.style2talker_config import DiscriminatorConfig, StyleALossConfig, TrainStyleAConfig
+
+# Constants kept as params (exact checkpoint round trips): FIR resampling kernels and StyleGAN noise buffers.
+FROZEN = ("fir_kernel", "noises/")
+
+
+class PatchDiscriminator(nn.Module):
+    """Stride-2 3x3 convs with LeakyReLU 0.2 at `widths`, then a 3x3 conv to one logit per patch.
+    Returns (logits (B, h, w, 1), [feature per layer])."""
+
+    widths: tuple[int, ...] = (32, 64, 128)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        feats = []
+        for i, w in enumerate(self.widths):
+            x = nn.leaky_relu(nn.Conv(w, (3, 3), strides=2, padding=1, name=f"conv_{i}")(x), 0.2)
+            feats.append(x)
+        return nn.Conv(1, (3, 3), padding=1, name="logits")(x), feats
+
+
+def to_signed(x: jax.Array) -> jax.Array:
+    """uint8 or [0, 1] float images -> float32 in [-1, 1]."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.uint8:
+        return x.astype(jnp.float32) / 127.5 - 1.0
+    return x.astype(jnp.float32) * 2.0 - 1.0
+
+
+def driving_style(style_a: nn.Module, style_a_params: Any, psp: nn.Module, psp_variables: Any, bank: jax.Array,
+                  reference: jax.Array, style_index: jax.Array) -> jax.Array:
+    """W+ (B, n_latent, D) Style-A is driven with: art style rows :7 (bank Z+ -> W+), identity rows 7: (pSp)."""
+    to_w = lambda z: style_a.apply({"params": style_a_params}, z, method="zplus2wplus")
+    identity = to_w(psp.apply(psp_variables, reference))
+    art = to_w(bank[style_index])
+    return jnp.concatenate([art[:, :7], identity[:, 7:]], axis=1)
+
+
+class StyleABatches:
+    """Host batches (see the module docstring) as a pure function of (seed, batch index)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int, loss: StyleALossConfig,
+                 radius: int):
+        self.a, self.batch_size, self.seed, self.loss, self.radius = arrays, batch_size, seed, loss, radius
+        if len(arrays["clip"]) == 0:
+            raise ValueError("the training split has no rendered clips; raise split.rendered_identities")
+        ident = arrays["identity"][arrays["clip"]]
+        self.mates = {int(i): np.flatnonzero(ident == i) for i in np.unique(ident)}
+        self.ident = ident
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        rng = sd.batch_rng(self.seed, index)
+        a = self.a
+        n = a["frames"].shape[1]
+        out: dict[str, list] = {k: [] for k in ("reference", "frame", "target", "driven", "style", "degree")}
+        for _ in range(self.batch_size):
+            r = int(rng.integers(len(a["clip"])))
+            ref_clip = int(rng.choice(self.mates[int(self.ident[r])]))
+            fr, ft = int(rng.integers(n)), int(rng.integers(n))
+            c = int(a["clip"][r])
+            k = int(rng.integers(1, len(art_styles.STYLES))) if rng.random() < self.loss.style_prob else 0
+            d = float(min(1.0, rng.uniform(0.0, 1.5)))
+            frame = a["frames"][r, ft]
+            out["reference"].append(a["frames_in"][ref_clip, fr])
+            out["frame"].append(frame)
+            out["target"].append(art_styles.stylise(frame, k, d))
+            out["driven"].append(sd.coefficient_windows(a["expression"][c], a["pose"][c], np.array([ft]),
+                                                        self.radius)[0])
+            out["style"].append(k)
+            out["degree"].append(d)
+        return {"reference": np.stack(out["reference"]), "frame": np.stack(out["frame"]),
+                "target": np.stack(out["target"]).astype(np.float32),
+                "driven": np.stack(out["driven"]).astype(np.float32),
+                "style": np.asarray(out["style"], np.int32), "degree": np.asarray(out["degree"], np.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleATask(Task):
+    """Model, data and loss of Style-A training (hashable: it keys the compiled-step cache)."""
+
+    model: Style2TalkerConfig
+    split: sd.SplitConfig
+    cache_dir: str
+    loss_weights: StyleALossConfig = StyleALossConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    batch_size: int = 8
+    data_seed: int = 0
+
+    name = "style_a"
+
+    @classmethod
+    def from_config(cls, cfg: TrainStyleAConfig) -> StyleATask:
+        return cls(cfg.model, cfg.split, cfg.cache_dir, cfg.loss, cfg.discriminator, cfg.batch_size, cfg.data_seed)
+
+    def modules(self) -> dict[str, nn.Module]:
+        m = build_modules(self.model)
+        return {"style_a": m["style_a"], "psp": m["psp"], "discriminator": PatchDiscriminator(self.discriminator.widths)}
+
+    def init_variables(self, rng: jax.Array) -> dict:
+        m, a, p = self.modules(), self.model.style_a, self.model.psp
+        k_sa, k_psp, k_bank, k_d = jax.random.split(rng, 4)
+        x = jnp.zeros((1, a.in_size, a.in_size, 3))
+        sa = m["style_a"].init(k_sa, x, jnp.zeros((1, a.n_latent, a.style_dim)), x,
+                               jnp.zeros((1, self.model.window_frames, a.coeff_nc)), 0.5)
+        psp = m["psp"].init(k_psp, jnp.zeros((1, p.input_size, p.input_size, 3)))
+        bank = jax.random.normal(k_bank, (len(art_styles.STYLES), a.n_latent, a.style_dim))
+        disc = m["discriminator"].init(k_d, jnp.zeros((1, a.out_size, a.out_size, 3)))
+        return {"params": {"style_a": sa["params"], "psp": psp["params"], "psp_stats": psp["batch_stats"],
+                           "style_bank": bank, "discriminator": disc["params"]}}
+
+    def trainable_patterns(self) -> tuple[str, ...]:
+        return (r"^style_a/(?!.*(" + "|".join(FROZEN) + r"))", r"^psp/", r"^style_bank$", r"^discriminator/")
+
+    def prepare_params(self, params: dict) -> dict:
+        """Style-A and pSp start from `models.random_models` (the original initialisers: equalized-LR N(0, 1)
+        weights, modulation biases 1, AdaIN [1, 0], identity colour transforms, exact FIR kernels)."""
+        from jaxtalk.style2talker.models import random_models
+
+        rm = random_models(self.model, seed=0).params
+        fresh = {"style_a": rm["style_a"], "psp": rm["psp"]["params"], "psp_stats": rm["psp"]["batch_stats"]}
+        out = dict(params)
+        for name, tree in fresh.items():
+            if jax.tree.structure(tree) != jax.tree.structure(params[name]):
+                raise ValueError(f"style_a init: the {name} params of random_models differ in structure")
+            out[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
+                                     tree, params[name])
+        return out
+
+    def dataset(self) -> grain.MapDataset:
+        arrays = sd.load_or_build(self.split, self.cache_dir)
+        batches = StyleABatches(arrays, self.batch_size, self.data_seed, self.loss_weights, self.model.inference.radius)
+        return sd.index_dataset(batches)
+
+    def device_fields(self) -> tuple[str, ...]:
+        return ("reference", "frame", "target", "driven", "style", "degree")
+
+    def generate(self, params: Any, batch: dict, *, return_aux: bool = False) -> Any:
+        """Style-A output (B, out, out, 3) in [-1, 1] for a batch (see `StyleABatches`)."""
+        m = self.modules()
+        psp_vars = {"params": params["psp"], "batch_stats": params["psp_stats"]}
+        reference = to_signed(batch["reference"])
+        psp_in = jax.image.resize(reference, (reference.shape[0], self.model.psp.input_size,
+                                              self.model.psp.input_size, 3), "bilinear") \
+            if self.model.psp.input_size != reference.shape[1] else reference
+        style = driving_style(m["style_a"], params["style_a"], m["psp"], psp_vars, params["style_bank"], psp_in,
+                              batch["style"])
+        return m["style_a"].apply({"params": params["style_a"]}, reference, style, reference, batch["driven"],
+                                  batch["degree"], return_aux=return_aux)
+
+    def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+        w = self.loss_weights
+        disc = self.modules()["discriminator"]
+        out, aux = self.generate(params, batch, return_aux=True)
+        target = batch["target"].astype(jnp.float32) * 2.0 - 1.0
+        frame = to_signed(batch["frame"])
+        d_frozen = jax.lax.stop_gradient(params["discriminator"])
+        logit_fake, feat_fake = disc.apply({"params": d_frozen}, out)
+        _, feat_real = disc.apply({"params": d_frozen}, target)
+        rec = jnp.mean((out - target) ** 2)
+        perc = sum(jnp.mean(jnp.abs(f - jax.lax.stop_gradient(r))) for f, r in zip(feat_fake, feat_real))
+        adv = jnp.mean(jax.nn.softplus(-logit_fake))
+        warp_img = aux["warp_image"]
+        small = jax.image.resize(frame, (frame.shape[0], *warp_img.shape[1:3], 3), "linear")
+        warp = jnp.mean((warp_img.astype(jnp.float32) - small) ** 2)
+
+        def d_real_logits(x):
+            return disc.apply({"params": params["discriminator"]}, x)[0]
+
+        real_logit = d_real_logits(target)
+        fake_logit = d_real_logits(jax.lax.stop_gradient(out))
+        d_loss = jnp.mean(jax.nn.softplus(-real_logit)) + jnp.mean(jax.nn.softplus(fake_logit))
+        r1 = jnp.float32(0.0)
+        if w.r1 > 0:
+            grad = jax.grad(lambda x: jnp.sum(d_real_logits(x)))(target)
+            r1 = jnp.mean(jnp.sum(grad ** 2, axis=(1, 2, 3)))
+        g_loss = w.reconstruction * rec + w.perceptual * perc + w.adversarial * adv + w.warp * warp
+        total = g_loss + d_loss + 0.5 * w.r1 * r1
+        psnr = -10.0 * jnp.log10(jnp.mean(((out - target) / 2.0) ** 2) + 1e-10)
+        return total, {"rec": rec, "perc": perc, "adv": adv, "warp": warp, "d": d_loss, "r1": r1, "psnr": psnr}

@@ -1,0 +1,93 @@
+"""Style-A training on the tiny preset over a tiny synthetic split, on a (2, 1, 4) mesh of 8 CPU devices: batch
+shapes and targets (photo or art style by degree), finite losses, constants frozen and the GAN parts trained,
+resume equals the uninterrupted run, `train/style_a.py` end to end."""
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from jaxtalk import config
+from jaxtalk.style2talker import art_styles
+from jaxtalk.training import loop
+from jaxtalk.training.style_a import StyleATask
+from tests.conftest import REPO_ROOT
+
+PRESET = "train_style_a_tiny"
+
+
+def _cfg(root, name, *overrides):
+    return config.load(PRESET, [f"cache_dir={root / 'data'}", f"train.workdir={root / name}", "train.progress=false",
+                                *overrides])
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("style_a_train")
+
+
+@pytest.fixture(scope="module")
+def run(root):
+    cfg = _cfg(root, "full", "train.steps=3", "train.checkpoint_every=2")
+    return cfg, loop.train(StyleATask.from_config(cfg), cfg)
+
+
+def test_batches_pair_targets_with_styles(run):
+    cfg = run[0]
+    task = StyleATask.from_config(cfg)
+    batch = next(iter(task.dataset()))
+    b, a = cfg.batch_size, cfg.model.style_a
+    assert batch["reference"].shape == (b, a.in_size, a.in_size, 3) and batch["reference"].dtype == np.uint8
+    assert batch["frame"].shape == batch["target"].shape == (b, a.out_size, a.out_size, 3)
+    assert batch["driven"].shape == (b, 27, 73)
+    np.testing.assert_allclose(batch["driven"][:, :, -3:], np.broadcast_to([1.0, 128.0, 128.0], (b, 27, 3)))
+    for k in range(b):  # the target is the frame filtered by its style at its degree
+        expected = art_styles.stylise(batch["frame"][k], int(batch["style"][k]), float(batch["degree"][k]))
+        np.testing.assert_allclose(batch["target"][k], expected, atol=1e-6)
+    again = next(iter(task.dataset()))
+    for k in batch:  # a pure function of (seed, index)
+        np.testing.assert_array_equal(batch[k], again[k])
+
+
+def test_losses_are_finite_and_logged(run):
+    rows = run[1].history
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        for key in ("rec", "perc", "adv", "warp", "d", "loss"):
+            assert np.isfinite(r[key]), (key, r)
+    assert rows[-1]["rec"] < rows[0]["rec"]  # from the random init's out-of-range frames, the MSE falls at once
+
+
+def test_constants_frozen_and_gan_parts_trained(run):
+    cfg = run[0]
+    task = StyleATask.from_config(cfg)
+    mask = traverse_util.flatten_dict(loop.optimizer_of(task, cfg.optimizer)[0], sep="/")
+    assert any("fir_kernel" in k for k in mask) and not any(m for k, m in mask.items() if "fir_kernel" in k)
+    assert not any(m for k, m in mask.items() if "noises/" in k or k.startswith("psp_stats/"))
+    for prefix in ("style_a/motion_generator/", "style_a/refinement/", "style_a/encoder_", "psp/", "discriminator/",
+                   "style_bank"):
+        keys = [k for k in mask if k.startswith(prefix)]
+        assert keys and all(mask[k] for k in keys), prefix
+
+
+def test_resume_gives_the_uninterrupted_loss(root, run):
+    cfg, full = run
+    shutil.copytree(root / "full", root / "resumed")
+    shutil.rmtree(root / "resumed" / "checkpoints" / "3")
+    resumed = loop.train(StyleATask.from_config(cfg), _cfg(root, "resumed", "train.steps=3"))
+    assert [r["step"] for r in resumed.history] == [3]
+    for key in ("loss", "rec", "perc", "d"):
+        np.testing.assert_allclose(resumed.history[-1][key], full.history[-1][key], rtol=1e-5)
+
+
+def test_train_script_runs(root, run):
+    spec = importlib.util.spec_from_file_location("train_style_a_script", REPO_ROOT / "train" / "style_a.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = root / "script"
+    result = module.main(["--config", PRESET, "--steps", "1", "--workdir", str(out), f"cache_dir={root / 'data'}",
+                          "train.progress=false"])
+    assert [r["step"] for r in loop.read_metrics(out)] == [1] and int(result.state.step) == 1
+    assert (out / "checkpoints" / "1").is_dir() and (out / "config.yaml").is_file()
