@@ -59,7 +59,7 @@ def _task(model: str, dtype: str):
     from jaxtalk.training.svp import SVPTask
 
     if model.startswith("svp_stage"):
-        cfg = config.load(f"train_svp_stage{model[-1]}_paper", ["init=[]", f"dtype={dtype}"])
+        cfg = config.load(f"train_svp_stage{model[-1]}_paper", ["init=[]", f"model.dtype={dtype}"])
         return cfg, SVPTask.from_config(cfg)
     if model == "style_e":
         cfg = config.load("train_style_e_paper", [f"dtype={dtype}"])

@@ -81,8 +81,8 @@ class TorchVExpressLoop:
         self.unet = UNetMotionModel.from_unet2d(unet2d, adapter).eval()
         self.vae = AutoencoderKL(**cfg.vae.to_diffusers()).eval()
         state = interop.to_torch("sd_vae", vae_params)
-        self.vae.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
-                                 strict=False)
+        loaded = self.vae.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
+        self.vae_key_mismatch = sorted(loaded.missing_keys) + sorted(loaded.unexpected_keys)  # reported in the JSON
         s = cfg.sampler
         self.scheduler = EulerDiscreteScheduler(
             num_train_timesteps=s.num_train_timesteps, beta_start=s.beta_start, beta_end=s.beta_end,
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         loop()
         res["torch_first_call_s"] = time.perf_counter() - t0
+        res["torch_vae_key_mismatch"] = loop.vae_key_mismatch
         fns["torch_diffusers"] = loop
     med, loads = interleaved(fns, args.rounds)
     res["s_per_frame"] = {k: v / frames for k, v in med.items()}

@@ -1,14 +1,19 @@
-"""The `jaxtalk` console entry: `demo`, `generate`, `prepare`, `prepare-dataset`, `convert`, `inspect`."""
+"""The `jaxtalk` console entry: `demo`, `generate`, `prepare`, `prepare-dataset`, `serve`, `plot`, `doctor`,
+`convert`, `inspect`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+EXIT_BAD_INPUT = 2  # the input cannot be used (one line says what and how to fix it)
+EXIT_INTERNAL = 1  # an internal failure
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -51,7 +56,7 @@ def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None)
 
     from jaxtalk.data import synthetic
     from jaxtalk.data.atomic import atomic_path
-    from jaxtalk.plot import image_strip
+    from jaxtalk.charts import image_strip
     from jaxtalk.svp import pipeline
     from jaxtalk.training.svp_stack import EVAL_SEED
 
@@ -82,6 +87,7 @@ def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None)
         argv += ["--checkpoint", checkpoint]
     print("svp: jaxtalk generate " + " ".join(argv))
     outputs = _run_generate(_parser().parse_args(["generate", *argv]))
+    outputs.pop("summary", None)
     prior_path = out_dir / "svp_style_prior.npz"
     if outputs.get("prior") is not None:
         pipeline.save_style_prior(prior_path, outputs.pop("prior"))
@@ -253,7 +259,7 @@ def _prepare_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _style2talker_generate(args: argparse.Namespace) -> int:
+def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
     from jaxtalk.style2talker import pipeline
 
     if args.emotion is None:
@@ -281,20 +287,32 @@ def _style2talker_generate(args: argparse.Namespace) -> int:
     frames = outputs["result"].frames
     print(f"video: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]} at {outputs['result'].fps:g} fps")
     print(f"video: {outputs['video']}\nconfig: {outputs['config']}")
-    return 0
+    return {"system": "style2talker", "video": str(outputs["video"]), "config": str(outputs["config"]),
+            "weights": outputs["models"].source, "frames": int(frames.shape[0]),
+            "height": int(frames.shape[1]), "width": int(frames.shape[2]), "fps": float(outputs["result"].fps)}
 
 
 def _generate(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+
     from jaxtalk import distributed
 
     distributed.initialize(distributed.config_from_args(args))
-    if args.system == "style2talker":
-        return _style2talker_generate(args)
-    outputs = _run_generate(args)
-    outputs.pop("prior", None)
-    outputs.pop("frames", None)
-    for what, path in outputs.items():
-        print(f"{what}: {path}")
+    if args.json:  # one JSON object on stdout for scripts; the human lines go to stderr, no progress bars
+        args.quiet = True
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        if args.system == "style2talker":
+            summary = _style2talker_generate(args)
+        else:
+            outputs = _run_generate(args)
+            summary = outputs.pop("summary", None)
+            outputs.pop("prior", None)
+            outputs.pop("frames", None)
+            for what, path in outputs.items():
+                print(f"{what}: {path}")
+    if args.json:
+        print(json.dumps(summary))
     return 0
 
 
@@ -395,7 +413,32 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
     paths["frames"] = frames
     print(f"video: {result.frames.shape[1]} frames of {cfg.video.height}x{cfg.video.width} at {result.fps:.3f} fps",
           flush=True)
+    paths["summary"] = {"system": "svp", "video": str(out), "config": str(out.with_suffix(".yaml")),
+                        "weights": models.source, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
+                        "width": int(frames.shape[2]), "fps": float(result.fps)}
     return paths
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from jaxtalk import doctor
+
+    r = doctor.report()
+    print(json.dumps(r, indent=2) if args.json else doctor.format_report(r))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from jaxtalk import plot
+
+    return plot.run(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jaxtalk import serve
+
+    return serve.serve(args)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -472,6 +515,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="SVP sampler (default: the config's); the multistep solvers need fewer --steps")
     p.add_argument("--devices", type=int, help="use the first N devices (default all; 1 = no mesh); with more "
                    "than one, params are sharded by the config's mesh section")
+    p.add_argument("--json", action="store_true", help="print one JSON object (paths, weights, frames, fps) on "
+                   "stdout for scripts; the human lines go to stderr")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--system", choices=("svp", "style2talker"), default="svp", help="which model generates")
     from jaxtalk import distributed
@@ -519,6 +564,20 @@ def _parser() -> argparse.ArgumentParser:
                    "load_converted)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing converted checkpoint")
     p.set_defaults(fn=_convert)
+    p = sub.add_parser("serve", help="web page (gradio) over generate() for SVP and Style2Talker")
+    from jaxtalk.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(fn=_serve)
+    p = sub.add_parser("plot", help="pictures: loss curves, style-space t-SNE, frame strips, style "
+                       "interpolation, keypoint overlays (PNG)")
+    from jaxtalk.plot import add_arguments as add_plot_arguments
+
+    add_plot_arguments(p)
+    p.set_defaults(fn=_plot)
+    p = sub.add_parser("doctor", help="versions, devices, codecs, face model and shipped weights of this install")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(fn=_doctor)
     p = sub.add_parser("inspect", help="what a checkpoint holds: a PyTorch file's tensors (read safely) or a "
                        "converted directory's kind, config and arrays")
     p.add_argument("checkpoint", nargs="?")
@@ -541,7 +600,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except (ConfigError, CheckpointError, ValueError, FileNotFoundError, DistributedError) as e:
         print(f"jaxtalk {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"jaxtalk {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - an internal failure: one line, its own exit code
+        if os.environ.get("JAXTALK_TRACEBACK"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"jaxtalk {args.command}: internal error: {type(e).__name__}: {first} (a bug, not your input; "
+              "JAXTALK_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

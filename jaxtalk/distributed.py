@@ -159,13 +159,14 @@ class _RankFilter(logging.Filter):
 def setup_logging(level: int = logging.INFO) -> None:
     """Root logging with the rank in every line of a multi-process run; other ranks show warnings and errors
     only, so process 0 alone writes the run's log."""
+    logging.getLogger("absl").setLevel(max(level, logging.WARNING))  # orbax's per-file save chatter
+    root = logging.getLogger()
     handler = logging.StreamHandler()
     handler.addFilter(_RankFilter())
     handler.setFormatter(logging.Formatter("%(rank)s%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace plain stderr handlers (grain installs one on import); keep specialised ones (a test runner's).
+    root.handlers[:] = [h for h in root.handlers if type(h) is not logging.StreamHandler] + [handler]
     root.setLevel(level)
-    logging.getLogger("absl").setLevel(max(level, logging.WARNING))  # orbax's per-file save chatter
 
 
 @contextlib.contextmanager

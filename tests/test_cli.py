@@ -88,3 +88,42 @@ def test_demo_writes_data_and_svp_outputs(tmp_path, capsys):
         assert (tmp_path / name).is_file(), name
     assert "weights: random init" in printed and "jaxtalk generate" in printed
     assert media.probe_video(tmp_path / "svp.mp4")["has_audio"]
+
+
+def test_generate_json_prints_one_object_for_scripts(tmp_path, inputs, capsys):
+    import json
+
+    out = tmp_path / "talk.mp4"
+    assert _generate(inputs, out, "--json", "--seed", "3") == 0
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert summary["video"] == str(out) and summary["config"] == str(tmp_path / "talk.yaml")
+    assert (summary["system"], summary["frames"], summary["width"]) == ("svp", 4, 32) and summary["fps"] > 0
+    assert summary["weights"].startswith("random init") and "video:" in printed.err
+
+
+def test_internal_failure_is_one_line_with_its_own_exit_code(tmp_path, inputs, capsys, monkeypatch):
+    from jaxtalk.svp import models
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("XLA ran out of something\nsecond line")
+
+    monkeypatch.setattr(models, "build_models", broken)
+    monkeypatch.delenv("JAXTALK_TRACEBACK", raising=False)
+    assert _generate(inputs, tmp_path / "talk.mp4") == cli.EXIT_INTERNAL != cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jaxtalk generate: internal error: RuntimeError: XLA ran out of something (a bug, not your "
+                   "input; JAXTALK_TRACEBACK=1 shows the traceback)"]
+
+
+def test_doctor_reports_versions_devices_codecs_faces_and_weights(capsys):
+    import json
+
+    assert cli.main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["packages"]["jax"] and report["devices"]["count"] >= 1
+    assert isinstance(report["media"]["aac_encoder"], bool) and "present" in report["faces"]
+    assert "present" in report["weights"]
+    assert cli.main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    assert "devices:" in text and "media: PyAV" in text and "shipped weights:" in text

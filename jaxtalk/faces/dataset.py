@@ -38,6 +38,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 REPORT_NAME = "prepare_report.json"
 MAX_MISSING_FACE = 0.0  # fraction of frames allowed without a face (0: any such frame skips the video)
 MAX_SECOND_FACE = 0.1  # fraction of frames allowed to show a second face
+MIN_SECOND_FACE_FRAMES = 3  # fewer frames with a second detection are detector blips, not a person
 CUT_JUMP = 0.35  # a face-centre jump between frames above this fraction of the face size is a cut
 _HDTF = re.compile(r"^((?:RD|WDA|WRA)_.+)_\d+$")
 
@@ -109,7 +110,7 @@ def _skip_reason(track: fa.FaceTrack) -> str | None:
     if missing > MAX_MISSING_FACE * n:
         return f"no face in {missing} of {n} frames"
     second = int((track.num_faces > 1).sum())
-    if second > MAX_SECOND_FACE * n:
+    if second > max(MAX_SECOND_FACE * n, MIN_SECOND_FACE_FRAMES - 1):
         return f"a second face in {second} of {n} frames"
     centres = (track.boxes[:, :2] + track.boxes[:, 2:]) / 2
     sizes = np.maximum(track.boxes[:, 2] - track.boxes[:, 0], 1.0)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,10 +289,14 @@ class Style2TalkerPipeline:
     of data x fsdp. The text / expression / identity stages are small and run on the default device.
     """
 
-    def __init__(self, models: Style2TalkerModels, *, progress: bool = True, mesh: Mesh | None = None):
+    def __init__(self, models: Style2TalkerModels, *, progress: bool = True, mesh: Mesh | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None):
+        """`progress`: a tqdm bar over frame batches. `on_progress(stage, done, total)`: a listener (e.g. a web
+        page's progress bar), told of each stage ("prepare" 0..3) and each Style-A frame batch ("render")."""
         self.models = models
         self.cfg = models.config
         self.progress = progress
+        self.on_progress = on_progress
         self.tokenizer = CLIPTokenizer(context_length=self.cfg.clip.max_length)
         self.mesh = mesh
         if mesh is not None:
@@ -375,7 +379,12 @@ class Style2TalkerPipeline:
             start = k * inf.batch_size
             keep = min(inf.batch_size, windows.shape[0] - start)
             frames[start:start + keep] = np.asarray(out)[:keep]
+            self._report("render", k + 1, len(plan))
         return frames
+
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, done, total)
 
     # -- all together ----------------------------------------------------------------------------------------
 
@@ -389,13 +398,17 @@ class Style2TalkerPipeline:
         self.check(inputs)
         inf = self.cfg.inference
         frames, samples = self.num_frames(inputs.audio)
+        self._report("prepare", 0, 3)
         text = self.text_feature(inputs.emotion)
+        self._report("prepare", 1, 3)
         expression = self.expression(inputs.audio, text, inputs.identity_expression, seed)
+        self._report("prepare", 2, 3)
         coefficients = coefficient_sequence(
             expression, per_frame(inputs.pose, frames, POSE_DIM, np.zeros(POSE_DIM), "pose"),
             per_frame(inputs.crop, frames, CROP_DIM, inf.crop, "crop"))
         exstyle, is_zplus = self.resolve_style(inputs.style)
         style, encoded, image = self.identity(inputs.image, exstyle, is_zplus, inputs.parsing)
+        self._report("prepare", 3, 3)
         video = self.render(driving_windows(coefficients, inf.radius), style, encoded, image)
         audio = np.asarray(inputs.audio, np.float32)
         audio = audio[:samples] if audio.shape[0] >= samples else np.pad(audio, (0, samples - audio.shape[0]))
@@ -431,20 +444,57 @@ def _config_source(config: str | os.PathLike | None, checkpoint: str | os.PathLi
     return own if own.is_file() else "style2talker_paper"
 
 
+def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Style2TalkerConfig | None = None,
+                   config: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                   seed: int | None = None) -> Style2TalkerModels:
+    """The weights `generate` uses for these arguments: the checkpoint folder's; without a checkpoint and config
+    the weights shipped in the package (when this build has them); with only a config, random init from `seed`
+    (else the config's seed). The web app loads its default weights through here."""
+    from jaxtalk.style2talker.loading import load_models, random_models
+
+    shipped = None
+    if checkpoint is None and config is None and cfg is None:
+        from jaxtalk.style2talker.shipped import shipped_dir
+
+        shipped = checkpoint = shipped_dir()
+    if cfg is None:
+        cfg = config_lib.load(_config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
+    if checkpoint is None:
+        return random_models(cfg, seed=cfg.inference.seed if seed is None else seed)
+    models = load_models(checkpoint, cfg)
+    if shipped is not None:
+        models.source = f"shipped weights trained on synthetic data ({shipped})"
+    return models
+
+
+def with_overrides(models: Style2TalkerModels, overrides: Sequence[str]) -> Style2TalkerModels:
+    """`models` with dotted `overrides` applied to its config (inference settings such as `inference.style_degree`
+    or `inference.seed`); the weights are shared, not copied."""
+    if not overrides:
+        return models
+    data = config_lib.to_dict(models.config)
+    for o in overrides:
+        data = config_lib.apply_override(data, o)
+    return dataclasses.replace(models, config=config_lib.from_dict(Style2TalkerConfig, data))
+
+
 def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, emotion: str,
              out: str | os.PathLike, *, style: str | os.PathLike | int | np.ndarray | None = None,
              checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
              overrides: Sequence[str] = (), seed: int | None = None,
              pose: str | os.PathLike | np.ndarray | None = None,
              identity_expression: str | os.PathLike | np.ndarray | None = None,
-             models: Style2TalkerModels | None = None, progress: bool = True) -> dict[str, Any]:
+             models: Style2TalkerModels | None = None, progress: bool = True,
+             on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Generate one video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
 
     Inputs are all read and checked before any model is built, and outputs are written atomically, so a bad
     input raises one error (`MediaError` / `ValueError` / `ConfigError`) and leaves no file. Without
     `checkpoint`, `config` and `models` the weights shipped in the package are used (`shipped.load_shipped`);
     with only a `config`, the weights are random (the result says so). `style` may also name an art style of
-    the model's bank (e.g. "cartoon"). Returns {'video', 'config', 'result', 'models'}.
+    the model's bank (e.g. "cartoon"). `models`: an already loaded bundle (then `overrides` adjust its inference
+    settings). `on_progress(stage, done, total)` follows the stages and frame batches. Returns {'video',
+    'config', 'result', 'models'}.
     """
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -460,8 +510,11 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         from jaxtalk.style2talker.shipped import shipped_dir
 
         shipped = checkpoint = shipped_dir()
-    cfg = models.config if models is not None else config_lib.load(
-        _config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
+    if models is not None:
+        models = with_overrides(models, overrides)
+        cfg = models.config
+    else:
+        cfg = config_lib.load(_config_source(config, checkpoint), overrides=overrides, cls=Style2TalkerConfig)
     style_name = None
     if isinstance(style, str) and not Path(style).exists():
         style_name, style = style, None  # a style-bank name, checked once the models are loaded
@@ -490,7 +543,7 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
             raise ValueError(f"--style {style_name!r}: no such file and no art style of that name; this model's "
                              f"styles are {', '.join(models.style_names)} (or pass an index or a .npy W+ code)")
         inputs = dataclasses.replace(inputs, style=models.style_names.index(style_name))
-    pipe = Style2TalkerPipeline(models, progress=progress)
+    pipe = Style2TalkerPipeline(models, progress=progress, on_progress=on_progress)
     result = pipe(inputs, seed=seed)
     paths = write_outputs(out, result.frames, result.audio, result.fps, result.config)
     return {**paths, "result": result, "models": models}

@@ -44,11 +44,12 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm.auto import tqdm
 
+from jaxtalk import config as config_lib
 from jaxtalk import diffusion, parallel
 from jaxtalk.compile_cache import CompileCache, mesh_key
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
-from jaxtalk.data.media import write_outputs  # noqa: F401 - part of this module's API (README)
+from jaxtalk.data.media import write_outputs  # part of this module's API (README); generate() uses it
 from jaxtalk.svp import context
 from jaxtalk.svp.audio_projection import interpolate_linear
 from jaxtalk.svp.models import StyleGaussian
@@ -286,8 +287,12 @@ def window_prediction(models: Any, params: dict, x: jax.Array, t: jax.Array, aud
 
 def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions, scalars: dict[str, jax.Array],
                     *, plan: context.WindowPlan, coeffs: Any, latent_shape: tuple[int, int, int], do_cfg: bool,
-                    on_step: Callable[[Any], None] | None = None) -> jax.Array:
-    """Sample latents [B, F, h, w, C] for a batch of clips (pure; jit it). One key per clip."""
+                    on_step: Callable[[Any], None] | None = None,
+                    on_window: Callable[[Any, Any, Any], None] | None = None) -> jax.Array:
+    """Sample latents [B, F, h, w, C] for a batch of clips (pure; jit it). One key per clip.
+
+    `on_step(t)` / `on_window(t, k, probe)` are host callbacks (`jax.debug.callback`) after each sampler step /
+    each context window of a step; left out (None), the compiled loop has no callback at all."""
     frames = plan.num_frames
     dtype = models.unet.dtype
     windows = jnp.asarray(plan.indices)
@@ -300,7 +305,10 @@ def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions
             x_w = take(x_in).astype(dtype)
             pred = window_prediction(models, params, x_w, t, take(cond.audio_tokens), take(cond.kps_images),
                                      cond.reference_bank, cond.style_tokens, scalars, do_cfg)
-            return context.accumulate_window(acc, pred, idx)
+            acc = context.accumulate_window(acc, pred, idx)
+            if on_window is not None:
+                jax.debug.callback(on_window, t, k, acc[0, 0, 0, 0, 0])  # after this window's UNet has run
+            return acc
 
         acc = jax.lax.fori_loop(0, plan.num_windows, one_window, jnp.zeros(x_in.shape, jnp.float32))
         if on_step is not None:
@@ -324,9 +332,14 @@ def denoise_latents(models: Any, params: dict, keys: jax.Array, cond: Conditions
 
 
 # Compiled stage functions, shared by every pipeline in the process: keyed by (config, mesh, stage, shapes, flags).
-# They take params as arguments, so two SVPModels of one config share them. `_PROGRESS` is the live step bar.
+# They take params as arguments, so two SVPModels of one config share them. `_PROGRESS` is the live step bar and
+# the live per-window listener (one sampling loop runs at a time per process; the web app queues requests).
 _COMPILED = CompileCache("svp.pipeline.stages", maxsize=32)
-_PROGRESS: dict[str, tqdm | None] = {"bar": None}
+_PROGRESS: dict[str, Any] = {"bar": None, "window": None}
+
+ProgressFn = Callable[[str, int, int], None]
+"""`on_progress(stage, done, total)`: called as sampling advances (stages "prepare", "denoise", "decode"; for
+"denoise" one unit is one context window of one sampler step)."""
 
 
 def _static_config(cfg: Any) -> Any:
@@ -343,19 +356,58 @@ def _report_step(t: Any) -> None:
         bar.update(1)
 
 
+class _WindowListener:
+    """Turns the compiled loop's (timestep, window) callbacks into `on_progress("denoise", done, total)`.
+    The step comes from the timestep's place in the schedule, so a callback repeated per device (on a mesh) or
+    delivered out of order never counts twice."""
+
+    def __init__(self, timesteps: np.ndarray, num_windows: int, on_progress: ProgressFn, bar: tqdm | None):
+        self.timesteps = np.asarray(timesteps, np.float64)
+        self.num_windows = num_windows
+        self.total = len(self.timesteps) * num_windows
+        self.on_progress = on_progress
+        self.bar = bar
+        self.done = 0
+
+    def __call__(self, t: Any, k: Any, probe: Any) -> None:
+        step = int(np.argmin(np.abs(self.timesteps - float(np.asarray(t)))))
+        done = step * self.num_windows + int(np.asarray(k)) + 1
+        if done <= self.done:
+            return
+        if self.bar is not None:
+            self.bar.update(done // self.num_windows - self.done // self.num_windows)
+        self.done = done
+        self.on_progress("denoise", done, self.total)
+
+
+def _report_window(t: Any, k: Any, probe: Any) -> None:
+    listener = _PROGRESS["window"]
+    if listener is not None:
+        listener(t, k, probe)
+
+
 class SVPPipeline:
     """Sampling with one `SVPModels` bundle (see the module docstring for the stages)."""
 
-    def __init__(self, models: Any, *, progress: bool = True, mesh: Mesh | None = None):
+    def __init__(self, models: Any, *, progress: bool = True, mesh: Mesh | None = None,
+                 on_progress: ProgressFn | None = None):
         """`mesh` (as for `Style2TalkerPipeline`): the params are placed on it with their logical shardings and
-        clips are split over its batch axes; default: the mesh the bundle was built or loaded on (or none)."""
+        clips are split over its batch axes; default: the mesh the bundle was built or loaded on (or none).
+        `progress`: tqdm bars on stderr. `on_progress(stage, done, total)`: a listener (e.g. a web page's
+        progress bar); with one, the compiled loop reports every context window of every step (a separately
+        compiled variant; without one the loop has no per-window callback)."""
         if mesh is not None and mesh is not models.mesh:
             models = models.on_mesh(mesh)
         self.models = models
         self.cfg = models.config
         self.mesh = models.mesh
         self.progress = progress
+        self.on_progress = on_progress
         self.coeffs = sampler_coefficients(self.cfg.sampler)
+
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, done, total)
 
     # ---- helpers
     @property
@@ -485,12 +537,14 @@ class SVPPipeline:
         g = self.cfg.guidance
         do_cfg = g.scale != 1.0 or g.force_cfg
         plan = self.window_plan(num_frames)
-        on_step = _report_step if self.progress else None
+        report = "window" if self.on_progress is not None else "step" if self.progress else "none"
+        on_step = _report_step if report == "step" else None
+        on_window = _report_window if report == "window" else None
         fn = lambda params, k, c, s: denoise_latents(
             self.models, params, k, c, s, plan=plan, coeffs=self.coeffs, latent_shape=self.latent_shape,
-            do_cfg=do_cfg, on_step=on_step)
+            do_cfg=do_cfg, on_step=on_step, on_window=on_window)
         return self._compile("denoise", fn, (keys, cond, self.guidance_scalars()), out_ndim=5,
-                             frames=num_frames, do_cfg=do_cfg, progress=self.progress)
+                             frames=num_frames, do_cfg=do_cfg, progress=report)
 
     def sample_latents(self, cond: Conditions, keys: jax.Array, num_frames: int) -> jax.Array:
         """The compiled denoising loop: latents [B, F, h, w, C]."""
@@ -498,11 +552,16 @@ class SVPPipeline:
         bar = tqdm(total=self.coeffs.num_steps, desc="denoise", unit="step", leave=False,
                    disable=not self.progress)
         _PROGRESS["bar"] = bar
+        if self.on_progress is not None:
+            _PROGRESS["window"] = _WindowListener(np.asarray(self.coeffs.timesteps),
+                                                  self.window_plan(num_frames).num_windows, self.on_progress, bar)
         try:
             out = self._run(compiled, keys, cond, self.guidance_scalars())
             jax.block_until_ready(out)
+            jax.effects_barrier()  # every debug callback has run
         finally:
             _PROGRESS["bar"] = None
+            _PROGRESS["window"] = None
             bar.close()
         return out
 
@@ -537,8 +596,19 @@ class SVPPipeline:
     def prepare(self, clips: Sequence[ClipInputs], keys: jax.Array, num_frames: int,
                 stages: tqdm | None = None) -> Conditions:
         """Stages 1-4 for a batch of clips: the sampler's conditions for `num_frames` frames."""
-        step = (lambda name: stages.set_postfix_str(name)) if stages is not None else (lambda name: None)
-        done = (lambda: stages.update(1)) if stages is not None else (lambda: None)
+        count = [0]
+
+        def step(name: str) -> None:
+            if stages is not None:
+                stages.set_postfix_str(name)
+
+        def done() -> None:
+            count[0] += 1
+            if stages is not None:
+                stages.update(1)
+            self._report("prepare", count[0], 3)
+
+        self._report("prepare", 0, 3)
         step("reference")
         h, w = self.image_size
         refs = np.stack([resize_image(c.reference, h, w) for c in clips])
@@ -587,8 +657,10 @@ class SVPPipeline:
             latents = self.sample_latents(cond, keys, num_frames)
             stages.update(1)
             stages.set_postfix_str("decode")
+            self._report("decode", 0, 1)
             frames = self.decode(latents)
             stages.update(1)
+            self._report("decode", 1, 1)
         finally:
             stages.close()
         samples = int(round(num_frames / fps * media.SAMPLE_RATE))
@@ -627,3 +699,169 @@ def median_filter_video(frames: np.ndarray, size: int = 3) -> np.ndarray:
 
 
 
+
+
+# ------------------------------------------------------------------------------------------- generate from files
+
+
+def load_kps(path: str | os.PathLike) -> np.ndarray:
+    """Keypoints from `.npy` ((8, 2), (F, 8, 2) or V-Kps (…, 3, 2) pixels) or `.npz` (`head_kps` or `kps`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise media.MediaError(f"{p}: keypoint file not found; check the path")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                key = next((k for k in ("head_kps", "kps") if k in z.files), None)
+                if key is None:
+                    raise media.MediaError(f"{p}: no 'head_kps' or 'kps' array (found {z.files})")
+                kps = z[key]
+        else:
+            kps = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        if isinstance(e, media.MediaError):
+            raise
+        raise media.MediaError(f"{p}: cannot be read as keypoints ({e}); save them with numpy.save") from None
+    return check_kps(kps, str(p))
+
+
+def check_kps(kps: Any, where: str = "keypoints") -> np.ndarray:
+    """float32 keypoints, or one MediaError saying which shapes are accepted."""
+    kps = np.asarray(kps, np.float32)
+    if kps.ndim not in (2, 3) or kps.shape[-1] != 2 or kps.shape[-2] not in (3, 8) or not np.all(np.isfinite(kps)):
+        raise media.MediaError(f"{where}: keypoints must be finite pixel coordinates of shape (8, 2), (F, 8, 2) or "
+                               f"with 3 V-Kps points, got {kps.shape}")
+    return kps
+
+
+def _style_source(style: Any, style_mix: float) -> StyleSource | None:
+    """None, one source (a `.npz` path or a StyleSource), or a sequence of two mixed with weight `style_mix`."""
+    if style is None:
+        return None
+    items = list(style) if isinstance(style, list | tuple) else [style]
+    if not items:
+        return None
+    if len(items) > 2:
+        raise ValueError("style: give one style file, or two to mix with style_mix")
+    sources = [load_style(s) if isinstance(s, str | os.PathLike) else s for s in items]
+    if not 0.0 <= float(style_mix) <= 1.0:
+        raise ValueError(f"style_mix {style_mix}: the weight of the second style must be in [0, 1]")
+    return sources[0] if len(sources) == 1 else StyleMix(sources[0], sources[1], float(style_mix))
+
+
+def resolve_config(checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
+                   overrides: Sequence[str] = ()) -> Any:
+    """The SVP config a checkpoint folder (or none) runs with: a saved bundle's own `config.yaml`; else `config`,
+    defaulting to `svp_vexpress` with a checkpoint folder and `svp_tiny` without. Checks the folder's kind."""
+    from jaxtalk.svp import loading as svp_loading
+    from jaxtalk.svp.config import SVPConfig
+    from jaxtalk.svp.models import ModelLoadError
+
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and not ckpt.is_dir():
+        raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
+    if ckpt is not None and not (svp_loading.is_converted_checkpoint(ckpt) or svp_loading.is_converted_parts(ckpt)
+                                 or svp_loading.is_vexpress_folder(ckpt)):
+        raise ModelLoadError(
+            f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
+            "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
+    if ckpt is not None and svp_loading.is_converted_checkpoint(ckpt):
+        return config_lib.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
+    name = config or ("svp_vexpress" if ckpt is not None else "svp_tiny")
+    return config_lib.load(name, overrides=overrides, cls=SVPConfig)
+
+
+def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Any = None,
+                   config: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                   devices: int | None = None, vae: str | os.PathLike | None = None,
+                   audio_encoder: str | os.PathLike | None = None) -> Any:
+    """The weights `generate` samples with: a saved bundle, converted parts, a V-Express folder, or without a
+    checkpoint its default (today random init from `cfg.seed`). The web app loads its default weights through
+    here too. `devices`: the first N devices (default all; more than one shards the params by `cfg.mesh`)."""
+    from jaxtalk.svp import loading as svp_loading
+    from jaxtalk.svp import models as svp_models
+
+    if cfg is None:
+        cfg = resolve_config(checkpoint, config, overrides)
+
+    if devices is not None and not 1 <= devices <= jax.device_count():
+        raise ValueError(f"--devices {devices}: choose 1..{jax.device_count()}")
+    chosen = jax.devices()[:devices] if devices else jax.devices()
+    mesh = None
+    if len(chosen) > 1:
+        m = cfg.mesh
+        mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=chosen)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and svp_loading.is_converted_checkpoint(ckpt):
+        return svp_loading.load_models(ckpt, cfg=cfg, mesh=mesh)
+    if ckpt is not None and svp_loading.is_vexpress_folder(ckpt):
+        from jaxtalk.interop.hf_cache import resolve_pretrained
+
+        vae = resolve_pretrained(vae, "--vae") if vae else None
+        audio_encoder = resolve_pretrained(audio_encoder, "--audio-encoder") if audio_encoder else None
+        return svp_loading.from_vexpress(ckpt, vae=vae, audio_encoder=audio_encoder, cfg=cfg, mesh=mesh,
+                                         seed=cfg.seed)
+    if ckpt is not None:
+        return svp_loading.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
+    return svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
+
+
+def with_sampling_overrides(models: Any, overrides: Sequence[str]) -> Any:
+    """`models` with `overrides` applied to its config (sampling settings: seed, sampler steps, guidance, video
+    size, context windows); the weights are shared, not copied."""
+    if not overrides:
+        return models
+    from jaxtalk.svp.config import SVPConfig
+
+    data = config_lib.to_dict(models.config)
+    for o in overrides:
+        data = config_lib.apply_override(data, o)
+    return dataclasses.replace(models, config=config_lib.from_dict(SVPConfig, data))
+
+
+def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray,
+             out: str | os.PathLike, *, style: Any = None, style_mix: float = 0.5,
+             kps: str | os.PathLike | np.ndarray | None = None, checkpoint: str | os.PathLike | None = None,
+             config: str | os.PathLike | None = None, overrides: Sequence[str] = (), seed: int | None = None,
+             steps: int | None = None, devices: int | None = None, vae: str | os.PathLike | None = None,
+             audio_encoder: str | os.PathLike | None = None, models: Any = None, progress: bool = True,
+             on_progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Generate one SVP video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
+
+    The same call convention as `jaxtalk.style2talker.pipeline.generate`: every input is read and checked before
+    any model is built, outputs are written atomically, so a bad input raises one error (`MediaError` /
+    `ValueError` / `ConfigError` / `FileNotFoundError`) and leaves no file. `style`: a `.npz` path or
+    `StyleSource`, or two of them mixed by `style_mix`. `models`: an already built bundle (then `overrides`,
+    `seed` and `steps` adjust its sampling settings). Without `checkpoint` or `models` the weights are random (the
+    result says so). `on_progress(stage, done, total)` follows the sampling (see `SVPPipeline`).
+    Returns {'video', 'config', 'result', 'models', 'prior'} (prior: the resolved style Gaussian or None).
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {out}: the output must be an .mp4 file")
+    img = media.to_rgb_uint8(image) if isinstance(image, np.ndarray) else media.load_image(image)
+    wav = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else media.load_audio(audio)
+    if wav.ndim != 1 or wav.size == 0 or not np.all(np.isfinite(wav)):
+        raise media.MediaError(f"audio must be a non-empty finite mono 16 kHz array, got shape {wav.shape}")
+    kps_arr = None if kps is None else load_kps(kps) if isinstance(kps, str | os.PathLike) else check_kps(kps)
+    source = _style_source(style, style_mix)
+    overrides = list(overrides)
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if steps is not None:
+        overrides.append(f"sampler.steps={steps}")
+    if models is None:
+        cfg = resolve_config(checkpoint, config, overrides)
+    else:
+        models = with_sampling_overrides(models, overrides)
+        cfg = models.config
+    if source is not None and not cfg.style.enabled:
+        raise ValueError("--style: the config has style.enabled=false (no style attention); drop --style or use "
+                         "a config with style (svp_paper, svp_tiny)")
+    if models is None:
+        models = resolve_models(checkpoint, cfg=cfg, devices=devices, vae=vae, audio_encoder=audio_encoder)
+    pipe = SVPPipeline(models, progress=progress, on_progress=on_progress)
+    result = pipe([ClipInputs(reference=img, audio=wav, kps=kps_arr, style=source)])
+    paths: dict[str, Any] = write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
+    prior = resolve_style(models, source) if source is not None else None
+    return {**paths, "result": result, "models": models, "prior": prior}
