@@ -35,7 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # the page's test needs a model, not a good one: svp_tiny without motion modules and style, 2 steps, one device
-OPTIONS = dict(svp_overrides=("sampler.steps=2", "unet.motion.enabled=false", "style.enabled=false",
+OPTIONS = dict(svp_config="svp_tiny", svp_overrides=("sampler.steps=2", "unet.motion.enabled=false", "style.enabled=false",
                               "unet.use_style=false"), devices=1, queue_size=1, max_upload_mb=1.0,
                max_audio_seconds=5.0)
 FRAMES = 7  # 0.32 s of speech, 4-frame windows overlapping by 1: V-Express's cut rule keeps 7 frames

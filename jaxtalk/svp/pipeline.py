@@ -752,11 +752,14 @@ def _style_source(style: Any, style_mix: float) -> StyleSource | None:
 def resolve_config(checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
                    overrides: Sequence[str] = ()) -> Any:
     """The SVP config a checkpoint folder (or none) runs with: a saved bundle's own `config.yaml`; else `config`,
-    defaulting to `svp_vexpress` with a checkpoint folder and `svp_tiny` without. Checks the folder's kind."""
+    defaulting to `svp_vexpress` with a checkpoint folder. With neither, the shipped trained model's config.
+    Checks the folder's kind."""
     from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp.config import SVPConfig
     from jaxtalk.svp.models import ModelLoadError
 
+    if checkpoint is None and config is None:
+        checkpoint = svp_loading.packaged_weights()
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and not ckpt.is_dir():
         raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
@@ -776,11 +779,14 @@ def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Any = No
                    devices: int | None = None, vae: str | os.PathLike | None = None,
                    audio_encoder: str | os.PathLike | None = None) -> Any:
     """The weights `generate` samples with: a saved bundle, converted parts, a V-Express folder, or without a
-    checkpoint its default (today random init from `cfg.seed`). The web app loads its default weights through
-    here too. `devices`: the first N devices (default all; more than one shards the params by `cfg.mesh`)."""
+    checkpoint the shipped trained model (or random init from `cfg.seed` when a config is given). The web app
+    loads its default weights through here too. `devices`: the first N devices (default all; more than one shards
+    the params by `cfg.mesh`)."""
     from jaxtalk.svp import loading as svp_loading
     from jaxtalk.svp import models as svp_models
 
+    if checkpoint is None and config is None and cfg is None:
+        checkpoint = svp_loading.packaged_weights()
     if cfg is None:
         cfg = resolve_config(checkpoint, config, overrides)
 
@@ -850,6 +856,10 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         overrides.append(f"seed={seed}")
     if steps is not None:
         overrides.append(f"sampler.steps={steps}")
+    if models is None and checkpoint is None and config is None:  # the shipped trained model
+        from jaxtalk.svp.loading import packaged_weights
+
+        checkpoint = packaged_weights()
     if models is None:
         cfg = resolve_config(checkpoint, config, overrides)
     else:
