@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jaxtalk.interop.hf_cache import resolve_pretrained
-from jaxtalk.svp.models import _weights_in
+from jaxtalk.svp.loading import _weights_in
 
 
 def test_model_id_resolves_from_the_local_cache(tmp_path, monkeypatch):
