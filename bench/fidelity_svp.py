@@ -100,7 +100,7 @@ def generate(models, clips: list, seed: int) -> np.ndarray:
 
     pipe = SVPPipeline(dataclasses.replace(models, config=dataclasses.replace(models.config, seed=seed)),
                        progress=False)
-    return pipe(clips).frames
+    return np.stack([r.frames for r in pipe(clips)])
 
 
 def regressed_style(models, ev, frames: np.ndarray, audio: np.ndarray, fps: float) -> np.ndarray:

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         per_clip: dict[str, list[float]] = {}
         vids = []
         for k, (inputs, gt, gt_lm) in enumerate(clips):
-            out = pipe([inputs], seed=args.seed + k).frames[0]
+            out = pipe(inputs, seed=args.seed + k).frames
             vids.append(out)
             n = min(len(out), len(gt))
             scores = (ev.frame_metrics(out[:n], gt[:n], gt_lm[:n]) if ev is not None else

@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,197 +26,24 @@ def _demo(args: argparse.Namespace) -> int:
     config.save(cfg, paths["video"].with_suffix(".yaml"))
     for what, path in paths.items():
         print(f"{what}: {path}")
-    if args.svp_config != "none":
-        for what, path in _svp_demo(Path(cfg.output_dir), cfg.seed, args.svp_config, args.checkpoint).items():
-            print(f"{what}: {path}")
-    if args.style2talker_config != "none":
-        from jaxtalk.style2talker.pipeline import write_demo as style2talker_demo
+    from jaxtalk.style2talker import pipeline as style2talker
+    from jaxtalk.svp import pipeline as svp
 
-        s2t_config = None if args.style2talker_config == "shipped" else args.style2talker_config
-        s2t = style2talker_demo(Path(cfg.output_dir), seed=cfg.seed, config=s2t_config)
-        print(f"style2talker weights: {s2t.pop('models').source}")
-        for line in s2t.pop("command").splitlines():
-            print(f"style2talker: {line}")
-        s2t.pop("result")
-        for what, path in s2t.items():
+    # Both products' demos are library functions with one call convention; "trained" / "shipped" = default weights.
+    products = [("svp", svp.write_demo, args.svp_config, "trained", args.checkpoint),
+                ("style2talker", style2talker.write_demo, args.style2talker_config, "shipped", None)]
+    for name, write, choice, default, checkpoint in products:
+        if choice == "none":
+            continue
+        out = write(Path(cfg.output_dir), seed=cfg.seed, config=None if choice == default else choice,
+                    checkpoint=checkpoint)
+        print(f"{name} weights: {out.pop('models').source}")
+        for line in out.pop("command").splitlines():
+            print(f"{name}: {line}")
+        out.pop("result")
+        for what, path in out.items():
             print(f"{what}: {path}")
     return 0
-
-
-def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None) -> dict[str, Path]:
-    """SVP on a held-out synthetic person (population `svp_stack.EVAL_SEED`, never seen in training): the first
-    frame of one of their clips as reference, that clip's speech and head keypoints, and the style of another
-    utterance with the same emotion. With the default `svp_config="trained"` the shipped trained weights generate
-    at their own size; a preset name (e.g. svp_tiny) samples that config with random weights instead. Writes the
-    inputs (so the printed `jaxtalk generate` command reproduces the video), the mp4 and `svp_strip.png`
-    (reference, generated frames, ground-truth frames)."""
-    import soundfile
-    from PIL import Image
-
-    from jaxtalk.charts import image_strip
-    from jaxtalk.data import synthetic
-    from jaxtalk.data.atomic import atomic_path
-    from jaxtalk.svp import pipeline
-    from jaxtalk.training.svp_stack import EVAL_SEED
-
-    trained = svp_config == "trained"
-    size = 64 if trained else 128
-    identity = synthetic.make_identity(EVAL_SEED, 7 + seed)
-    clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 1, num_frames=40, fps=25.0, resolution=size)
-    style_clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 2, num_frames=40, fps=25.0,
-                                         resolution=64, render_video=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = {"reference": out_dir / "svp_reference.png", "audio": out_dir / "svp_audio.wav",
-              "kps": out_dir / "svp_kps.npy", "style": out_dir / "svp_style_clip.npz"}
-    with atomic_path(inputs["reference"]) as tmp:
-        Image.fromarray(clip.frames[0]).save(tmp, format="PNG")
-    with atomic_path(inputs["audio"]) as tmp:
-        soundfile.write(tmp, clip.audio, clip.sample_rate, format="WAV")
-    with atomic_path(inputs["kps"]) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, clip.head_kps)
-    with atomic_path(inputs["style"]) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, expression=style_clip.expression, audio=style_clip.audio, fps=np.float32(style_clip.fps))
-    argv = ["--image", str(inputs["reference"]), "--audio", str(inputs["audio"]), "--kps", str(inputs["kps"]),
-            "--style", str(inputs["style"]), "--devices", "1", "--out", str(out_dir / "svp.mp4")]
-    if not trained:
-        argv += ["--config", svp_config]
-    if checkpoint:
-        argv += ["--checkpoint", checkpoint]
-    print("svp: jaxtalk generate " + " ".join(argv))
-    outputs = _run_generate(_parser().parse_args(["generate", *argv]))
-    outputs.pop("summary", None)
-    prior_path = out_dir / "svp_style_prior.npz"
-    if outputs.get("prior") is not None:
-        pipeline.save_style_prior(prior_path, outputs.pop("prior"))
-        outputs["style_prior"] = prior_path
-    frames = outputs.pop("frames", None)
-    if frames is not None:
-        n = len(frames)
-        outputs["strip"] = image_strip([("reference", clip.frames[:1]), ("generated", frames[::4]),
-                                        ("ground truth", clip.frames[:n:4])], out_dir / "svp_strip.png")
-    return {**{f"svp_{k}": v for k, v in inputs.items()}, **{f"svp_{k}": v for k, v in outputs.items()}}
-
-
-def _load_kps(path: str) -> np.ndarray:
-    """Keypoints from `.npy` ((8, 2), (F, 8, 2) or V-Kps (…, 3, 2) pixels) or `.npz` (`head_kps` or `kps`)."""
-    from jaxtalk.data.media import MediaError
-
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError(f"{p}: keypoint file not found; check the path")
-    try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                key = next((k for k in ("head_kps", "kps") if k in z.files), None)
-                if key is None:
-                    raise MediaError(f"{p}: no 'head_kps' or 'kps' array (found {z.files})")
-                kps = z[key]
-        else:
-            kps = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise MediaError(f"{p}: cannot be read as keypoints ({e}); save them with numpy.save") from None
-    kps = np.asarray(kps, np.float32)
-    if kps.ndim not in (2, 3) or kps.shape[-1] != 2 or kps.shape[-2] not in (3, 8) or not np.all(np.isfinite(kps)):
-        raise MediaError(f"{p}: keypoints must be finite pixel coordinates of shape (8, 2), (F, 8, 2) or with 3 "
-                         f"V-Kps points, got {kps.shape}")
-    return kps
-
-
-def _write_debug(debug_dir: str | None, prep: Any) -> None:
-    """overlay.png (detections on the photo) and crop_overlay.png (keypoints on the crop) for --debug-dir."""
-    if debug_dir:
-        from PIL import Image
-
-        Path(debug_dir).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(prep.overlay()).save(Path(debug_dir) / "overlay.png")
-        Image.fromarray(prep.crop_overlay()).save(Path(debug_dir) / "crop_overlay.png")
-
-
-def _svp_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict | None]:
-    """(image, audio, kps, bundle) from --image (a photo or a `jaxtalk prepare` folder), --audio / --driving's
-    sound / the folder's audio.wav, and --kps / the folder's keypoints."""
-    from jaxtalk.data import media
-    from jaxtalk.faces import prepare
-
-    bundle = prepare.read_bundle(args.image) if prepare.is_bundle(args.image) else None
-    if bundle is not None and bundle["meta"].get("system") != "svp":
-        raise ValueError(f"--image {args.image}: prepared for {bundle['meta'].get('system')}; add --system "
-                         f"{bundle['meta'].get('system')} or run jaxtalk prepare --system svp")
-    image = bundle["reference"] if bundle is not None else media.load_image(args.image)
-    if args.audio:
-        audio = prepare.load_speech(args.audio)
-    elif bundle is not None and bundle["audio"] is not None:
-        audio = bundle["audio"]
-    elif args.driving:
-        audio = prepare.speech_for(None, args.driving)
-    else:
-        raise ValueError("--audio is required (speech file), unless --driving gives a video with sound or --image "
-                         "is a prepared folder with audio.wav")
-    kps = _load_kps(args.kps) if args.kps else (bundle["kps"] if bundle is not None else None)
-    return image, audio, kps, bundle
-
-
-def _prepare_svp_reference(args: argparse.Namespace, image: np.ndarray, audio: np.ndarray):
-    """Raw photo -> (face crop, keypoint track, paste-back info) via jaxtalk.faces; with --face auto a photo
-    without a face is used as given (and said so), with --face on it is an error."""
-    from jaxtalk.faces import FaceError, prepare_svp
-
-    if args.face == "off":
-        if args.driving:
-            raise ValueError("--driving: needs face analysis; drop --face off")
-        return image, None, None
-    try:
-        prep = prepare_svp(image, audio=audio, driving_video=args.driving, retarget_strategy=args.retarget,
-                           face_index=args.face_index, min_score=args.min_face_score)
-    except FaceError as e:
-        if args.face == "on" or args.driving:
-            raise
-        print(f"note: {e}; using the image as given, without keypoints (--face on makes this an error)",
-              flush=True)
-        return image, None, None
-    box = ", ".join(f"{v:.0f}" for v in prep.analysis.box)
-    print(f"face: box [{box}] score {prep.analysis.score:.2f}, crop {prep.reference.shape[0]} px, keypoints "
-          f"{prep.meta['retarget']}", flush=True)
-    _write_debug(args.debug_dir, prep)
-    return prep.reference, prep.kps, (prep.image, prep.matrix, prep.reference.shape[0])
-
-
-def _style2talker_inputs(args: argparse.Namespace):
-    """(image, audio, pose, identity expression) for Style2Talker: a prepared folder, or a raw photo aligned the
-    FFHQ way for pSp (--face auto falls back to the photo as given when no face is found)."""
-    from jaxtalk.faces import FaceError, prepare
-
-    pose, identity_exp = args.pose, args.identity_exp
-    audio: Any = args.audio
-    if prepare.is_bundle(args.image):
-        b = prepare.read_bundle(args.image)
-        if b["meta"].get("system") != "style2talker":
-            raise ValueError(f"--image {args.image}: prepared for {b['meta'].get('system')}; run jaxtalk prepare "
-                             "--system style2talker")
-        audio = audio or b["audio"]
-        if audio is None:
-            raise ValueError("--audio is required: the prepared folder has no audio.wav")
-        paste = (b["original"], np.asarray(b["meta"]["matrix"]), b["meta"]["crop_size"])
-        return b["reference"], audio, pose if pose is not None else b["pose"], (
-            identity_exp if identity_exp is not None else b.get("identity_exp")), (
-            paste if paste[0] is not None else None)
-    if audio is None and not args.driving:
-        raise ValueError("--audio is required (speech file), unless --driving gives a video with sound")
-    if args.face == "off":
-        return args.image, audio or prepare.speech_for(None, args.driving), pose, identity_exp, None
-    try:
-        prep = prepare.prepare_style2talker(args.image, audio=audio, driving_video=args.driving,
-                                            face_index=args.face_index, min_score=args.min_face_score)
-    except FaceError as e:
-        if args.face == "on" or args.driving:
-            raise
-        print(f"note: {e}; using the image as given, not aligned (--face on makes this an error)", flush=True)
-        return args.image, audio, pose, identity_exp, None
-    _write_debug(args.debug_dir, prep)
-    paste = (prep.image, prep.matrix, prep.reference.shape[0])
-    return prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_exp, paste
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -259,40 +85,8 @@ def _prepare_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxtalk.style2talker import pipeline
-
-    if args.emotion is None:
-        raise ValueError("--emotion is required with --system style2talker, e.g. --emotion \"She is happy\"")
-    if args.style and len(args.style) > 1:
-        raise ValueError("--style: Style2Talker takes one art style (a .npy W+ code or a style-bank index)")
-    image, audio, pose, identity_exp, paste = _style2talker_inputs(args)
-    if args.paste_back and paste is None:
-        raise ValueError("--paste-back: needs a raw photo with a detected face (or a prepared folder whose "
-                         "original photo still exists); it cannot be used with --face off")
-    outputs = pipeline.generate(
-        image, audio, args.emotion, args.out, style=pipeline.parse_style(args.style[0] if args.style
-                                                                         else None),
-        checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, pose=pose,
-        identity_expression=identity_exp, progress=not args.quiet)
-    if args.paste_back:
-        from jaxtalk.faces.geometry import crop_size_matrix, paste_back
-
-        r = outputs["result"]
-        original, matrix, crop_size = paste
-        M = crop_size_matrix(matrix, crop_size, r.frames.shape[1:3])
-        r.frames = np.stack([paste_back(original, f, M) for f in r.frames])
-        pipeline.write_outputs(args.out, r.frames, r.audio, r.fps, r.config)
-    print(f"weights: {outputs['models'].source}")
-    frames = outputs["result"].frames
-    print(f"video: {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]} at {outputs['result'].fps:g} fps")
-    print(f"video: {outputs['video']}\nconfig: {outputs['config']}")
-    return {"system": "style2talker", "video": str(outputs["video"]), "config": str(outputs["config"]),
-            "weights": outputs["models"].source, "frames": int(frames.shape[0]),
-            "height": int(frames.shape[1]), "width": int(frames.shape[2]), "fps": float(outputs["result"].fps)}
-
-
 def _generate(args: argparse.Namespace) -> int:
+    """`jaxtalk generate`: the arguments handed to the product's library `generate()`, its lines printed."""
     import contextlib
     import json
 
@@ -301,122 +95,42 @@ def _generate(args: argparse.Namespace) -> int:
     distributed.initialize(distributed.config_from_args(args))
     if args.json:  # one JSON object on stdout for scripts; the human lines go to stderr, no progress bars
         args.quiet = True
+    note = lambda line: print(line, flush=True)
+    faces = dict(driving=args.driving, face=args.face, face_index=args.face_index,
+                 min_face_score=args.min_face_score, debug_dir=args.debug_dir, paste_back=args.paste_back)
+    common = dict(checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed,
+                  progress=not args.quiet, on_note=note)
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         if args.system == "style2talker":
-            summary = _style2talker_generate(args)
+            from jaxtalk.style2talker import pipeline
+
+            if args.emotion is None:
+                raise ValueError("--emotion is required with --system style2talker, e.g. --emotion \"She is happy\"")
+            if args.style and len(args.style) > 1:
+                raise ValueError("--style: Style2Talker takes one art style (a .npy W+ code or a style-bank index)")
+            out = pipeline.generate(args.image, args.audio, args.emotion, args.out,
+                                    style=pipeline.parse_style(args.style[0] if args.style else None),
+                                    pose=args.pose, identity_expression=args.identity_exp, **faces, **common)
         else:
-            outputs = _run_generate(args)
-            summary = outputs.pop("summary", None)
-            outputs.pop("prior", None)
-            outputs.pop("frames", None)
-            for what, path in outputs.items():
-                print(f"{what}: {path}")
+            from jaxtalk.svp import pipeline
+
+            if args.style and len(args.style) > 2:
+                raise ValueError("--style: give one style file, or two to mix with --style-mix")
+            out = pipeline.generate(args.image, args.audio, args.out, style=args.style, style_mix=args.style_mix,
+                                    kps=args.kps, retarget=args.retarget, steps=args.steps, sampler=args.sampler,
+                                    devices=args.devices, vae=args.vae, audio_encoder=args.audio_encoder,
+                                    **faces, **common)
+        summary = out["summary"]
+        untrained = " (--config without --checkpoint: untrained weights, the video is not a face)" if (
+            args.checkpoint is None and args.config is not None and args.system == "svp") else ""
+        print(f"weights: {summary['weights']}{untrained}")
+        print(f"video: {summary['frames']} frames of {summary['height']}x{summary['width']} at {summary['fps']:g} fps")
+        for what in ("video", "config"):
+            if what in out:
+                print(f"{what}: {out[what]}")
     if args.json:
         print(json.dumps(summary))
     return 0
-
-
-def _run_generate(args: argparse.Namespace) -> dict[str, Any]:
-    """Validate every input first (so bad input fails before any model work), then build, sample, write."""
-    import jax
-
-    from jaxtalk import config, parallel
-    from jaxtalk.svp import loading as svp_loading
-    from jaxtalk.svp import models as svp_models
-    from jaxtalk.svp import pipeline
-    from jaxtalk.svp.config import SVPConfig
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"--out {out}: the output must be an .mp4 file")
-    image, audio, kps, bundle = _svp_inputs(args)
-    styles = [pipeline.load_style(s) for s in (args.style or [])]
-    if len(styles) > 2:
-        raise ValueError("--style: give one style file, or two to mix with --style-mix")
-    style = styles[0] if styles else None
-    if len(styles) == 2:
-        style = pipeline.StyleMix(styles[0], styles[1], args.style_mix)
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.steps is not None:
-        overrides.append(f"sampler.steps={args.steps}")
-    if getattr(args, "sampler", None) is not None:
-        overrides.append(f"sampler.kind={args.sampler}")
-
-    ckpt = Path(args.checkpoint) if args.checkpoint else None
-    if ckpt is not None and not ckpt.is_dir():
-        raise FileNotFoundError(f"--checkpoint {ckpt}: folder not found")
-    converted = ckpt is not None and svp_loading.is_converted_checkpoint(ckpt)
-    if ckpt is not None and not (converted or svp_loading.is_converted_parts(ckpt)
-                                 or svp_loading.is_vexpress_folder(ckpt)):
-        raise svp_models.ModelLoadError(
-            f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
-            "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
-    if converted:
-        cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
-    elif ckpt is None and args.config is None:  # the shipped model trained on the synthetic faces
-        ckpt, converted = svp_loading.packaged_weights(), True
-        cfg = config.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
-    else:
-        name = args.config or ("svp_vexpress" if ckpt is not None else "svp_tiny")
-        cfg = config.load(name, overrides=overrides, cls=SVPConfig)
-    if style is not None and not cfg.style.enabled:
-        raise ValueError("--style: the config has style.enabled=false (no style attention); drop --style or use "
-                         "a config with style (svp_paper, svp_tiny)")
-
-    paste = None
-    if bundle is None and kps is None:
-        image, kps, paste = _prepare_svp_reference(args, image, audio)
-    elif bundle is not None:
-        paste = (bundle["original"], np.asarray(bundle["meta"]["matrix"]), bundle["meta"]["crop_size"])
-    if args.paste_back and (paste is None or paste[0] is None):
-        raise ValueError("--paste-back: needs a raw photo with a detected face (or a prepared folder whose "
-                         "original photo still exists); it cannot be used with --kps or --face off")
-    devices = jax.devices()[: args.devices] if args.devices else jax.devices()
-    if args.devices is not None and not 1 <= args.devices <= jax.device_count():
-        raise ValueError(f"--devices {args.devices}: choose 1..{jax.device_count()}")
-    mesh = None
-    if len(devices) > 1:
-        m = cfg.mesh
-        mesh = parallel.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
-    if converted:
-        models = svp_loading.load_models(ckpt, cfg=cfg, mesh=mesh)
-    elif ckpt is not None and svp_loading.is_vexpress_folder(ckpt):
-        from jaxtalk.interop.hf_cache import resolve_pretrained
-
-        vae = resolve_pretrained(args.vae, "--vae") if args.vae else None
-        encoder = resolve_pretrained(args.audio_encoder, "--audio-encoder") if args.audio_encoder else None
-        models = svp_loading.from_vexpress(ckpt, vae=vae, audio_encoder=encoder, cfg=cfg, mesh=mesh, seed=cfg.seed)
-    elif ckpt is not None:
-        models = svp_loading.load_converted_parts(ckpt, cfg=cfg, mesh=mesh, seed=cfg.seed)
-    else:
-        models = svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
-    note = "" if ckpt is not None else " (--config without --checkpoint: untrained weights, the video is not a face)"
-    print(f"weights: {models.source}{note}", flush=True)
-
-    main_process = jax.process_index() == 0  # in a multi-process run, process 0 alone writes the outputs
-    pipe = pipeline.SVPPipeline(models, progress=not args.quiet and main_process)
-    clip = pipeline.ClipInputs(reference=image, audio=audio, kps=kps, style=style)
-    result = pipe([clip])
-    frames = result.frames[0]
-    if args.paste_back:
-        from jaxtalk.faces.geometry import crop_size_matrix, paste_back
-
-        original, matrix, crop_size = paste
-        M = crop_size_matrix(matrix, crop_size, frames.shape[1:3])
-        frames = np.stack([paste_back(original, f, M) for f in frames])
-    paths: dict[str, Any] = {}
-    if main_process:
-        paths = pipeline.write_outputs(out, frames, result.audio[0], result.fps, models.config)
-    paths["prior"] = pipeline.resolve_style(models, style) if style is not None else None
-    paths["frames"] = frames
-    print(f"video: {result.frames.shape[1]} frames of {cfg.video.height}x{cfg.video.width} at {result.fps:.3f} fps",
-          flush=True)
-    paths["summary"] = {"system": "svp", "video": str(out), "config": str(out.with_suffix(".yaml")),
-                        "weights": models.source, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
-                        "width": int(frames.shape[2]), "fps": float(result.fps)}
-    return paths
 
 
 def _doctor(args: argparse.Namespace) -> int:

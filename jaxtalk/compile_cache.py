@@ -5,7 +5,11 @@ In-process: pipelines, model inits and train steps compile once per (config, mes
 executable. Each cache is a `CompileCache`, a dict that keeps the `maxsize` most recently used entries, so a
 long-lived server or notebook that sees many configs or clip lengths does not hold every executable forever.
 Meshes enter keys through `mesh_key` (axis names, shape and device ids), never `id(mesh)`, which a new mesh may
-reuse after the old one is freed.
+reuse after the old one is freed; modules enter by value (flax modules hash their fields).
+
+One compile style for both products' pipelines: `compiled(cache, key, fn, args)` ahead-of-time compiles
+`fn(*args)` (a closure over the flax modules, taking the params as an argument) once per (key, the shapes,
+dtypes and shardings of `args`) and returns the executable. Small host-side tables use `@memoized(name)`.
 
 On disk: a second `jaxtalk generate` with the same shapes loads its compiled programs from disk instead of
 compiling them again. On by default for the CLI, in `$JAXTALK_COMPILE_CACHE`, else
@@ -17,8 +21,9 @@ changes JAX's global configuration).
 from __future__ import annotations
 
 import collections
+import functools
 import os
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +90,63 @@ class CompileCache(collections.OrderedDict):
         pairs: Iterable = items.items() if hasattr(items, "items") else items
         for k, v in [*pairs, *kw.items()]:
             self[k] = v
+
+
+def _shape_key(args: Any) -> Hashable:
+    """The tree structure, shapes and dtypes of the arguments (shardings are given to `compiled` explicitly)."""
+    import jax
+
+    def leaf(a: Any) -> Hashable:
+        return (tuple(getattr(a, "shape", ())), str(getattr(a, "dtype", type(a).__name__)))
+
+    leaves, treedef = jax.tree.flatten(args)
+    return (str(treedef), tuple(leaf(a) for a in leaves))
+
+
+def compiled(cache: CompileCache, key: Hashable, fn: Callable, args: tuple, *, in_shardings: Any = None,
+             out_shardings: Any = None, mesh: jax.sharding.Mesh | None = None) -> Any:
+    """`jax.jit(fn).lower(*args).compile()`, made once per (`key`, the shapes of `args`) and kept in `cache`.
+
+    `key` names everything `fn` closes over that changes the program (stage name, module configs, static
+    flags, `mesh_key(mesh)`); the argument shapes are added here. With `in_shardings` / `out_shardings` the
+    program is compiled under `mesh` with those shardings. The executable takes `args` of the same shapes."""
+    import jax
+
+    full = (key, _shape_key(args))
+    if full in cache:
+        return cache[full]
+    jit_kwargs = {}
+    if in_shardings is not None:
+        jit_kwargs["in_shardings"] = in_shardings
+    if out_shardings is not None:
+        jit_kwargs["out_shardings"] = out_shardings
+    if mesh is not None:
+        with jax.set_mesh(mesh):
+            program = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+    else:
+        program = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+    cache[full] = program
+    return program
+
+
+def memoized(name: str, maxsize: int = 16) -> Callable[[Callable], Callable]:
+    """Like `functools.lru_cache(maxsize)` for functions of hashable arguments, with the entries in a registered
+    `CompileCache` (so `clear_all` drops them too)."""
+
+    def wrap(fn: Callable) -> Callable:
+        cache = CompileCache(name, maxsize)
+
+        @functools.wraps(fn)
+        def cached(*args: Any, **kwargs: Any) -> Any:
+            key = (args, tuple(sorted(kwargs.items())))
+            if key not in cache:
+                cache[key] = fn(*args, **kwargs)
+            return cache[key]
+
+        cached.cache = cache  # type: ignore[attr-defined]
+        return cached
+
+    return wrap
 
 
 def mesh_key(mesh: jax.sharding.Mesh | None) -> Hashable:

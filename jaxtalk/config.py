@@ -305,17 +305,6 @@ class SyntheticDataConfig:
     seed: int = field(0, min=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Clip records and the windowed input pipeline."""
-
-    record_dir: str = "outputs/data/synthetic"
-    window_frames: int = field(16, min=1, max=512)
-    batch_size: int = field(2, min=1)
-    shuffle_seed: int = field(0, min=0)
-    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
-
-
 @register_root("demo")
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:

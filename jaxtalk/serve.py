@@ -233,7 +233,8 @@ class Engine:
             t0 = time.perf_counter()
             out = pipeline.generate(face["image"], wav, self.new_result_path(), style=style_paths or None,
                                     style_mix=style_mix, kps=face["kps"], overrides=overrides, seed=seed,
-                                    steps=steps, models=models, progress=False, on_progress=on_progress)
+                                    steps=steps, models=models, progress=False, on_progress=on_progress,
+                                    face="off")
         return {**out, "notes": notes, "seconds": time.perf_counter() - t0}
 
     def generate_style2talker(self, image: Any, audio: Any, emotion: str, *, style: Any = None,
@@ -259,7 +260,7 @@ class Engine:
             out = pipeline.generate(face["image"], wav, emotion, self.new_result_path(), style=art,
                                     overrides=overrides, seed=seed, models=models, progress=False,
                                     on_progress=on_progress, pose=face.get("pose"),
-                                    identity_expression=face.get("identity_expression"))
+                                    identity_expression=face.get("identity_expression"), face="off")
         return {**out, "notes": notes, "seconds": time.perf_counter() - t0}
 
 
@@ -361,7 +362,7 @@ def _progress_listener(progress: Any) -> Callable[[str, int, int], None]:
 
 def _status(out: dict[str, Any], system: str) -> str:
     result, models = out["result"], out["models"]
-    frames = result.frames[0] if system == "svp" else result.frames
+    frames = result.frames
     lines = [f"**Done** in {out['seconds']:.1f} s: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} "
              f"at {result.fps:g} fps.", f"Weights: {models.source}."]
     if str(models.source).startswith("random"):

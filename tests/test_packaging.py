@@ -115,3 +115,17 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert int(loaded.stdout.strip()) == len(config.presets())
     helped = run(str(venv / "bin" / "jaxtalk"), "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "generate" in helped.stdout and "convert" in helped.stdout, helped.stderr
+    # the shipped weights travel in the wheel, and a tiny generation runs from it (random weights at svp_tiny)
+    inputs = ("import numpy as np, soundfile; from PIL import Image; from jaxtalk.data import synthetic\n"
+              "from jaxtalk.svp.loading import packaged_weights; from jaxtalk.style2talker.shipped import shipped_dir\n"
+              "packaged_weights(); shipped_dir()\n"
+              "c = synthetic.generate_clip(synthetic.make_identity(0, 0), 'happy', 1, seed=0, num_frames=4, "
+              "resolution=64)\n"
+              "Image.fromarray(c.frames[0]).save('face.png'); soundfile.write('speech.wav', c.audio[:2560], 16000)\n")
+    made = run(str(python), "-c", inputs, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    generated = run(str(venv / "bin" / "jaxtalk"), "generate", "--image", "face.png", "--audio", "speech.wav",
+                    "--out", "out.mp4", "--config", "svp_tiny", "--face", "off", "--devices", "1", "--quiet",
+                    "--json", "sampler.steps=1", "context.overlap=2", cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert (tmp_path / "out.mp4").is_file() and (tmp_path / "out.yaml").is_file()

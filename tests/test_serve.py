@@ -224,7 +224,7 @@ def test_progress_follows_every_window_of_every_step(server, files):
 def _num_windows(out) -> int:
     from jaxtalk.svp.pipeline import SVPPipeline
 
-    return SVPPipeline(out["models"], progress=False).window_plan(out["result"].frames.shape[1]).num_windows
+    return SVPPipeline(out["models"], progress=False).window_plan(out["result"].frames.shape[0]).num_windows
 
 
 # ------------------------------------------------------------------------------------------------ in a browser

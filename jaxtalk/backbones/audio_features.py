@@ -21,7 +21,6 @@ Steps (the MuseTalk / EchoMimic recipe, research/svp_architecture.md §4):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Literal
 
@@ -38,6 +37,7 @@ from jaxtalk.backbones.whisper import (
     WhisperEncoderConfig,
     log_mel_spectrogram,
 )
+from jaxtalk.compile_cache import memoized
 
 AUDIO_FPS = 50  # whisper encoder frames per second (20 ms)
 SAMPLES_PER_FRAME = SAMPLE_RATE // AUDIO_FPS  # 320
@@ -114,7 +114,7 @@ def whisper_audio_states(module: WhisperEncoder, params: Any, audio: np.ndarray,
     return np.concatenate(outputs, axis=0)[:total]
 
 
-@functools.lru_cache(maxsize=8)
+@memoized("backbones.whisper_encoder", maxsize=8)
 def _encoder_fn(module: WhisperEncoder, final_layer_norm: bool):
     """One jitted encoder per (module, variant), so repeated calls do not recompile."""
     return jax.jit(lambda p, x: module.apply({"params": p}, x, final_layer_norm=final_layer_norm))

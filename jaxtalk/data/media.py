@@ -236,6 +236,15 @@ def read_video_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
     return load_audio(path, sample_rate)
 
 
+def result_summary(system: str, path: str | os.PathLike, frames: np.ndarray, fps: float, weights: str
+                   ) -> dict[str, Any]:
+    """What `jaxtalk generate --json` prints for a generated video (both products): paths, weights, frames, size."""
+    path = Path(path)
+    return {"system": system, "video": str(path), "config": str(path.with_suffix(".yaml")), "weights": str(weights),
+            "frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+            "fps": float(fps)}
+
+
 def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
                   ) -> dict[str, Path]:
     """A product's result on disk: `path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both

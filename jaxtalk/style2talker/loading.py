@@ -1,11 +1,14 @@
 """Every way Style2Talker weights get in: random init (each component's random torch-layout state imported
-through its interop kind, so random weights take the same strict path as real checkpoints), a folder of the
-original checkpoints (one file per component, with `config.yaml` and the art-style bank `exstyle_code.npz`), and
-the writer of that folder. The only Style2Talker module that imports `interop`.
+through its interop kind, so random weights take the same strict path as real checkpoints), a bundle
+(`jaxtalk.interop.bundle`, the format SVP uses too: orbax params + config.yaml + manifest.json, with the art-style
+bank `exstyle_code.npz`), a folder of the original checkpoints (one torch-layout file per component, with
+`config.yaml` and the art-style bank), and the writers of both. The only Style2Talker module that imports
+`interop`.
 
     models = random_models(cfg, seed=0)
-    models = load_models("ckpt/style2talker")          # config.yaml + one torch-layout file per component
-    save_checkpoints(models, "ckpt/style2talker")
+    models = load_models("ckpt/style2talker")          # a bundle, or config.yaml + one torch-layout file per component
+    save_models(models, "ckpt/style2talker")           # the bundle (what the trainer exports)
+    save_checkpoints(models, "ckpt/torch_layout")      # the original code's layouts (safetensors per component)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from jaxtalk import config as config_lib
 from jaxtalk import interop
 from jaxtalk.data.atomic import atomic_path
+from jaxtalk.interop import bundle
 from jaxtalk.interop.registry import abstract_variables, get_kind
 from jaxtalk.nn.upfirdn2d import make_kernel
 from jaxtalk.style2talker.config import Audio2ExpConfig, PSPConfig, Style2TalkerConfig, StyleAConfig
@@ -200,14 +204,56 @@ def _section_from_module(component: str, module: nn.Module, cfg: Style2TalkerCon
     return dataclasses.replace(cfg, style_a=StyleAConfig(**fields))
 
 
+def save_models(models: Style2TalkerModels, directory: str | os.PathLike, **provenance: Any) -> Path:
+    """Write the bundle (`jaxtalk.interop.bundle`: params/ in orbax, the resolved config.yaml, manifest.json) and
+    the art-style bank as `exstyle_code.npz`; keywords are recorded in the manifest."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    if models.style_bank is not None:
+        with atomic_path(directory / STYLE_BANK_FILE) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **dict(zip(models.style_names, models.style_bank)))
+        files.append(STYLE_BANK_FILE)
+    provenance.setdefault("source", models.source)
+    return bundle.write(directory, models.config, models.params, system="style2talker", files=files, **provenance)
+
+
+def _load_bundle(directory: Path, cfg: Style2TalkerConfig | None) -> Style2TalkerModels:
+    """An orbax-layout bundle: its config (or `cfg`, whose model sections must match the stored params)."""
+    cfg = cfg or config_lib.load(directory / CONFIG_FILE, cls=Style2TalkerConfig)
+    modules = build_modules(cfg)
+    target = {}
+    for component, kind in KINDS.items():
+        variables = abstract_variables(get_kind(kind), modules[component])
+        target[component] = variables["params"] if set(variables) == {"params"} else variables
+    try:
+        params = bundle.restore(directory, target)
+    except bundle.BundleError as e:
+        raise ModelLoadError(str(e)) from None
+    bank, names = None, ()
+    if (directory / STYLE_BANK_FILE).is_file():
+        bank, names = load_style_bank(directory / STYLE_BANK_FILE, cfg.style_a.n_latent, cfg.style_a.style_dim)
+    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"bundle {directory}")
+
+
 def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = None) -> Style2TalkerModels:
-    """Read every component from `directory` (see the module docstring). The architecture is the checkpoints':
-    where the given config (or the directory's `config.yaml`, else the paper preset) describes the same network
-    it is kept as written, otherwise its section is replaced by the sizes read off the checkpoint."""
+    """Read every component from `directory`: a bundle (orbax layout), or a folder of torch-layout checkpoints
+    (see the module docstring; a bundle manifest with layout "torch-safetensors" describes such a folder). For the
+    torch layout the architecture is the checkpoints': where the given config (or the directory's `config.yaml`,
+    else the paper preset) describes the same network it is kept as written, otherwise its section is replaced
+    by the sizes read off the checkpoint."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelLoadError(f"{directory}: checkpoint directory not found; pass the folder holding the "
                              f"{', '.join(KINDS)} checkpoints")
+    if bundle.claims_bundle(directory):  # else a folder of torch-layout files written before the bundle format
+        try:
+            manifest = bundle.read_manifest(directory, "style2talker")
+        except bundle.BundleError as e:
+            raise ModelLoadError(str(e)) from None
+        if manifest["layout"] == "orbax":
+            return _load_bundle(directory, cfg)
     if cfg is None:
         cfg_path = directory / CONFIG_FILE
         cfg = config_lib.load(cfg_path if cfg_path.is_file() else "style2talker_paper", cls=Style2TalkerConfig)

@@ -124,6 +124,6 @@ def exstyle_from_bank(models: Style2TalkerModels, index: int) -> np.ndarray:
 # and the checkpoint writer live in `jaxtalk.style2talker.loading`, the only Style2Talker module that imports
 # `interop`; these names stay importable from here for code written before the move.
 _LOADING_NAMES = ("random_value", "torch_shapes", "random_state", "random_models", "find_checkpoint",
-                  "load_style_bank", "load_models", "save_checkpoints")
+                  "load_style_bank", "load_models", "save_checkpoints", "save_models")
 
 __getattr__ = forward(__name__, "jaxtalk.style2talker.loading", _LOADING_NAMES)

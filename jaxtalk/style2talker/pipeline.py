@@ -4,8 +4,9 @@
     result = Style2TalkerPipeline(models)(Style2TalkerInputs(image, audio, "She is happy", style=0), seed=0)
     write_outputs("out.mp4", result.frames, result.audio, result.fps, result.config)
 
-or in one call from files: `generate(image="id.png", audio="speech.wav", emotion="She is happy", out="out.mp4")`
-(what `jaxtalk generate --system style2talker` runs).
+A sequence of inputs gives a list of results. Or in one call from files: `generate(image="id.png",
+audio="speech.wav", emotion="She is happy", out="out.mp4")` (what `jaxtalk generate --system style2talker`, the
+demo and `jaxtalk serve` run). `Pipeline` / `Inputs` / `Result` name the same roles as in `jaxtalk.svp`.
 
 Stages, as the released `inference.py` (research/style2talker_architecture.md §0), each one compiled function:
 1. text: CLIP tokenizer (offline BPE) + text tower -> the projected end-token feature (not normalised).
@@ -41,7 +42,6 @@ or an index into the model's style bank of Z+ codes (the original's `exstyle_cod
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 from jaxtalk import config as config_lib
 from jaxtalk import parallel
 from jaxtalk.backbones.clip_tokenizer import CLIPTokenizer
+from jaxtalk.compile_cache import CompileCache, compiled, mesh_key
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
 from jaxtalk.data.media import write_outputs
@@ -89,6 +90,8 @@ class Style2TalkerInputs:
 
 @dataclasses.dataclass
 class Style2TalkerResult:
+    """One generated video (a pipeline call returns one per input)."""
+
     frames: np.ndarray  # uint8 (F, out_size, out_size, 3)
     audio: np.ndarray  # float32, the F / fps seconds the frames cover
     fps: float
@@ -226,13 +229,15 @@ def load_exstyle(path: str | os.PathLike, n_latent: int, style_dim: int) -> np.n
 # ------------------------------------------------------------------------------------------------ compiled stages
 
 
-@functools.partial(jax.jit, static_argnames=("module",))
+# The stages take the flax modules as their first arguments; the pipeline compiles each one as a closure over its
+# modules through `compile_cache.compiled` (the same compile style and bounded cache as the SVP pipeline).
+
+
 def _text_stage(module, params, ids):
     return module.apply({"params": params}, ids)[1][0]
 
 
-@functools.partial(jax.jit, static_argnames=("a2e_module", "style_e", "sampling"))
-def _expression_stage(a2e_module, a2e_variables, style_e, style_e_params, mels, ref, blink, text, key, sampling):
+def _expression_stage(a2e_module, a2e_variables, style_e, style_e_params, mels, ref, blink, text, key, *, sampling):
     return expression_from_audio(style_e, style_e_params, a2e_module, a2e_variables, mels, ref, text, key,
                                  blink=blink, sampling=sampling)
 
@@ -243,7 +248,6 @@ def encode_identity(module: VToonify, x: jax.Array, style: jax.Array, d_s: jax.A
     return module.encode(module.content_input(x, parsing), resstyles, d_s)
 
 
-@functools.partial(jax.jit, static_argnames=("psp", "style_a", "style_is_zplus", "color_transfer"))
 def _identity_stage(psp, psp_variables, style_a, style_a_params, psp_image, exstyle, x, parsing, d_s, *,
                     style_is_zplus, color_transfer):
     to_wplus = lambda z: style_a.apply({"params": style_a_params}, z, method="zplus2wplus")
@@ -254,9 +258,9 @@ def _identity_stage(psp, psp_variables, style_a, style_a_params, psp_image, exst
     return style[0], encoded
 
 
-@functools.partial(jax.jit, static_argnames=("style_a",))
 def render_batch(style_a, params, encoded, style, image, driven, d_s):
-    """Style-A frames for a batch of driving windows, with the content encoder replaced by its cached output."""
+    """Style-A frames for a batch of driving windows, with the content encoder replaced by its cached output
+    (traceable; the pipeline compiles it once per shape)."""
     b = driven.shape[0]
     batch = lambda a: jnp.broadcast_to(a, (b, *a.shape[1:]))
     cached = jax.tree.map(batch, encoded)
@@ -279,10 +283,15 @@ def render_batch(style_a, params, encoded, style, image, driven, d_s):
 # ------------------------------------------------------------------------------------------------ pipeline
 
 
+# Compiled stages, shared by every pipeline in the process: keyed by (stage, the modules it closes over, mesh,
+# flags, argument shapes). They take params as arguments, so two bundles of equal modules share them.
+_COMPILED = CompileCache("style2talker.pipeline.stages", maxsize=32)
+
+
 class Style2TalkerPipeline:
-    """Runs the stages above for one input at a time; compiled functions are shared by every pipeline built on
-    equal modules (jit caches keyed on the module configs), so a second call with the same clip length and batch
-    size compiles nothing.
+    """Runs the stages above for each input; compiled stages are shared by every pipeline built on equal modules
+    (`compile_cache.compiled`, keyed on the module configs and shapes), so a second call with the same clip length
+    and batch size compiles nothing.
 
     `mesh` (a `jaxtalk.parallel.make_mesh` mesh): Style-A frame batches are split over its batch axes (data, fsdp)
     with the Style-A params and the cached identity features replicated; `inference.batch_size` must be a multiple
@@ -307,13 +316,24 @@ class Style2TalkerPipeline:
 
     # -- stages --------------------------------------------------------------------------------------------
 
+    def _compile(self, stage: str, modules: Sequence[str], fn: Callable, args: tuple, *,
+                 in_shardings: Any = None, **flags: Any) -> Any:
+        """`fn(*args)` (a closure over the named modules) compiled once per (stage, modules, mesh, flags, arg
+        shapes); with `in_shardings` under this pipeline's mesh."""
+        key = ("style2talker", stage, tuple(self.models.modules[m] for m in modules),
+               mesh_key(self.mesh) if in_shardings is not None else None, tuple(sorted(flags.items())))
+        return compiled(_COMPILED, key, fn, args, in_shardings=in_shardings,
+                        mesh=self.mesh if in_shardings is not None else None)
+
     def tokenize(self, emotion: str) -> np.ndarray:
         return tokenize_emotion(self.tokenizer, emotion)
 
     def text_feature(self, emotion: str) -> np.ndarray:
         """CLIP `encode_text` feature (text_dim,) of the emotion description."""
-        m = self.models
-        return np.asarray(_text_stage(m.modules["clip_text"], m.params["clip_text"], self.tokenize(emotion)))
+        module = self.models.modules["clip_text"]
+        args = (self.models.params["clip_text"], self.tokenize(emotion))
+        program = self._compile("text", ["clip_text"], lambda p, ids: _text_stage(module, p, ids), args)
+        return np.asarray(program(*args))
 
     def num_frames(self, audio: np.ndarray) -> tuple[int, int]:
         """(video frames, audio samples they cover) at `inference.fps`, as SadTalker cuts the audio."""
@@ -329,10 +349,13 @@ class Style2TalkerPipeline:
         blink_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB1]))
         blink = a2e.blink_ratio(frames, blink_rng) if inf.blink == "random" else np.zeros(frames, np.float32)
         key = jax.random.fold_in(jax.random.key(seed), 1)
-        out = _expression_stage(m.modules["audio2exp"], m.params["audio2exp"], m.modules["style_e"],
-                                m.params["style_e"], mels, ref, blink, np.asarray(text_feature, np.float32), key,
-                                sampling=self.cfg.sampler)
-        return np.asarray(out, np.float32)
+        a2e_module, style_e, sampling = m.modules["audio2exp"], m.modules["style_e"], self.cfg.sampler
+        args = (m.params["audio2exp"], m.params["style_e"], mels, ref, blink, np.asarray(text_feature, np.float32), key)
+        program = self._compile(
+            "expression", ["audio2exp", "style_e"],
+            lambda av, sp, *rest: _expression_stage(a2e_module, av, style_e, sp, *rest, sampling=sampling), args,
+            sampling=sampling)
+        return np.asarray(program(*args), np.float32)
 
     def resolve_style(self, style: np.ndarray | int | None) -> tuple[np.ndarray, bool]:
         """(code, is_zplus) for an art style given as a code, a bank index or None (`inference.style_index`)."""
@@ -355,10 +378,15 @@ class Style2TalkerPipeline:
             parsing = np.zeros((1, a.in_size, a.in_size, PARSING_CHANNELS), np.float32)
         else:
             parsing = np.asarray(parsing, np.float32)[None]
-        style, encoded = _identity_stage(
-            m.modules["psp"], m.params["psp"], m.modules["style_a"], m.params["style_a"],
-            to_model_image(image, self.cfg.psp.input_size), exstyle, x, parsing, np.float32(inf.style_degree),
-            style_is_zplus=style_is_zplus, color_transfer=inf.color_transfer)
+        psp, style_a, color_transfer = m.modules["psp"], m.modules["style_a"], inf.color_transfer
+        args = (m.params["psp"], m.params["style_a"], to_model_image(image, self.cfg.psp.input_size),
+                np.asarray(exstyle, np.float32), x, parsing, np.float32(inf.style_degree))
+        program = self._compile(
+            "identity", ["psp", "style_a"],
+            lambda pv, sp, *rest: _identity_stage(psp, pv, style_a, sp, *rest, style_is_zplus=style_is_zplus,
+                                                  color_transfer=color_transfer),
+            args, style_is_zplus=bool(style_is_zplus), color_transfer=color_transfer)
+        style, encoded = program(*args)
         return np.asarray(style), encoded, x
 
     def render(self, windows: np.ndarray, style: np.ndarray, encoded: Any, image: np.ndarray) -> np.ndarray:
@@ -368,14 +396,20 @@ class Style2TalkerPipeline:
         d_s = np.float32(inf.style_degree)
         params = m.params["style_a"]
         put = lambda x: x
+        in_shardings = None
         if self.mesh is not None:
             replicated = NamedSharding(self.mesh, P())
-            params, encoded, style, image = jax.device_put((params, encoded, style, image), replicated)
+            params, encoded, style, image, d_s = jax.device_put((params, encoded, style, image, d_s), replicated)
             sharding = parallel.batch_sharding(self.mesh, windows.ndim)
             put = lambda x: jax.device_put(x, sharding)
+            in_shardings = (replicated, replicated, replicated, replicated, sharding, replicated)
+        style_a = m.modules["style_a"]
+        program = self._compile(
+            "render", ["style_a"], lambda *a: render_batch(style_a, *a),
+            (params, encoded, style, image, windows[plan[0]], d_s), in_shardings=in_shardings)
         frames = np.empty((windows.shape[0], self.cfg.style_a.out_size, self.cfg.style_a.out_size, 3), np.uint8)
         for k, idx in enumerate(tqdm(plan, desc="Style-A frames", unit="batch", disable=not self.progress)):
-            out = render_batch(m.modules["style_a"], params, encoded, style, image, put(windows[idx]), d_s)
+            out = program(params, encoded, style, image, put(windows[idx]), d_s)
             start = k * inf.batch_size
             keep = min(inf.batch_size, windows.shape[0] - start)
             frames[start:start + keep] = np.asarray(out)[:keep]
@@ -393,9 +427,24 @@ class Style2TalkerPipeline:
         validate_inputs(self.cfg, inputs, self.tokenizer)
         self.resolve_style(inputs.style)
 
-    def __call__(self, inputs: Style2TalkerInputs, *, seed: int | None = None) -> Style2TalkerResult:
+    def __call__(self, inputs: Style2TalkerInputs | Sequence[Style2TalkerInputs], *, seed: int | None = None
+                 ) -> Style2TalkerResult | list[Style2TalkerResult]:
+        """One `Style2TalkerInputs` -> one `Style2TalkerResult`; a sequence -> a list of results, in order (each
+        input checked before any is generated). The same convention as `SVPPipeline`. Input i samples with seed
+        + i (seed defaults to `inference.seed`), so the first input of a batch samples as it would alone."""
+        single = isinstance(inputs, Style2TalkerInputs)
+        items = [inputs] if single else list(inputs)
+        if not items:
+            raise ValueError("Style2TalkerPipeline: no inputs given")
+        if not all(isinstance(x, Style2TalkerInputs) for x in items):
+            raise TypeError("Style2TalkerPipeline: pass one Style2TalkerInputs or a sequence of them")
         seed = self.cfg.inference.seed if seed is None else int(seed)
-        self.check(inputs)
+        for item in items:
+            self.check(item)
+        results = [self._generate_one(item, seed + i) for i, item in enumerate(items)]
+        return results[0] if single else results
+
+    def _generate_one(self, inputs: Style2TalkerInputs, seed: int) -> Style2TalkerResult:
         inf = self.cfg.inference
         frames, samples = self.num_frames(inputs.audio)
         self._report("prepare", 0, 3)
@@ -478,28 +527,47 @@ def with_overrides(models: Style2TalkerModels, overrides: Sequence[str]) -> Styl
     return dataclasses.replace(models, config=config_lib.from_dict(Style2TalkerConfig, data))
 
 
-def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, emotion: str,
+def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray | None, emotion: str,
              out: str | os.PathLike, *, style: str | os.PathLike | int | np.ndarray | None = None,
-             checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
-             overrides: Sequence[str] = (), seed: int | None = None,
              pose: str | os.PathLike | np.ndarray | None = None,
              identity_expression: str | os.PathLike | np.ndarray | None = None,
+             driving: str | os.PathLike | np.ndarray | None = None, face: str = "auto",
+             face_index: int | None = None, min_face_score: float = 0.5, debug_dir: str | os.PathLike | None = None,
+             paste_back: bool = False, checkpoint: str | os.PathLike | None = None,
+             config: str | os.PathLike | None = None, overrides: Sequence[str] = (), seed: int | None = None,
              models: Style2TalkerModels | None = None, progress: bool = True,
-             on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Generate one video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
+             on_progress: Callable[[str, int, int], None] | None = None,
+             on_note: Callable[[str], None] | None = None, write: bool | None = None) -> dict[str, Any]:
+    """Generate one video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml: what
+    `jaxtalk generate --system style2talker`, the demo and the web page run.
 
-    Inputs are all read and checked before any model is built, and outputs are written atomically, so a bad
-    input raises one error (`MediaError` / `ValueError` / `ConfigError`) and leaves no file. Without
-    `checkpoint`, `config` and `models` the weights shipped in the package are used (`shipped.load_shipped`);
-    with only a `config`, the weights are random (the result says so). `style` may also name an art style of
-    the model's bank (e.g. "cartoon"). `models`: an already loaded bundle (then `overrides` adjust its inference
-    settings). `on_progress(stage, done, total)` follows the stages and frame batches. Returns {'video',
-    'config', 'result', 'models'}.
+    The same call convention as `jaxtalk.svp.pipeline.generate`: inputs are all read and checked before any
+    model is built, and outputs are written atomically, so a bad input raises one error (`MediaError` /
+    `ValueError` / `ConfigError`) and leaves no file.
+
+    * `image`: a photo (aligned the FFHQ way for pSp by `jaxtalk.faces`, head pose from it, unless `face="off"`;
+      `face="auto"` falls back to the photo as given when no face is found), a folder written by `jaxtalk prepare
+      --system style2talker`, or a uint8 array. `audio`: speech file or 16 kHz array (None: the `driving` video's
+      or the prepared folder's sound). `driving`: a video whose head pose drives the clip.
+    * `style`: an art style code file / array, a style-bank index, or the name of one of the bank's styles (e.g.
+      "cartoon").
+    * weights: `models` (an already loaded bundle; then `overrides` adjust its inference settings), else
+      `checkpoint` / `config` through `resolve_models`; with neither, the weights shipped in the package; with
+      only a `config`, random weights (the result says so).
+    * `paste_back`, `write`, `on_progress`, `on_note`: as in SVP's `generate`.
+
+    Returns {'video', 'config' (when written), 'result', 'frames' (as written), 'models', 'summary'}.
     """
+    from jaxtalk.faces import inputs as face_inputs
+
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"{out}: the output must be an .mp4 path")
     check_emotion(emotion)
+    image, audio, pose, identity_expression, paste = face_inputs.style2talker_inputs(
+        image, audio, pose=pose, identity_expression=identity_expression, driving=driving, face=face,
+        face_index=face_index, min_face_score=min_face_score, debug_dir=debug_dir, on_note=on_note)
+    face_inputs.check_paste_back(paste_back, paste)
     img = np.asarray(image) if isinstance(image, np.ndarray) else media.load_image(image)
     wav = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else media.load_audio(audio)
     pose_arr = pose if isinstance(pose, np.ndarray) or pose is None else _load_array(pose, "pose")
@@ -528,14 +596,8 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         if not (Path(checkpoint) / STYLE_BANK_FILE).is_file():
             raise ValueError(f"{checkpoint}: has no style bank ({STYLE_BANK_FILE}); pass an art style code file "
                              "(a .npy W+ code) as the style")
-    if models is None and checkpoint is None:
-        from jaxtalk.style2talker.loading import random_models
-
-        models = random_models(cfg, seed=cfg.inference.seed if seed is None else seed)
-    elif models is None:
-        from jaxtalk.style2talker.loading import load_models
-
-        models = load_models(checkpoint, cfg)
+    if models is None:
+        models = resolve_models(checkpoint, cfg=cfg, seed=seed)
         if shipped is not None:
             models.source = f"shipped weights trained on synthetic data ({shipped})"
     if style_name is not None:
@@ -543,10 +605,13 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
             raise ValueError(f"--style {style_name!r}: no such file and no art style of that name; this model's "
                              f"styles are {', '.join(models.style_names)} (or pass an index or a .npy W+ code)")
         inputs = dataclasses.replace(inputs, style=models.style_names.index(style_name))
-    pipe = Style2TalkerPipeline(models, progress=progress, on_progress=on_progress)
+    write = jax.process_index() == 0 if write is None else write
+    pipe = Style2TalkerPipeline(models, progress=progress and write, on_progress=on_progress)
     result = pipe(inputs, seed=seed)
-    paths = write_outputs(out, result.frames, result.audio, result.fps, result.config)
-    return {**paths, "result": result, "models": models}
+    frames = face_inputs.paste_frames(result.frames, paste) if paste_back else result.frames
+    paths: dict[str, Any] = write_outputs(out, frames, result.audio, result.fps, result.config) if write else {}
+    summary = media.result_summary("style2talker", out, frames, result.fps, models.source)
+    return {**paths, "result": result, "frames": frames, "models": models, "summary": summary}
 
 
 def parse_style(value: str | None) -> str | int | None:
@@ -612,14 +677,21 @@ def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.Pa
             style = "1"
         commands.append(
             f"jaxtalk generate --system style2talker --image {files['identity']} --audio {files['audio']} "
-            f"--emotion \"{text}\" --pose {files['pose']} --identity-exp {files['identity_exp']} --seed {seed} "
+            f"--emotion \"{text}\" --pose {files['pose']} --identity-exp {files['identity_exp']} --seed {seed} --face off "
             f"--out {out}" + (f" --style {style}" if style else "") + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + (f" --config {config}" if config else ""))
         got = generate(files["identity"], files["audio"], text, out, style=parse_style(style), checkpoint=checkpoint,
                        config=config, seed=seed, pose=files["pose"], identity_expression=files["identity_exp"],
-                       models=models, progress=progress)
+                       face="off", models=models, progress=progress)
         models, result = got["models"], got["result"]
         outputs[f"style2talker_{name}_video"] = got["video"]
         outputs[f"style2talker_{name}_strip"] = write_strip(out.with_suffix(".png"), result.frames,
                                                             f"{text} | style: {style or 'photo'}")
     return {**outputs, "command": "\n".join(commands), "models": models, "result": result}
+
+
+# One name per role, the same in both products: `Pipeline(models, *, progress, mesh, on_progress)` called on one
+# `Inputs` (or a sequence) with a seed, returning a `Result` (or a list); `generate()` from files.
+Pipeline = Style2TalkerPipeline
+Inputs = Style2TalkerInputs
+Result = Style2TalkerResult

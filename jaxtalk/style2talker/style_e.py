@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.compile_cache import memoized
 from jaxtalk.diffusion.ddim import DDIMCoefficients, ddim_step
 from jaxtalk.diffusion.respaced import (
     RespacedCoefficients,
@@ -315,7 +316,7 @@ def hoisted_conditioning(module: StyleE, params: Any, sparse: jax.Array, text: j
 # Sampling
 
 
-@functools.lru_cache(maxsize=16)
+@memoized("style2talker.style_e.sampler_coefficients", maxsize=16)
 def sampler_coefficients(sampling: StyleESamplerConfig) -> RespacedCoefficients | DDIMCoefficients:
     """Per-step coefficients (host side, cached) in sampling order, noisiest step first."""
     with jax.ensure_compile_time_eval():  # concrete arrays even when first called under a trace (cached)

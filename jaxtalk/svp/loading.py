@@ -8,8 +8,9 @@ imports `interop`.
     models = load_converted_parts("ckpt/vx_parts")         # sub-folders written by `jaxtalk convert`
     save_models(models, "ckpt/svp")
 
-Bundles are orbax `StandardCheckpointer` trees restored straight into the mesh shardings, with the resolved config
-beside them; V-Express's five files are read strictly through their interop kinds.
+Bundles are the one format of both products (`jaxtalk.interop.bundle`: orbax params restored straight into the mesh
+shardings, the resolved config and manifest.json beside them); V-Express's five files are read strictly through
+their interop kinds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jax.sharding import Mesh
 from jaxtalk import config as config_lib
 from jaxtalk import interop
 from jaxtalk.backbones.wav2vec2 import Wav2Vec2Model
+from jaxtalk.interop import bundle
 from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
 from jaxtalk.interop.kinds.vexpress import load_vexpress_unet
 from jaxtalk.svp.config import SVPConfig
@@ -44,16 +46,12 @@ from jaxtalk.svp.models import (
 )
 
 
-def save_models(models: SVPModels, directory: str | os.PathLike) -> Path:
-    """Write `directory/params` (orbax) and `directory/config.yaml` (the resolved config)."""
-    import orbax.checkpoint as ocp
-
-    directory = Path(directory).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(directory / "params", models.params, force=True)
-    config_lib.save(models.config, directory / "config.yaml")
-    return directory
+def save_models(models: SVPModels, directory: str | os.PathLike, *, files: Sequence[str] = (),
+                **provenance: Any) -> Path:
+    """Write the bundle (`jaxtalk.interop.bundle`: params/ in orbax, the resolved config.yaml, manifest.json).
+    `files`: extra files already written into the folder; keywords are recorded in the manifest."""
+    provenance.setdefault("source", models.source)
+    return bundle.write(directory, models.config, models.params, system="svp", files=files, **provenance)
 
 
 PACKAGED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "svp_synthetic"
@@ -69,29 +67,30 @@ def packaged_weights() -> Path:
 
 
 def is_converted_checkpoint(directory: str | os.PathLike) -> bool:
-    d = Path(directory)
-    return (d / "config.yaml").is_file() and (d / "params").is_dir()
+    """Whether `directory` is an SVP bundle (manifest.json of the bundle format, or config.yaml + params/)."""
+    try:
+        return bundle.read_manifest(directory, "svp")["layout"] == "orbax"
+    except bundle.BundleError:
+        return False
 
 
 def load_models(directory: str | os.PathLike, *, overrides: Sequence[str] = (), mesh: Mesh | None = None,
                 cfg: SVPConfig | None = None) -> SVPModels:
-    """A converted checkpoint: its `config.yaml` (with dotted overrides; sizes must still match the params) and
-    its params restored into the mesh shardings."""
-    import orbax.checkpoint as ocp
-
+    """An SVP bundle (`jaxtalk.interop.bundle`): its `config.yaml` (with dotted overrides; sizes must still match
+    the params) and its params restored into the mesh shardings."""
     d = Path(directory).resolve()
-    if not is_converted_checkpoint(d):
-        raise ModelLoadError(f"{d}: not a converted SVP checkpoint (expected config.yaml and params/); write one "
-                             "with jaxtalk.svp.loading.save_models or pass a V-Express checkpoint folder")
+    try:
+        bundle.read_manifest(d, "svp")
+    except bundle.BundleError as e:
+        raise ModelLoadError(f"{e}; write an SVP bundle with jaxtalk.svp.loading.save_models or pass a V-Express "
+                             "checkpoint folder") from None
     cfg = cfg or config_lib.load(d / "config.yaml", overrides=overrides, cls=SVPConfig)
     modules = build_modules(cfg)
     target = abstract_params(cfg, modules, mesh)
     try:
-        with ocp.StandardCheckpointer() as ckpt:
-            params = ckpt.restore(d / "params", target)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{d}/params does not match the config's model sizes ({type(e).__name__}: "
-                             f"{str(e)[:300]}); do not override size keys of a converted checkpoint") from None
+        params = bundle.restore(d, target)
+    except bundle.BundleError as e:
+        raise ModelLoadError(str(e)) from None
     shardings = None
     if mesh is not None:
         shardings = jax.tree.map(lambda s: s.sharding, target)

@@ -1,8 +1,12 @@
 """SVP / V-Express sampling: reference image + audio (+ style, + head keypoints) -> talking-head video.
 
     pipe = SVPPipeline(models)                                  # models: jaxtalk.svp.models.SVPModels
-    result = pipe([ClipInputs(reference=img, audio=wav, kps=kps, style=load_style("style.npz"))], seed=42)
-    write_outputs("out.mp4", result.frames[0], result.audio[0], result.fps, models.config)
+    result = pipe(ClipInputs(reference=img, audio=wav, kps=kps, style=load_style("style.npz")), seed=42)
+    write_outputs("out.mp4", result.frames, result.audio, result.fps, models.config)
+    results = pipe([clip_a, clip_b], seed=42)                   # a batch: one SVPResult per clip, data-parallel
+
+or in one call from files: `generate("face.png", "speech.wav", "out.mp4")` (what `jaxtalk generate`, the demo
+and `jaxtalk serve` run). `Pipeline` / `Inputs` / `Result` name the same roles as in `jaxtalk.style2talker`.
 
 Stages (host side, shown with tqdm):
 1. reference: resize, VAE-encode (posterior mean x scaling_factor), ReferenceNet once at t = 0 with a zero context
@@ -46,7 +50,7 @@ from tqdm.auto import tqdm
 
 from jaxtalk import config as config_lib
 from jaxtalk import diffusion, parallel
-from jaxtalk.compile_cache import CompileCache, mesh_key
+from jaxtalk.compile_cache import CompileCache, compiled, mesh_key
 from jaxtalk.data import media
 from jaxtalk.data.atomic import atomic_path
 from jaxtalk.data.media import write_outputs  # part of this module's API (README); generate() uses it
@@ -163,10 +167,12 @@ class Conditions:
 
 @dataclasses.dataclass
 class SVPResult:
-    frames: np.ndarray  # uint8 [B, F, H, W, 3]
-    audio: list[np.ndarray]  # per clip, trimmed to the video's duration
+    """One generated clip (a pipeline call returns one per input)."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    audio: np.ndarray  # float32 16 kHz, trimmed to the video's duration
     fps: float
-    latents: np.ndarray  # float32 [B, F, h, w, C]
+    latents: np.ndarray  # float32 [F, h, w, C], the sampled latents before the VAE
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -437,32 +443,25 @@ class SVPPipeline:
         return context.window_plan(num_frames, c.frames, c.overlap)
 
     def _compile(self, stage: str, fn: Callable, args: tuple, out_ndim: int | None = None, **flags: Any):
-        """AOT-compile `fn(params, *args)` once per (config, mesh, stage, arg shapes, flags): params keep their
-        shardings, array args are split over the batch axes, scalars are replicated."""
-        shapes = jax.tree.map(lambda a: (tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))), args)
-        key = (_static_config(self.cfg), mesh_key(self.mesh), stage, str(shapes), tuple(sorted(flags.items())))
-        if key in _COMPILED:
-            return _COMPILED[key]
+        """`fn(params, *args)` compiled through `compile_cache.compiled` (once per config, mesh, stage, shapes,
+        flags): params keep their shardings, array args are split over the batch axes, scalars are replicated."""
+        key = ("svp", stage, _static_config(self.cfg), mesh_key(self.mesh), tuple(sorted(flags.items())))
         if self.mesh is None:
-            compiled = jax.jit(fn).lower(self.models.params, *args).compile()
-        else:
-            rep = NamedSharding(self.mesh, P())
-            arg_shardings = jax.tree.map(lambda a: self._batch_sharding(a) if np.ndim(a) else rep, args)
-            out = rep if out_ndim is None else self._batch_sharding(jax.ShapeDtypeStruct(
-                (self._batch_of(args),) + (1,) * (out_ndim - 1), jnp.float32))
-            # No logical-axis rules while tracing: the activation constraints inside the UNet made XLA's SPMD
-            # partitioner produce wrong values for the guided (CFG) batch on a (2, 2, 2) mesh (jax 0.10.2), while
-            # propagation from the sharded params and clip axis alone is exact (tests/svp/test_pipeline.py).
-            with jax.set_mesh(self.mesh):
-                compiled = jax.jit(fn, in_shardings=(self.models.shardings, *arg_shardings),
-                                   out_shardings=out).lower(self.models.params, *args).compile()
-        _COMPILED[key] = compiled
-        return compiled
+            return compiled(_COMPILED, key, fn, (self.models.params, *args))
+        rep = NamedSharding(self.mesh, P())
+        arg_shardings = jax.tree.map(lambda a: self._batch_sharding(a) if np.ndim(a) else rep, args)
+        out = rep if out_ndim is None else self._batch_sharding(jax.ShapeDtypeStruct(
+            (self._batch_of(args),) + (1,) * (out_ndim - 1), jnp.float32))
+        # No logical-axis rules while tracing: the activation constraints inside the UNet made XLA's SPMD
+        # partitioner produce wrong values for the guided (CFG) batch on a (2, 2, 2) mesh (jax 0.10.2), while
+        # propagation from the sharded params and clip axis alone is exact (tests/svp/test_pipeline.py).
+        return compiled(_COMPILED, key, fn, (self.models.params, *args),
+                        in_shardings=(self.models.shardings, *arg_shardings), out_shardings=out, mesh=self.mesh)
 
-    def _run(self, compiled: Any, *args):
+    def _run(self, program: Any, *args):
         if self.mesh is None:
-            return compiled(self.models.params, *args)
-        return compiled(self.models.params, *(jax.tree.map(self._put, a) for a in args))
+            return program(self.models.params, *args)
+        return program(self.models.params, *(jax.tree.map(self._put, a) for a in args))
 
     def _batch_sharding(self, x: Any) -> NamedSharding:
         """Split the clip axis over the batch mesh axes that divide it ((data, fsdp), data, fsdp or none: a
@@ -548,7 +547,7 @@ class SVPPipeline:
 
     def sample_latents(self, cond: Conditions, keys: jax.Array, num_frames: int) -> jax.Array:
         """The compiled denoising loop: latents [B, F, h, w, C]."""
-        compiled = self.compile_denoise(keys, cond, num_frames)
+        program = self.compile_denoise(keys, cond, num_frames)
         bar = tqdm(total=self.coeffs.num_steps, desc="denoise", unit="step", leave=False,
                    disable=not self.progress)
         _PROGRESS["bar"] = bar
@@ -556,7 +555,7 @@ class SVPPipeline:
             _PROGRESS["window"] = _WindowListener(np.asarray(self.coeffs.timesteps),
                                                   self.window_plan(num_frames).num_windows, self.on_progress, bar)
         try:
-            out = self._run(compiled, keys, cond, self.guidance_scalars())
+            out = self._run(program, keys, cond, self.guidance_scalars())
             jax.block_until_ready(out)
             jax.effects_barrier()  # every debug callback has run
         finally:
@@ -637,12 +636,18 @@ class SVPPipeline:
         done()
         return Conditions(audio_tokens=tokens, reference_bank=tuple(bank), kps_images=kps, style_tokens=style)
 
-    def __call__(self, clips: Sequence[ClipInputs], *, seed: int | None = None, keys: jax.Array | None = None
-                 ) -> SVPResult:
-        """Generate one video per clip. Clips of different lengths are cut to the shortest (one compiled loop);
-        without `keys`, clip i uses fold_in(key(seed), i) (seed defaults to the config's)."""
+    def __call__(self, inputs: ClipInputs | Sequence[ClipInputs], *, seed: int | None = None,
+                 keys: jax.Array | None = None) -> SVPResult | list[SVPResult]:
+        """One `ClipInputs` -> one `SVPResult`; a sequence -> a list of results, in order, sampled as one
+        data-parallel batch (clips of different lengths are cut to the shortest: one compiled loop). The same
+        convention as `Style2TalkerPipeline`. Input i uses the key fold_in(key(seed), i) (seed defaults to the
+        config's), so the first input of a batch samples as it would alone; `keys` gives one key per input."""
+        single = isinstance(inputs, ClipInputs)
+        clips = [inputs] if single else list(inputs)
         if not clips:
             raise ValueError("SVPPipeline: no clips given")
+        if not all(isinstance(c, ClipInputs) for c in clips):
+            raise TypeError("SVPPipeline: pass one ClipInputs or a sequence of them")
         if keys is None:
             keys = clip_keys(self.cfg.seed if seed is None else seed, len(clips))
         if keys.shape[0] != len(clips):
@@ -664,8 +669,10 @@ class SVPPipeline:
         finally:
             stages.close()
         samples = int(round(num_frames / fps * media.SAMPLE_RATE))
-        return SVPResult(frames=frames, audio=[np.asarray(c.audio, np.float32)[:samples] for c in clips], fps=fps,
-                         latents=np.asarray(latents))
+        latents = np.asarray(latents)
+        results = [SVPResult(frames=frames[i], audio=np.asarray(c.audio, np.float32)[:samples], fps=fps,
+                             latents=latents[i]) for i, c in enumerate(clips)]
+        return results[0] if single else results
 
     def condition_shapes(self, batch: int, num_frames: int, *, style_tokens: int | None = 1,
                          kps: bool = True) -> Conditions:
@@ -825,37 +832,54 @@ def with_sampling_overrides(models: Any, overrides: Sequence[str]) -> Any:
     return dataclasses.replace(models, config=config_lib.from_dict(SVPConfig, data))
 
 
-def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray,
+def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray | None,
              out: str | os.PathLike, *, style: Any = None, style_mix: float = 0.5,
-             kps: str | os.PathLike | np.ndarray | None = None, checkpoint: str | os.PathLike | None = None,
-             config: str | os.PathLike | None = None, overrides: Sequence[str] = (), seed: int | None = None,
-             steps: int | None = None, devices: int | None = None, vae: str | os.PathLike | None = None,
+             kps: str | os.PathLike | np.ndarray | None = None, driving: str | os.PathLike | np.ndarray | None = None,
+             face: str = "auto", retarget: str | None = None, face_index: int | None = None,
+             min_face_score: float = 0.5, debug_dir: str | os.PathLike | None = None, paste_back: bool = False,
+             checkpoint: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
+             overrides: Sequence[str] = (), seed: int | None = None, steps: int | None = None,
+             sampler: str | None = None, devices: int | None = None, vae: str | os.PathLike | None = None,
              audio_encoder: str | os.PathLike | None = None, models: Any = None, progress: bool = True,
-             on_progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Generate one SVP video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
+             on_progress: ProgressFn | None = None, on_note: Callable[[str], None] | None = None,
+             write: bool | None = None) -> dict[str, Any]:
+    """Generate one SVP video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml: what
+    `jaxtalk generate`, the demo and the web page run.
 
     The same call convention as `jaxtalk.style2talker.pipeline.generate`: every input is read and checked before
     any model is built, outputs are written atomically, so a bad input raises one error (`MediaError` /
-    `ValueError` / `ConfigError` / `FileNotFoundError`) and leaves no file. `style`: a `.npz` path or
-    `StyleSource`, or two of them mixed by `style_mix`. `models`: an already built bundle (then `overrides`,
-    `seed` and `steps` adjust its sampling settings). Without `checkpoint` or `models` the weights are random (the
-    result says so). `on_progress(stage, done, total)` follows the sampling (see `SVPPipeline`).
-    Returns {'video', 'config', 'result', 'models', 'prior'} (prior: the resolved style Gaussian or None).
+    `ValueError` / `ConfigError` / `FileNotFoundError`) and leaves no file.
+
+    * `image`: a photo (the face is found, cropped and keypointed by `jaxtalk.faces` unless `kps` is given or
+      `face="off"`; `face="auto"` falls back to the photo as given when no face is found), a folder written by
+      `jaxtalk prepare`, or a uint8 array. `audio`: speech file or 16 kHz array; None takes the `driving` video's
+      or the prepared folder's sound. `driving`: a video whose head motion drives the keypoints (`retarget`).
+    * `style`: a `.npz` path or `StyleSource`, or two of them mixed by `style_mix`.
+    * weights: `models` (an already built bundle; `overrides`, `seed`, `steps`, `sampler` adjust its sampling),
+      else `checkpoint` / `config` through `resolve_models`; with neither, the shipped trained model.
+    * `paste_back`: write the generated face back into the original photo. `write`: write the files (default:
+      on process 0 only, so a multi-process run writes once). `on_progress(stage, done, total)` follows the
+      sampling (see `SVPPipeline`); `on_note(line)` gets the human-readable lines (face found, fallbacks).
+
+    Returns {'video', 'config' (when written), 'result' (the `SVPResult`), 'frames' (as written, pasted back
+    when asked), 'models', 'prior' (the resolved style Gaussian or None), 'summary' (JSON-ready: system, paths,
+    weights, frames, size, fps)}.
     """
+    from jaxtalk.faces import inputs as face_inputs
+
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {out}: the output must be an .mp4 file")
-    img = media.to_rgb_uint8(image) if isinstance(image, np.ndarray) else media.load_image(image)
-    wav = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else media.load_audio(audio)
-    if wav.ndim != 1 or wav.size == 0 or not np.all(np.isfinite(wav)):
-        raise media.MediaError(f"audio must be a non-empty finite mono 16 kHz array, got shape {wav.shape}")
-    kps_arr = None if kps is None else load_kps(kps) if isinstance(kps, str | os.PathLike) else check_kps(kps)
+    if kps is not None:
+        kps = load_kps(kps) if isinstance(kps, str | os.PathLike) else check_kps(kps)
     source = _style_source(style, style_mix)
     overrides = list(overrides)
     if seed is not None:
         overrides.append(f"seed={seed}")
     if steps is not None:
         overrides.append(f"sampler.steps={steps}")
+    if sampler is not None:
+        overrides.append(f"sampler.kind={sampler}")
     if models is None and checkpoint is None and config is None:  # the shipped trained model
         from jaxtalk.svp.loading import packaged_weights
 
@@ -868,10 +892,76 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
     if source is not None and not cfg.style.enabled:
         raise ValueError("--style: the config has style.enabled=false (no style attention); drop --style or use "
                          "a config with style (svp_paper, svp_tiny)")
+    img, wav, kps, paste = face_inputs.svp_inputs(
+        image, audio, kps=kps, driving=driving, face=face, retarget=retarget, face_index=face_index,
+        min_face_score=min_face_score, debug_dir=debug_dir, on_note=on_note)
+    if wav.ndim != 1 or wav.size == 0 or not np.all(np.isfinite(wav)):
+        raise media.MediaError(f"audio must be a non-empty finite mono 16 kHz array, got shape {wav.shape}")
+    face_inputs.check_paste_back(paste_back, paste)
     if models is None:
         models = resolve_models(checkpoint, cfg=cfg, devices=devices, vae=vae, audio_encoder=audio_encoder)
-    pipe = SVPPipeline(models, progress=progress, on_progress=on_progress)
-    result = pipe([ClipInputs(reference=img, audio=wav, kps=kps_arr, style=source)])
-    paths: dict[str, Any] = write_outputs(out, result.frames[0], result.audio[0], result.fps, models.config)
+    write = jax.process_index() == 0 if write is None else write
+    pipe = SVPPipeline(models, progress=progress and write, on_progress=on_progress)
+    result = pipe(ClipInputs(reference=img, audio=wav, kps=kps, style=source))
+    frames = face_inputs.paste_frames(result.frames, paste) if paste_back else result.frames
+    paths: dict[str, Any] = write_outputs(out, frames, result.audio, result.fps, models.config) if write else {}
     prior = resolve_style(models, source) if source is not None else None
-    return {**paths, "result": result, "models": models, "prior": prior}
+    summary = media.result_summary("svp", out, frames, result.fps, models.source)
+    return {**paths, "result": result, "frames": frames, "models": models, "prior": prior, "summary": summary}
+
+
+def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.PathLike | None = None,
+               checkpoint: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+    """SVP on a HELD-OUT synthetic person (population `svp_stack.EVAL_SEED`, never seen in training): the first
+    frame of one of their clips as reference, that clip's speech and head keypoints, and the style of another
+    utterance with the same emotion. Weights: the shipped trained model at its own size, unless `checkpoint` or
+    `config` (a preset name samples that config with random weights) is given. The same call convention as
+    `jaxtalk.style2talker.pipeline.write_demo`: the inputs are written beside the video, so the returned
+    `command` reproduces it, plus the mp4, its config, the style prior and `svp_strip.png` (reference, generated
+    frames, ground-truth frames). Returns the paths and {'command', 'models', 'result'}."""
+    import soundfile
+
+    from jaxtalk.charts import image_strip
+    from jaxtalk.data import synthetic
+    from jaxtalk.training.svp_stack import EVAL_SEED
+
+    out_dir = Path(out_dir)
+    size = 64 if config is None else 128
+    identity = synthetic.make_identity(EVAL_SEED, 7 + seed)
+    clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 1, num_frames=40, fps=25.0, resolution=size)
+    style_clip = synthetic.generate_clip(identity, "happy", 3, seed=seed + 2, num_frames=40, fps=25.0,
+                                         resolution=64, render_video=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"reference": out_dir / "svp_reference.png", "audio": out_dir / "svp_audio.wav",
+             "kps": out_dir / "svp_kps.npy", "style": out_dir / "svp_style_clip.npz"}
+    with atomic_path(files["reference"]) as tmp:
+        Image.fromarray(clip.frames[0]).save(tmp, format="PNG")
+    with atomic_path(files["audio"]) as tmp:
+        soundfile.write(tmp, clip.audio, clip.sample_rate, format="WAV")
+    with atomic_path(files["kps"]) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, clip.head_kps)
+    with atomic_path(files["style"]) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, expression=style_clip.expression, audio=style_clip.audio, fps=np.float32(style_clip.fps))
+    video = out_dir / "svp.mp4"
+    command = (f"jaxtalk generate --image {files['reference']} --audio {files['audio']} --kps {files['kps']} "
+               f"--style {files['style']} --devices 1 --out {video}" + (f" --config {config}" if config else "")
+               + (f" --checkpoint {checkpoint}" if checkpoint else ""))
+    got = generate(files["reference"], files["audio"], video, kps=files["kps"], style=files["style"],
+                   checkpoint=checkpoint, config=config, devices=1, progress=progress)
+    outputs: dict[str, Any] = {f"svp_{k}": v for k, v in files.items()}
+    outputs.update(svp_video=got["video"], svp_config=got["config"])
+    if got["prior"] is not None:
+        outputs["svp_style_prior"] = save_style_prior(out_dir / "svp_style_prior.npz", got["prior"])
+    frames = got["frames"]
+    outputs["svp_strip"] = image_strip([("reference", clip.frames[:1]), ("generated", frames[::4]),
+                                        ("ground truth", clip.frames[:len(frames):4])], out_dir / "svp_strip.png")
+    return {**outputs, "command": command, "models": got["models"], "result": got["result"]}
+
+
+# One name per role, the same in both products: `Pipeline(models, *, progress, mesh, on_progress)` called on one
+# `Inputs` (or a sequence) with a seed, returning a `Result` (or a list); `generate()` from files.
+Pipeline = SVPPipeline
+Inputs = ClipInputs
+Result = SVPResult

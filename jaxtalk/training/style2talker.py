@@ -17,9 +17,10 @@ resumable — rerunning the command continues where it stopped and skips finishe
    the trained text tower's feature of a random training description of the clip's condition.
 4. `style_a` (`jaxtalk.training.style_a.StyleATask`).
 
-Then `<workdir>/export/` holds the weights in the Style2Talker checkpoint format (`models.save_checkpoints`:
-safetensors + config.yaml + the art-style bank) and `manifest.json` (command, commit, seeds, split, steps, wall
-times, final losses), `<workdir>/curves/*.png` the loss curves.
+Then `<workdir>/export/` holds the weights as a bundle (`jaxtalk.interop.bundle`, written by
+`style2talker.loading.save_models`: orbax params + config.yaml + the art-style bank) whose `manifest.json` also
+records the command, commit, seeds, split, steps, wall times and final losses; `<workdir>/curves/*.png` the loss
+curves.
 """
 
 from __future__ import annotations
@@ -393,9 +394,11 @@ def write_curves(workdir: Path) -> list[Path]:
     return written
 
 
-def export(cfg: TrainStyle2TalkerConfig, params: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write the trained components as a Style2Talker checkpoint folder (`models.save_checkpoints`)."""
-    from jaxtalk.style2talker.models import Style2TalkerModels, build_modules, save_checkpoints
+def export(cfg: TrainStyle2TalkerConfig, params: dict[str, Any], out: Path) -> Path:
+    """Write the trained components as a Style2Talker bundle (`loading.save_models`: orbax params, config.yaml,
+    manifest.json, exstyle_code.npz)."""
+    from jaxtalk.style2talker.loading import save_models
+    from jaxtalk.style2talker.models import Style2TalkerModels, build_modules
 
     models = Style2TalkerModels(
         cfg.model, build_modules(cfg.model),
@@ -405,7 +408,7 @@ def export(cfg: TrainStyle2TalkerConfig, params: dict[str, Any], out: Path) -> d
          "psp": {"params": params["style_a"]["psp"], "batch_stats": params["style_a"]["psp_stats"]},
          "style_a": params["style_a"]["style_a"]},
         np.asarray(params["style_a"]["style_bank"], np.float32), art_styles.STYLE_NAMES, source=f"trained ({out})")
-    return save_checkpoints(models, out)
+    return save_models(models, out)
 
 
 def restore_params(task: loop.Task, run_cfg: Any) -> tuple[Any, int]:
@@ -518,7 +521,9 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
         },
         "machine": {"cpus": os.cpu_count(), "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
     }
-    (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    from jaxtalk.interop import bundle
+
+    bundle.update_manifest(export_dir, **{k: v for k, v in manifest.items() if k != "system"})
     say(f"exported to {export_dir}")
     return manifest
 

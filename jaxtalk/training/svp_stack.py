@@ -194,8 +194,8 @@ def _flat(tree: Any) -> dict[str, Any]:
 
 
 def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16") -> Path:
-    """The trained stack as a sampling checkpoint (`jaxtalk.svp.models.load_models` format: orbax params +
-    config.yaml) with `manifest.json`, params stored in `dtype` (restored as float32). Components: unet,
+    """The trained stack as an SVP bundle (`jaxtalk.interop.bundle`: orbax params + config.yaml + manifest.json
+    with the run record), params stored in `dtype` (restored as float32). Components: unet,
     reference_net, kps_guider, audio_projection, style_extractor from stage 3; the whole VAE (with its decoder)
     from the VAE run. The deterministic-prior ablation (stage3_det's style attention + its extractor) goes beside
     it as one safetensors file, which `bench/fidelity_svp.py` reads."""
@@ -222,8 +222,6 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
                          f"({len(bad)} keys)")
     cast = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
     out_dir.mkdir(parents=True, exist_ok=True)
-    svp_loading.save_models(svp_models.SVPModels(cfg, modules, cast), out_dir)
-
     det = run_params(root / "stage3_det")
     flat_unet = _flat(det["unet"])
     delta = {f"unet/{k}": np.asarray(v).astype(dtype) for k, v in flat_unet.items()
@@ -233,15 +231,12 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
     save_file(delta, str(out_dir / ABLATION_FILE))
 
     record = json.loads((root / STACK_FILE).read_text()) if (root / STACK_FILE).is_file() else {}
-    manifest = {"model": "svp_synthetic", "config": SAMPLING_PRESET, "params_dtype": dtype,
-                "num_params": int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params))),
-                "training": record, "evaluation": None}
     old = out_dir / "manifest.json"
-    if old.is_file():  # keep evaluation figures written by bench/fidelity_svp.py
-        manifest["evaluation"] = json.loads(old.read_text()).get("evaluation")
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(old)
+    evaluation = json.loads(old.read_text()).get("evaluation") if old.is_file() else None  # bench/fidelity_svp.py's
+    svp_loading.save_models(svp_models.SVPModels(cfg, modules, cast), out_dir, files=[ABLATION_FILE],
+                            source="svp_synthetic: trained on jaxtalk.data.synthetic (train/svp_stack.py)",
+                            model="svp_synthetic", config=SAMPLING_PRESET, params_dtype=dtype, training=record,
+                            evaluation=evaluation)
     return out_dir
 
 

@@ -93,6 +93,34 @@ def test_checkpoint_folder_round_trips_exactly(files, models):
         np.testing.assert_array_equal(np.asarray(back[path]), np.asarray(value), err_msg=jax.tree_util.keystr(path))
 
 
+def test_bundle_is_the_one_format_of_both_products(files, models, tmp_path):
+    """save_models writes the bundle SVP uses too (orbax params + config.yaml + manifest.json, plus the style
+    bank); one loader reads it back exactly, and still reads the torch-layout folder."""
+    import json
+
+    import jaxtalk.loading
+    from jaxtalk.style2talker.loading import save_models
+
+    path = save_models(models, tmp_path / "bundle")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert (manifest["format"], manifest["system"], manifest["layout"]) == ("jaxtalk-bundle/1", "style2talker",
+                                                                            "orbax")
+    assert manifest["files"] == ["exstyle_code.npz"] and (path / "params").is_dir()
+    assert not list(path.glob("*.safetensors"))
+    loaded = jaxtalk.loading.load_models(path)
+    assert loaded.config == CFG and loaded.style_names == models.style_names
+    back = dict(jax.tree.leaves_with_path(loaded.params))
+    for key, value in jax.tree.leaves_with_path(models.params):
+        np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(value), err_msg=jax.tree_util.keystr(key))
+    (path / "exstyle_code.npz").unlink()
+    with pytest.raises(ValueError, match="missing: exstyle_code.npz"):
+        load_models(path)
+    with pytest.raises(ValueError, match="holds style2talker weights, not svp"):
+        from jaxtalk.svp.loading import load_models as load_svp
+
+        load_svp(path)
+
+
 @pytest.fixture(scope="module")
 def generated(pipe, clip):
     return pipe(_inputs(clip), seed=3)

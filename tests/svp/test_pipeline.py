@@ -55,13 +55,14 @@ def _inputs(clip, frames=4, style=True):
 
 
 def test_end_to_end_and_seed_determinism(models, clips):
+    """One input -> one result; a sequence -> a list with one result per input (the first sampled as alone)."""
     pipe = P.SVPPipeline(models, progress=False)
-    a = pipe([_inputs(clips[0])], seed=0)
-    b = pipe([_inputs(clips[0])], seed=0)
-    c = pipe([_inputs(clips[0])], seed=1)
-    assert a.frames.shape == (1, 4, 32, 32, 3) and a.frames.dtype == np.uint8
-    assert a.latents.shape == (1, 4, 4, 4, 4) and np.all(np.isfinite(a.latents))
-    assert a.fps == FPS and a.audio[0].shape[0] == 4 * media.SAMPLE_RATE // 25
+    a = pipe(_inputs(clips[0]), seed=0)
+    [b] = pipe([_inputs(clips[0])], seed=0)
+    c = pipe(_inputs(clips[0]), seed=1)
+    assert isinstance(a, P.Result) and a.frames.shape == (4, 32, 32, 3) and a.frames.dtype == np.uint8
+    assert a.latents.shape == (4, 4, 4, 4) and np.all(np.isfinite(a.latents))
+    assert a.fps == FPS and a.audio.shape[0] == 4 * media.SAMPLE_RATE // 25
     np.testing.assert_array_equal(a.latents, b.latents)
     np.testing.assert_array_equal(a.frames, b.frames)
     assert np.abs(a.latents - c.latents).max() > 1e-3
@@ -240,10 +241,12 @@ def _leaves(tree):
 
 
 def test_vexpress_files_and_saved_bundles_load_exactly(tmp_path, models):
+    import json
     import re
 
     import torch
 
+    import jaxtalk.loading
     from jaxtalk import interop
     from jaxtalk.interop.checkpoint import save_converted
 
@@ -272,8 +275,11 @@ def test_vexpress_files_and_saved_bundles_load_exactly(tmp_path, models):
     assert all(not np.any(a[k]) for k in style if "to_out_0" in k)  # V-Express has no style layers: zero output
 
     bundle = svp_models.save_models(models, tmp_path / "bundle")
-    again = svp_models.load_models(bundle)
+    again = jaxtalk.loading.load_models(bundle)  # one loader for both products' bundles
     assert again.config == models.config and again.source.startswith("converted checkpoint")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["format"], manifest["system"], manifest["layout"]) == ("jaxtalk-bundle/1", "svp", "orbax")
+    assert manifest["num_params"] == models.num_params
     for name in models.params:
         a, b = _leaves(again.params[name]), _leaves(p[name])
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name

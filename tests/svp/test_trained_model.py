@@ -40,7 +40,7 @@ def held_out(trained):
     style = synthetic.generate_clip(identity, "surprised", 2, seed=12, num_frames=16, resolution=64,
                                     render_video=False)
     clip = ClipInputs(target.frames[0], target.audio, target.head_kps, StyleClip(style.expression, style.audio))
-    frames = SVPPipeline(trained, progress=False)([clip]).frames[0]
+    frames = SVPPipeline(trained, progress=False)(clip).frames
     assert frames.shape == target.frames.shape and frames.dtype == np.uint8
     ev = load_evaluators()
     generated = ev.frame_metrics(frames, target.frames)
