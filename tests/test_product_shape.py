@@ -21,6 +21,15 @@ def test_svp_models_have_named_components():
         models.unte  # noqa: B018 - a typo must fail here, not later as None
 
 
+def test_style2talker_models_have_named_components():
+    from jaxtalk.style2talker.models import KINDS, Style2TalkerModels
+
+    models = Style2TalkerModels(config.load("style2talker_tiny"), {name: f"the {name}" for name in KINDS}, {})
+    assert [getattr(models, name) for name in KINDS] == [f"the {name}" for name in KINDS]
+    with pytest.raises(AttributeError):
+        models.style_b  # noqa: B018
+
+
 def test_one_write_outputs_for_both_products(tmp_path):
     assert svp_pipeline.write_outputs is s2t_pipeline.write_outputs is media.write_outputs
     frames = np.zeros((4, 16, 16, 3), np.uint8)

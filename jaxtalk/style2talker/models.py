@@ -99,6 +99,27 @@ class Style2TalkerModels:
     style_names: tuple[str, ...] = ()
     source: str = "random init"
 
+    # The components by name, as `SVPModels` names its own (a typo is an AttributeError).
+    @property
+    def clip_text(self) -> nn.Module:
+        return self.modules["clip_text"]
+
+    @property
+    def style_e(self) -> nn.Module:
+        return self.modules["style_e"]
+
+    @property
+    def audio2exp(self) -> nn.Module:
+        return self.modules["audio2exp"]
+
+    @property
+    def psp(self) -> nn.Module:
+        return self.modules["psp"]
+
+    @property
+    def style_a(self) -> nn.Module:
+        return self.modules["style_a"]
+
     @property
     def random_weights(self) -> bool:
         return self.source.startswith("random")

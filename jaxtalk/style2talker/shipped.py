@@ -4,9 +4,11 @@ of the training identities (`train/style2talker.py --config train_style2talker_s
     models = load_shipped()          # Style2TalkerModels from jaxtalk/assets/style2talker_synthetic/
     shipped_manifest()               # how they were trained (command, commit, seeds, steps, wall times, figures)
 
-The folder is a Style2Talker checkpoint folder (`models.save_checkpoints`): safetensors per component, the
-resolved `config.yaml`, the art-style bank `exstyle_code.npz` (names in `art_styles.STYLE_NAMES`) and
-`manifest.json`. Loading reads tensors only (safetensors / npz without pickles); no code runs.
+The folder is a bundle (`jaxtalk.interop.bundle`) of layout "torch-safetensors", written before orbax bundles
+(`loading.save_checkpoints`): safetensors per component, the resolved `config.yaml`, the art-style bank
+`exstyle_code.npz` (names in `art_styles.STYLE_NAMES`) and `manifest.json` (format, layout, files, and the
+training record). It is kept as shipped rather than re-committed as orbax, so the repository stays small; the
+one loader reads both layouts. Loading reads tensors only (safetensors / npz without pickles); no code runs.
 """
 
 from __future__ import annotations
