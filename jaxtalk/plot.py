@@ -235,7 +235,7 @@ def plot_strip(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, l
 def plot_interpolation(image: str, audio: str, styles: Sequence[str], out: str | os.PathLike, *,
                        weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), frames: int = 4,
                        checkpoint: str | None = None, config: str | None = None, overrides: Sequence[str] = (),
-                       seed: int = 0) -> Path:
+                       seed: int = 0, kps: str | None = None, steps: int | None = None) -> Path:
     """SVP videos for one photo and speech with the style mixed from `styles[0]` to `styles[1]` (the library
     `generate()`, weights loaded once); columns = mix weights, rows = moments of each video."""
     import tempfile
@@ -249,7 +249,7 @@ def plot_interpolation(image: str, audio: str, styles: Sequence[str], out: str |
         videos = []
         for w in weights:
             o = pipeline.generate(image, audio, Path(tmp) / f"mix_{w:.2f}.mp4", style=list(styles), style_mix=w,
-                                  models=models, seed=seed, progress=False)
+                                  kps=kps, steps=steps, models=models, seed=seed, progress=False)
             videos.append(o["video"])
         return plot_strip(videos, out, labels=[f"mix {w:g}" for w in weights], frames=frames)
 
@@ -328,6 +328,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--audio", required=True)
     q.add_argument("--style", action="append", required=True)
     q.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    q.add_argument("--kps", help="head keypoints (.npy / .npz) as for jaxtalk generate")
+    q.add_argument("--steps", type=int, help="sampler steps (default: the config's)")
+    q.add_argument("--frames", type=int, default=4, help="moments shown per video")
     q.add_argument("--checkpoint")
     q.add_argument("--config")
     q.add_argument("--seed", type=int, default=0)
@@ -352,7 +355,8 @@ def run(args: argparse.Namespace) -> int:
         path = plot_strip(args.inputs, args.out, labels=args.labels, frames=args.frames)
     elif args.plot == "interpolate":
         path = plot_interpolation(args.image, args.audio, args.style, args.out, weights=args.weights,
-                                  checkpoint=args.checkpoint, config=args.config, seed=args.seed)
+                                  checkpoint=args.checkpoint, config=args.config, seed=args.seed, kps=args.kps,
+                                  steps=args.steps, frames=args.frames)
     else:
         path = plot_kps(args.image, args.kps, args.out)
     print(f"{args.plot}: {path}")
