@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxtalk.charts import PALETTE, Canvas, image_strip
 from jaxtalk.data import facs, synthetic
 from jaxtalk.eval import load_evaluators, metrics
 from jaxtalk.eval.embedding import tsne
+from jaxtalk.plot import PALETTE, Canvas, image_strip
 
 EVAL_SEED = 1000  # jaxtalk.training.svp_stack.EVAL_SEED
 ROW_METRICS = ("psnr", "ssim", "f_lmd", "m_lmd", "lip_sync")
