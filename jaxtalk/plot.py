@@ -154,7 +154,7 @@ def style_points(models: Any, *, seed: int = 0, clips_per_cell: int = 3, num_fra
 
     points, labels, levels = [], [], []
     for e in emotions or facs.EMOTIONS:
-        for level in facs.INTENSITIES:
+        for level in (1,) if e == "neutral" else facs.INTENSITIES:  # MEAD's neutral has one level
             for k in range(clips_per_cell):
                 clip = synthetic.generate_clip(synthetic.make_identity(seed, k), e, level, seed=seed + 31 * k + level,
                                                num_frames=num_frames, fps=25.0, resolution=64, render_video=False)

@@ -99,3 +99,18 @@ def test_charts_names_forward_to_plot(tmp_path):
         assert im.format == "PNG"
     with pytest.raises(ValueError, match="no finite values"):
         plot.loss_curves({"a": ([1], [float("nan")])}, tmp_path / "d.png")
+
+
+def test_style_points_cover_every_mead_condition():
+    """One point per clip of each of MEAD's 22 (emotion, intensity) conditions (neutral has level 1 only); the
+    model is a stand-in that returns the clip's mean expression as its prior."""
+    from types import SimpleNamespace
+
+    from jaxtalk.data import facs
+
+    class _Models:
+        def style_prior(self, expression, audio, fps):
+            return SimpleNamespace(mu=np.asarray(expression).mean(0))
+
+    points, emotions, levels = plot.style_points(_Models(), clips_per_cell=1, num_frames=8)
+    assert list(zip(emotions, levels)) == facs.emotion_conditions() and points.shape == (22, 64)
