@@ -921,8 +921,8 @@ def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.Pa
     frames, ground-truth frames). Returns the paths and {'command', 'models', 'result'}."""
     import soundfile
 
-    from jaxtalk.charts import image_strip
     from jaxtalk.data import synthetic
+    from jaxtalk.plot import image_strip
     from jaxtalk.training.svp_stack import EVAL_SEED
 
     out_dir = Path(out_dir)
