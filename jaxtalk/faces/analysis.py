@@ -154,14 +154,15 @@ def _landmark_pass(images: np.ndarray, rois: np.ndarray, refine: bool) -> tuple[
 
 
 def analyze(image: Any, face_index: int | None = None, min_score: float = 0.5, refine: bool = True,
-            what: str = "image") -> FaceAnalysis:
+            what: str = "image", detector: str = "auto") -> FaceAnalysis:
     """Analyse the face in `image` (array, PIL image or path). Raises FaceError when there is no face, several
-    faces and no `face_index`, or the landmark network does not confirm the face."""
+    faces and no `face_index`, or the landmark network does not confirm the face. `detector`: auto (short range,
+    then full range when that finds nothing), short or full (`jaxtalk.faces.mediapipe`)."""
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         what = str(image)
         image = media.load_image(image)
     image = check_image(image, what)
-    faces = mp.detect_faces(image, min_score)
+    faces = mp.detect_faces(image, min_score, detector)
     count, (box, kps, score) = _pick(faces, face_index, what)
     lms, presence = _landmark_pass(image[None], mp.roi_from_eyes(box, kps[0], kps[1])[None], refine)
     return _finish(box, kps, score, lms[0], float(presence[0]), image.shape[:2], max(count, 1), what)
@@ -217,7 +218,7 @@ def smooth_track(values: np.ndarray, window: int = 5) -> np.ndarray:
 
 
 def track_faces(frames: np.ndarray, min_score: float = 0.5, face_index: int | None = None, smooth: int = 5,
-                batch: int = mp.BATCH, what: str = "video") -> FaceTrack:
+                batch: int = mp.BATCH, what: str = "video", detector: str = "auto") -> FaceTrack:
     """Analyse every frame of uint8 (F, H, W, 3): per-frame detection (the face nearest the previous one when
     several), landmarks, gaps (frames with no face) interpolated, then smoothed over `smooth` frames.
     Raises FaceError when no frame has a face."""
@@ -230,7 +231,7 @@ def track_faces(frames: np.ndarray, min_score: float = 0.5, face_index: int | No
     counts = np.zeros(n, np.int32)
     prev = None
     for s in range(0, n, batch):
-        for k, faces in enumerate(mp.detect_faces_batch(frames[s:s + batch], min_score)):
+        for k, faces in enumerate(mp.detect_faces_batch(frames[s:s + batch], min_score, detector)):
             i = s + k
             counts[i] = len(faces)
             if not faces:

@@ -17,6 +17,7 @@ from jaxtalk.faces import tflite
 WHEEL_SHA256 = {
     "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
     "face_landmark.tflite": "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+    "face_detection_full_range_sparse.tflite": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
 }
 
 
@@ -27,7 +28,8 @@ def test_jax_graph_matches_litert_interpreter(name):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     graph = tflite.read_graph(path)
     x = np.random.default_rng(0).uniform(-1, 1, graph.input_shape()).astype(np.float32)
-    ours = mp._network(name)[0](mp._network(name)[1], x)
+    # run at the batch the detection code uses, so the compiled function is shared with the other tests
+    ours = [o[:1] for o in mp._network(name)[0](mp._network(name)[1], mp._padded(x))]
     interp = litert.Interpreter(model_path=str(path))
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x)
@@ -45,6 +47,22 @@ def test_anchor_layout():
     np.testing.assert_allclose(a[:2], [[1 / 32, 1 / 32]] * 2)  # first 16x16 cell, two anchors
     np.testing.assert_allclose(a[512], [1 / 16, 1 / 16])  # first 8x8 cell
     np.testing.assert_allclose(a[-1], [15 / 16, 15 / 16])
+    full = mp.ssd_anchors("full")
+    assert full.shape == (2304, 2)  # 48x48 cells of stride 4, one anchor each
+    np.testing.assert_allclose(full[[0, 1, 48, -1]], [[1 / 96, 1 / 96], [3 / 96, 1 / 96], [1 / 96, 3 / 96],
+                                                      [95 / 96, 95 / 96]])
+
+
+def test_full_range_detector_finds_a_small_face(astronaut):
+    """The astronaut in the corner of a 1024x1024 picture (her face ~10% of its width): the short-range model
+    misses it, the full-range one finds it, and `analyze` (auto) falls back to it."""
+    canvas = np.full((1024, 1024, 3), 90, np.uint8)
+    canvas[:512, :512] = astronaut
+    assert mp.detect_faces(canvas, detector="short") == []
+    (box, _, score), = mp.detect_faces(canvas, detector="full")
+    assert 160 < box[0] < 200 and 50 < box[1] < 110 and 250 < box[2] < 290 and score > 0.6, box
+    a = faces.analyze(canvas)
+    assert 190 < a.head_kps[2, 0] < 215 and 90 < a.head_kps[2, 1] < 115 and a.presence > 0.9
 
 
 def test_astronaut_box_eyes_and_keypoints(astronaut_analysis):
