@@ -185,8 +185,9 @@ def _prepare_svp_reference(args: argparse.Namespace, image: np.ndarray, audio: n
 
 
 def _style2talker_inputs(args: argparse.Namespace):
-    """(image, audio, pose, identity expression) for Style2Talker: a prepared folder, or a raw photo aligned the
-    FFHQ way for pSp (--face auto falls back to the photo as given when no face is found)."""
+    """(image, audio, pose, identity expression, paste-back info, parsing map) for Style2Talker: a prepared
+    folder, or a raw photo aligned the FFHQ way for pSp (--face auto falls back to the photo as given when no
+    face is found)."""
     from jaxtalk.faces import FaceError, prepare
 
     pose, identity_exp = args.pose, args.identity_exp
@@ -202,11 +203,11 @@ def _style2talker_inputs(args: argparse.Namespace):
         paste = (b["original"], np.asarray(b["meta"]["matrix"]), b["meta"]["crop_size"])
         return b["reference"], audio, pose if pose is not None else b["pose"], (
             identity_exp if identity_exp is not None else b.get("identity_exp")), (
-            paste if paste[0] is not None else None)
+            paste if paste[0] is not None else None), b.get("parsing")
     if audio is None and not args.driving:
         raise ValueError("--audio is required (speech file), unless --driving gives a video with sound")
     if args.face == "off":
-        return args.image, audio or prepare.speech_for(None, args.driving), pose, identity_exp, None
+        return args.image, audio or prepare.speech_for(None, args.driving), pose, identity_exp, None, None
     try:
         prep = prepare.prepare_style2talker(args.image, audio=audio, driving_video=args.driving,
                                             face_index=args.face_index, min_score=args.min_face_score)
@@ -214,10 +215,13 @@ def _style2talker_inputs(args: argparse.Namespace):
         if args.face == "on" or args.driving:
             raise
         print(f"note: {e}; using the image as given, not aligned (--face on makes this an error)", flush=True)
-        return args.image, audio, pose, identity_exp, None
+        return args.image, audio, pose, identity_exp, None, None
     _write_debug(args.debug_dir, prep)
+    for note in prep.meta.get("notes", []):
+        print(f"note: {note}", flush=True)
     paste = (prep.image, prep.matrix, prep.reference.shape[0])
-    return prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_exp, paste
+    return (prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_exp, paste,
+            prep.extras.get("parsing"))
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -238,6 +242,8 @@ def _prepare(args: argparse.Namespace) -> int:
     a = prep.analysis
     print(f"face: box [{', '.join(f'{v:.0f}' for v in a.box)}] score {a.score:.2f} pose (deg) "
           f"{', '.join(f'{np.degrees(v):.1f}' for v in a.pose[:3])}")
+    for note in prep.meta.get("notes", []):
+        print(f"note: {note}")
     for what, path in paths.items():
         print(f"{what}: {path}")
     print(f"next: jaxtalk generate --image {out} --out video.mp4" + ("" if prep.audio is not None else " --audio SPEECH")
@@ -266,7 +272,7 @@ def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--emotion is required with --system style2talker, e.g. --emotion \"She is happy\"")
     if args.style and len(args.style) > 1:
         raise ValueError("--style: Style2Talker takes one art style (a .npy W+ code or a style-bank index)")
-    image, audio, pose, identity_exp, paste = _style2talker_inputs(args)
+    image, audio, pose, identity_exp, paste, parsing = _style2talker_inputs(args)
     if args.paste_back and paste is None:
         raise ValueError("--paste-back: needs a raw photo with a detected face (or a prepared folder whose "
                          "original photo still exists); it cannot be used with --face off")
@@ -274,7 +280,7 @@ def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
         image, audio, args.emotion, args.out, style=pipeline.parse_style(args.style[0] if args.style
                                                                          else None),
         checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, pose=pose,
-        identity_expression=identity_exp, progress=not args.quiet)
+        identity_expression=identity_exp, parsing=parsing, progress=not args.quiet)
     if args.paste_back:
         from jaxtalk.faces.geometry import crop_size_matrix, paste_back
 

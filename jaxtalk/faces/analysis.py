@@ -110,6 +110,43 @@ def head_pose(lms: np.ndarray, image_size: tuple[int, int], fit: hp.HeadPoseFit 
     return np.concatenate([angles, t]).astype(np.float32)
 
 
+INNER_LIPS = (13, 14)  # upper / lower inner lip, centre
+EYELIDS = ((159, 145), (386, 374))  # (upper, lower) lid centre: image-left eye, image-right eye
+EYE_CORNERS = ((33, 133), (263, 362))
+BROWS = (105, 334)  # brow middles, image left / right
+OPEN_MOUTH = 0.15  # mouth_open (beyond the canonical face's) above this: the lips are clearly apart
+
+
+def _raw_measures(pts: np.ndarray) -> dict[str, float]:
+    eyes = np.stack([pts[list(RIGHT_EYE_CONTOUR)].mean(0), pts[list(LEFT_EYE_CONTOUR)].mean(0)])
+    iod = float(np.linalg.norm(eyes[1, :2] - eyes[0, :2])) or 1e-6
+    up, low = pts[INNER_LIPS[0]], pts[INNER_LIPS[1]]
+    c0, c1 = pts[MOUTH_CORNERS[0]], pts[MOUTH_CORNERS[1]]
+    out = {"mouth_open": (low[1] - up[1]) / iod, "mouth_width": float(np.linalg.norm(c1[:2] - c0[:2])) / iod,
+           "smile": (up[1] - (c0[1] + c1[1]) / 2) / iod}
+    for side, (lids, corners, brow, eye) in zip(("left", "right"), zip(EYELIDS, EYE_CORNERS, BROWS, eyes)):
+        width = float(np.linalg.norm(pts[corners[1], :2] - pts[corners[0], :2])) or 1e-6
+        out[f"eye_open_{side}"] = (pts[lids[1], 1] - pts[lids[0], 1]) / width
+        out[f"brow_raise_{side}"] = (eye[1] - pts[brow, 1]) / iod
+    return {k: float(v) for k, v in out.items()}
+
+
+def expression_measures(lms: np.ndarray, rotation: np.ndarray | None = None) -> dict[str, float]:
+    """What the landmarks say about the face's expression, as differences from MediaPipe's canonical (neutral)
+    face, measured on the head turned back to frontal (`rotation`, the PnP rotation, undone): mouth_open (inner
+    lip gap / inter-ocular distance), mouth_width (corner to corner / IOD), smile (lip corners raised towards the
+    upper lip's centre / IOD, unchanged by the jaw dropping), eye_open_left / eye_open_right (lid gap / eye width, image left / right),
+    brow_raise_left / brow_raise_right (brow middle above the eye centre / IOD). These are geometric measures,
+    not 3DMM expression coefficients: turning them into Deep3DFaceRecon's 64 coefficients needs the BFM
+    expression basis and a fitting network, neither of which a registry package ships."""
+    pts = np.asarray(lms, np.float64)[:, :3]
+    pts = pts - pts.mean(0)
+    if rotation is not None:
+        pts = pts @ np.asarray(rotation, np.float64)  # camera axes -> the face's own axes (x right, y down)
+    neutral = _raw_measures(hp.canonical_face().vertices * hp.TO_CAMERA_AXES)
+    return {k: round(v - neutral[k], 4) for k, v in _raw_measures(pts).items()}
+
+
 def roi_from_landmarks(lms: np.ndarray) -> np.ndarray:
     """MediaPipe's tracking ROI: eye corners (33 -> 263) level the ROI, the landmarks' bounding box, 1.5x."""
     lo, hi = lms[:, :2].min(0), lms[:, :2].max(0)

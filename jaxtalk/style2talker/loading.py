@@ -232,7 +232,20 @@ def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = N
     bank, names = None, ()
     if (directory / STYLE_BANK_FILE).is_file():
         bank, names = load_style_bank(directory / STYLE_BANK_FILE, cfg.style_a.n_latent, cfg.style_a.style_dim)
-    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"checkpoints in {directory}")
+    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"checkpoints in {directory}",
+                              uses_parsing=_trained_with_parsing(directory))
+
+
+def _trained_with_parsing(directory: Path) -> bool:
+    """False when the folder's manifest.json (written by train/style2talker.py) says the face-parsing input was
+    replaced by zeros in training; original / converted checkpoints (no manifest) were trained with BiSeNet maps."""
+    import json
+
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return manifest.get("replacements", {}).get("face parsing (BiSeNet)") != "zeros"
 
 
 def save_checkpoints(models: Style2TalkerModels, directory: str | os.PathLike) -> dict[str, Path]:

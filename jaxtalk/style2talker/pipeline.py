@@ -29,7 +29,10 @@ Inputs the original computes with models jaxtalk does not ship, taken from the c
   the identity's head held still, facing the camera.
 * `crop` (3,) or (F', 3): Deep3DFaceRecon trans_params[2:] (ratio, t0, t1); `inference.crop` when absent.
 * `parsing` (in_size, in_size, 19): BiSeNet face-parsing logits of the identity at Style-A's input size
-  (divided by 16 inside, as the original); zeros when absent (no parsing network is shipped).
+  (divided by 16 inside, as the original); zeros when absent (no parsing network is shipped). `generate` also
+  takes the landmark-region label map `jaxtalk.faces` makes (`faces.geometry.parsing_logits` turns it into
+  logits), and passes it only to weights trained with a parsing input (`models.uses_parsing`: the shipped
+  synthetic weights were trained with zeros there, so they get zeros).
 * Face alignment (dlib landmarks + FFHQ crop before pSp) is not done: pass a face-centred square crop. The
   identity is resized (bilinear) to Style-A's `in_size` for the content encoder and the motion generator and to
   `psp.input_size` for pSp.
@@ -484,6 +487,7 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
              overrides: Sequence[str] = (), seed: int | None = None,
              pose: str | os.PathLike | np.ndarray | None = None,
              identity_expression: str | os.PathLike | np.ndarray | None = None,
+             parsing: np.ndarray | None = None,
              models: Style2TalkerModels | None = None, progress: bool = True,
              on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Generate one video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
@@ -493,8 +497,10 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
     `checkpoint`, `config` and `models` the weights shipped in the package are used (`shipped.load_shipped`);
     with only a `config`, the weights are random (the result says so). `style` may also name an art style of
     the model's bank (e.g. "cartoon"). `models`: an already loaded bundle (then `overrides` adjust its inference
-    settings). `on_progress(stage, done, total)` follows the stages and frame batches. Returns {'video',
-    'config', 'result', 'models'}.
+    settings). `parsing`: the identity's face-parsing map, an (H, W) label map over `image` (e.g. the
+    landmark-region map of `jaxtalk.faces.prepare_style2talker`) or BiSeNet logits (in_size, in_size, 19); used
+    when the weights were trained with one (see the module docstring). `on_progress(stage, done, total)` follows
+    the stages and frame batches. Returns {'video', 'config', 'result', 'models'}.
     """
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -522,6 +528,10 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         style = load_exstyle(style, cfg.style_a.n_latent, cfg.style_a.style_dim)
     inputs = Style2TalkerInputs(img, wav, emotion, style, exp_arr, pose_arr)
     validate_inputs(cfg, inputs, CLIPTokenizer(context_length=cfg.clip.max_length))
+    if parsing is not None and np.asarray(parsing).ndim == 2:  # a label map: checked before any model work
+        from jaxtalk.faces.geometry import parsing_logits
+
+        parsing_logits(np.asarray(parsing), 1)
     if models is None and checkpoint is not None and (style is None or isinstance(style, (int, np.integer))):
         from jaxtalk.style2talker.models import STYLE_BANK_FILE
 
@@ -543,6 +553,14 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
             raise ValueError(f"--style {style_name!r}: no such file and no art style of that name; this model's "
                              f"styles are {', '.join(models.style_names)} (or pass an index or a .npy W+ code)")
         inputs = dataclasses.replace(inputs, style=models.style_names.index(style_name))
+    if parsing is not None and models.uses_parsing:
+        logits = np.asarray(parsing)
+        if logits.ndim == 2:
+            from jaxtalk.faces.geometry import parsing_logits
+
+            logits = parsing_logits(logits, models.config.style_a.in_size)
+        inputs = dataclasses.replace(inputs, parsing=logits)
+        validate_inputs(models.config, inputs, CLIPTokenizer(context_length=models.config.clip.max_length))
     pipe = Style2TalkerPipeline(models, progress=progress, on_progress=on_progress)
     result = pipe(inputs, seed=seed)
     paths = write_outputs(out, result.frames, result.audio, result.fps, result.config)
