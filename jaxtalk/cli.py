@@ -280,7 +280,8 @@ def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
         image, audio, args.emotion, args.out, style=pipeline.parse_style(args.style[0] if args.style
                                                                          else None),
         checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, pose=pose,
-        identity_expression=identity_exp, parsing=parsing, progress=not args.quiet)
+        identity_expression=identity_exp, parsing=parsing, text_encoder=args.text_encoder,
+        progress=not args.quiet)
     if args.paste_back:
         from jaxtalk.faces.geometry import crop_size_matrix, paste_back
 
@@ -531,6 +532,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--emotion", help="style2talker: emotion text, e.g. \"She is happy, pulling up the lip corners\"")
     p.add_argument("--pose", help="style2talker: head pose .npy, (F,6) angles + translation per frame or (6,)")
     p.add_argument("--identity-exp", help="style2talker: the identity's 64-d 3DMM expression .npy (default zeros)")
+    p.add_argument("--text-encoder", help="style2talker: a CLIP text tower instead of the checkpoint's: a folder in "
+                   "Hugging Face layout (CLIPTextModelWithProjection), a weights file, or a model id in the local "
+                   "Hugging Face cache")
     _face_args(p)
     p.add_argument("--face", choices=("auto", "on", "off"), default="auto",
                    help="face analysis of a raw photo without --kps: auto (crop + keypoints when a face is found, "

@@ -487,7 +487,7 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
              overrides: Sequence[str] = (), seed: int | None = None,
              pose: str | os.PathLike | np.ndarray | None = None,
              identity_expression: str | os.PathLike | np.ndarray | None = None,
-             parsing: np.ndarray | None = None,
+             parsing: np.ndarray | None = None, text_encoder: str | os.PathLike | None = None,
              models: Style2TalkerModels | None = None, progress: bool = True,
              on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Generate one video from files (or arrays) and write `out` (.mp4 with the speech) and `out`.yaml.
@@ -499,7 +499,9 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
     the model's bank (e.g. "cartoon"). `models`: an already loaded bundle (then `overrides` adjust its inference
     settings). `parsing`: the identity's face-parsing map, an (H, W) label map over `image` (e.g. the
     landmark-region map of `jaxtalk.faces.prepare_style2talker`) or BiSeNet logits (in_size, in_size, 19); used
-    when the weights were trained with one (see the module docstring). `on_progress(stage, done, total)` follows
+    when the weights were trained with one (see the module docstring). `text_encoder`: a CLIP text tower to use
+    instead of the checkpoint's (a folder in Hugging Face layout, a weights file, or a model id in the local
+    Hugging Face cache; `loading.with_text_encoder`). `on_progress(stage, done, total)` follows
     the stages and frame batches. Returns {'video', 'config', 'result', 'models'}.
     """
     out = Path(out)
@@ -553,6 +555,10 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
             raise ValueError(f"--style {style_name!r}: no such file and no art style of that name; this model's "
                              f"styles are {', '.join(models.style_names)} (or pass an index or a .npy W+ code)")
         inputs = dataclasses.replace(inputs, style=models.style_names.index(style_name))
+    if text_encoder is not None:
+        from jaxtalk.style2talker.loading import with_text_encoder
+
+        models = with_text_encoder(models, text_encoder)
     if parsing is not None and models.uses_parsing:
         logits = np.asarray(parsing)
         if logits.ndim == 2:
