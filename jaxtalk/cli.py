@@ -54,9 +54,9 @@ def _svp_demo(out_dir: Path, seed: int, svp_config: str, checkpoint: str | None)
     import soundfile
     from PIL import Image
 
-    from jaxtalk.charts import image_strip
     from jaxtalk.data import synthetic
     from jaxtalk.data.atomic import atomic_path
+    from jaxtalk.plot import image_strip
     from jaxtalk.svp import pipeline
     from jaxtalk.training.svp_stack import EVAL_SEED
 

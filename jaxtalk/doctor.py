@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.resources
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 PACKAGES = ("jaxtalk", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "av", "gradio", "Pillow")
@@ -52,16 +53,23 @@ def _faces() -> dict[str, Any]:
 
 
 def _weights() -> dict[str, Any]:
-    """Trained weights shipped inside the package (a `weights` resource folder), if this build has them."""
-    root = importlib.resources.files("jaxtalk")
-    found = {}
-    for where in ("weights", "assets/weights"):
-        folder = root / where
-        if folder.is_dir():
-            found.update({p.name: f"{where}/{p.name}" for p in folder.iterdir()})
-    if not found:
-        return {"present": False, "note": "none shipped: generate() without --checkpoint uses random weights"}
-    return {"present": True, "folders": found}
+    """The trained weights shipped inside the package, per product (what `generate()` uses without a
+    checkpoint), with their size on disk; a product whose folder is missing or incomplete says so."""
+    from jaxtalk.style2talker import shipped
+    from jaxtalk.svp import loading as svp_loading
+
+    products: dict[str, Any] = {}
+    for product, path, complete in (
+            ("svp", Path(svp_loading.PACKAGED_WEIGHTS), svp_loading.is_converted_checkpoint),
+            ("style2talker", shipped.shipped_dir(), lambda p: p is not None and any(Path(p).iterdir()))):
+        if path is None or not Path(path).is_dir():
+            products[product] = {"present": False, "note": "not shipped: generate() needs --checkpoint"}
+            continue
+        size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+        products[product] = {"present": bool(complete(path)), "folder": Path(path).name,
+                             "megabytes": round(size / 2**20, 1)}
+    found = {k: v["folder"] for k, v in products.items() if v.get("present")}
+    return {"present": bool(found), "folders": found, "products": products}
 
 
 def report() -> dict[str, Any]:
@@ -97,6 +105,10 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append("face model: " + (f"jaxtalk.faces with {', '.join(f['model_files']) or 'no model files'}"
                                    if f.get("present") else f.get("note", f.get("error", "absent"))))
     w = r["weights"]
-    lines.append("shipped weights: " + (", ".join(w["folders"]) if w.get("present") else
-                                        w.get("note", w.get("error", "absent"))))
+    if "error" in w:
+        lines.append(f"shipped weights: error {w['error']}")
+    else:
+        lines.append("shipped weights: " + "; ".join(
+            f"{k} {v['folder']} ({v['megabytes']:g} MB)" if v.get("present") else f"{k} {v.get('note', 'incomplete')}"
+            for k, v in w["products"].items()))
     return "\n".join(lines)

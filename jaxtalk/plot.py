@@ -1,24 +1,28 @@
-"""`jaxtalk plot`: the pictures people look at instead of reading numbers (PNG files, matplotlib's Agg backend).
+"""`jaxtalk plot`: the pictures people look at instead of reading numbers, all in this module.
 
-    jaxtalk plot losses RUN_DIR [RUN_DIR ...] --out losses.png         # curves from training runs' metrics.jsonl
+    jaxtalk plot losses RUN_DIR [RUN_DIR ...] --out losses.png         # curves from training runs' scalars
     jaxtalk plot tsne [--checkpoint CKPT] --out style_tsne.png          # SVP style space of synthetic clips
     jaxtalk plot strip ref.png generated.mp4 truth.mp4 --out strip.png  # reference | generated | ground truth
     jaxtalk plot interpolate --image face.png --audio speech.wav --style a.npz --style b.npz --out mix.png
-    jaxtalk plot kps face.png kps.npy --out kps.png                    # head keypoints drawn on the photo
+    jaxtalk plot kps face.png kps.npy --out kps.png                    # keypoints / landmarks drawn on the photo
 
-Every command writes its PNG atomically and prints its path.
+Every command writes its PNG atomically and prints its path. Figures are drawn with matplotlib's Agg backend;
+the small Pillow helpers at the end (`Canvas`, `image_strip`) draw the bench and demo figures without a plotting
+library (they lived in `jaxtalk.charts`, which still forwards them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 EMOTION_COLOURS = {"neutral": "#7f7f7f", "angry": "#d62728", "contempt": "#8c564b", "disgusted": "#2ca02c",
                    "fear": "#9467bd", "happy": "#ff7f0e", "sad": "#1f77b4", "surprised": "#e377c2"}
@@ -50,46 +54,90 @@ def _save(fig: Any, out: str | os.PathLike) -> Path:
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict[str, float]]:
-    """Rows of a run's `metrics.jsonl` (a run folder or the file itself)."""
+    """Rows (`step` plus scalars) of a training run: its `metrics.jsonl`, or, where a run has none, its
+    TensorBoard event files (`*tfevents*`, as `jaxtalk.training` and other JAX trainers write). `run` is a run
+    folder or one of those files."""
+    from jaxtalk.training import tensorboard
+
     path = Path(run)
-    path = path / "metrics.jsonl" if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: no metrics.jsonl (give a training run folder or its metrics.jsonl)")
-    rows = []
-    for k, line in enumerate(path.read_text().splitlines(), 1):
+    jsonl = path / "metrics.jsonl" if path.is_dir() else path
+    if not jsonl.is_file() or tensorboard.EVENTS_MARKER in jsonl.name:
+        events = tensorboard.event_files(path) if path.exists() else []
+        if not events:
+            raise FileNotFoundError(f"{run}: no metrics.jsonl and no TensorBoard event files (give a training run "
+                                    "folder, its metrics.jsonl or an event file)")
+        rows: dict[int, dict[str, float]] = {}
+        for tag, points in tensorboard.read_scalars(path).items():
+            for step, value in points:
+                rows.setdefault(step, {"step": step})[tag] = value
+        return [rows[k] for k in sorted(rows)]
+    rows_list = []
+    for k, line in enumerate(jsonl.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows_list.append(json.loads(line))
         except json.JSONDecodeError:
-            raise ValueError(f"{path}:{k}: not a JSON line") from None
-    if not rows or "step" not in rows[0]:
-        raise ValueError(f"{path}: no rows with a 'step' field")
-    return rows
+            raise ValueError(f"{jsonl}:{k}: not a JSON line") from None
+    if not rows_list or "step" not in rows_list[0]:
+        raise ValueError(f"{jsonl}: no rows with a 'step' field")
+    return rows_list
 
 
-def plot_losses(runs: Sequence[str | os.PathLike], out: str | os.PathLike, keys: Sequence[str] = ()) -> Path:
-    """One panel per loss key (default: every key with 'loss' in its name), one line per run, log scale when
-    the values are positive."""
+def smooth(y: Sequence[float], k: int) -> np.ndarray:
+    """Running mean over `k` points (edges use the points they have)."""
+    y = np.asarray(y, np.float64)
+    if k <= 1 or len(y) < 2:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    idx = np.arange(len(y))
+    lo = np.maximum(0, idx - k + 1)
+    return (c[idx + 1] - c[lo]) / (idx + 1 - lo)
+
+
+def _draw_curves(ax: Any, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str,
+                 log_y: bool | None, smoothing: int) -> None:
+    """Lines of (steps, values) on `ax`; `log_y=None` uses a log scale when every value is positive."""
+    positive = True
+    for label, (steps, values) in curves.items():
+        pts = [(s, v) for s, v in zip(steps, values) if np.isfinite(v)]
+        if pts:
+            x, y = zip(*pts)
+            positive &= min(y) > 0
+            ax.plot(x, smooth(y, smoothing), label=label, linewidth=1.5)
+    if log_y or (log_y is None and positive):
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+
+def loss_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike,
+                title: str = "", log_y: bool = True, smoothing: int = 5) -> Path:
+    """One chart of several named (steps, values) curves, smoothed by a running mean over `smoothing` points."""
+    if not any(np.isfinite(v) and (v > 0 or not log_y) for _, y in curves.values() for v in y):
+        raise ValueError(f"{path}: no finite values to plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    _draw_curves(ax, curves, title, log_y, smoothing)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_losses(runs: Sequence[str | os.PathLike], out: str | os.PathLike, keys: Sequence[str] = (),
+                smoothing: int = 1) -> Path:
+    """One panel per loss key (default: every key with 'loss' in its name), one line per run (metrics.jsonl or
+    TensorBoard event files), log scale when the values are positive."""
     plt = _pyplot()
     data = [(Path(r).name if Path(r).is_dir() else Path(r).parent.name, read_metrics(r)) for r in runs]
-    names = list(keys) or sorted({k for _, rows in data for k in rows[0] if "loss" in k})
+    names = list(keys) or sorted({k for _, rows in data for row in rows for k in row if "loss" in k})
     if not names:
         raise ValueError("no loss columns found; name them with --keys")
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
     for ax, key in zip(axes[0], names):
-        positive = True
-        for label, rows in data:
-            pts = [(r["step"], r[key]) for r in rows if key in r and np.isfinite(r[key])]
-            if pts:
-                steps, values = zip(*pts)
-                positive &= min(values) > 0
-                ax.plot(steps, values, label=label, linewidth=1.5)
-        if positive:
-            ax.set_yscale("log")
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+        curves = {label: ([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r])
+                  for label, rows in data}
+        _draw_curves(ax, curves, key, None, smoothing)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, out)
@@ -106,7 +154,7 @@ def style_points(models: Any, *, seed: int = 0, clips_per_cell: int = 3, num_fra
 
     points, labels, levels = [], [], []
     for e in emotions or facs.EMOTIONS:
-        for level in facs.INTENSITIES:
+        for level in (1,) if e == "neutral" else facs.INTENSITIES:  # MEAD's neutral has one level
             for k in range(clips_per_cell):
                 clip = synthetic.generate_clip(synthetic.make_identity(seed, k), e, level, seed=seed + 31 * k + level,
                                                num_frames=num_frames, fps=25.0, resolution=64, render_video=False)
@@ -165,8 +213,6 @@ def plot_strip(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, l
                frames: int = 5, size: int = 128) -> Path:
     """Columns = inputs (images or videos, e.g. reference | generated | ground truth), rows = evenly spaced
     moments of each video (an image repeats); every tile resized to `size`."""
-    from PIL import Image
-
     plt = _pyplot()
     labels = list(labels) or [Path(p).stem for p in inputs]
     if len(labels) != len(inputs):
@@ -189,7 +235,7 @@ def plot_strip(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, l
 def plot_interpolation(image: str, audio: str, styles: Sequence[str], out: str | os.PathLike, *,
                        weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), frames: int = 4,
                        checkpoint: str | None = None, config: str | None = None, overrides: Sequence[str] = (),
-                       seed: int = 0) -> Path:
+                       seed: int = 0, kps: str | None = None, steps: int | None = None) -> Path:
     """SVP videos for one photo and speech with the style mixed from `styles[0]` to `styles[1]` (the library
     `generate()`, weights loaded once); columns = mix weights, rows = moments of each video."""
     import tempfile
@@ -203,31 +249,56 @@ def plot_interpolation(image: str, audio: str, styles: Sequence[str], out: str |
         videos = []
         for w in weights:
             o = pipeline.generate(image, audio, Path(tmp) / f"mix_{w:.2f}.mp4", style=list(styles), style_mix=w,
-                                  models=models, seed=seed, progress=False)
+                                  kps=kps, steps=steps, models=models, seed=seed, progress=False)
             videos.append(o["video"])
         return plot_strip(videos, out, labels=[f"mix {w:g}" for w in weights], frames=frames)
 
 
 def plot_kps(image: str | os.PathLike, kps: str | os.PathLike | np.ndarray, out: str | os.PathLike) -> Path:
-    """Head keypoints (8 points, V-Express colours and limbs) drawn over the photo."""
+    """Points drawn over the photo: 8 head keypoints with V-Express's colours and limbs, any other count
+    (e.g. 68 or 478 face landmarks from `jaxtalk prepare`) as dots. Points are in the photo's pixels; a
+    (frames, N, 2) array draws its first frame."""
     from jaxtalk.data import media
     from jaxtalk.data.kps import draw_head_kps
-    from jaxtalk.svp.pipeline import check_kps, load_kps
 
     plt = _pyplot()
     img = media.load_image(image)
-    points = load_kps(kps) if isinstance(kps, str | os.PathLike) else check_kps(kps)
+    points = _load_points(kps)
     points = points[0] if points.ndim == 3 else points
-    if points.shape[0] != 8:
-        raise ValueError(f"kps: 8 head keypoints expected, got {points.shape[0]}")
-    drawn = draw_head_kps(points, img.shape[:2])
-    mask = drawn.max(axis=-1, keepdims=True) > 0
-    overlay = np.where(mask, (0.25 * img + 0.75 * drawn).astype(np.uint8), img)
+    overlay = img
+    if points.shape[0] == 8:
+        drawn = draw_head_kps(points, img.shape[:2])
+        mask = drawn.max(axis=-1, keepdims=True) > 0
+        overlay = np.where(mask, (0.25 * img + 0.75 * drawn).astype(np.uint8), img)
     fig, ax = plt.subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
     ax.imshow(overlay)
-    ax.scatter(points[:, 0], points[:, 1], s=8, c="white", edgecolors="black", linewidths=0.5)
+    size = 8 if points.shape[0] <= 68 else 2
+    ax.scatter(points[:, 0], points[:, 1], s=size, c="white", edgecolors="black", linewidths=0.4)
     ax.set_axis_off()
     return _save(fig, out)
+
+
+def _load_points(kps: str | os.PathLike | np.ndarray) -> np.ndarray:
+    """(N, 2) or (frames, N, 2) pixel points from an array or a .npy / .npz file (its first array, or `kps`)."""
+    if isinstance(kps, str | os.PathLike):
+        path = Path(kps)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: keypoint file not found")
+        if path.suffix.lower() not in (".npy", ".npz"):
+            raise ValueError(f"{path}: keypoints are read from .npy or .npz files")
+        loaded = np.load(path)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                names = loaded.files
+                if not names:
+                    raise ValueError(f"{path}: the .npz holds no array")
+                kps = loaded["kps" if "kps" in names else names[0]]
+        else:
+            kps = loaded
+    points = np.asarray(kps, np.float32)
+    if points.ndim not in (2, 3) or points.shape[-1] < 2 or points.shape[-2] < 1:
+        raise ValueError(f"keypoints: expected (N, 2) or (frames, N, 2) pixel coordinates, got shape {points.shape}")
+    return points[..., :2]
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -235,9 +306,10 @@ def plot_kps(image: str | os.PathLike, kps: str | os.PathLike | np.ndarray, out:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="plot", required=True)
-    q = sub.add_parser("losses", help="loss curves from training runs (metrics.jsonl)")
-    q.add_argument("runs", nargs="+", help="run folders (or metrics.jsonl files)")
+    q = sub.add_parser("losses", help="loss curves from training runs (metrics.jsonl or TensorBoard event files)")
+    q.add_argument("runs", nargs="+", help="run folders (or their metrics.jsonl / event files)")
     q.add_argument("--keys", nargs="*", default=[], help="columns to plot (default: every *loss* column)")
+    q.add_argument("--smooth", type=int, default=1, help="running mean over this many logged points")
     q.add_argument("--out", default="losses.png")
     q = sub.add_parser("tsne", help="t-SNE of the SVP style space of synthetic clips (colour emotion, shade "
                        "intensity)")
@@ -256,19 +328,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--audio", required=True)
     q.add_argument("--style", action="append", required=True)
     q.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    q.add_argument("--kps", help="head keypoints (.npy / .npz) as for jaxtalk generate")
+    q.add_argument("--steps", type=int, help="sampler steps (default: the config's)")
+    q.add_argument("--frames", type=int, default=4, help="moments shown per video")
     q.add_argument("--checkpoint")
     q.add_argument("--config")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", default="style_interpolation.png")
-    q = sub.add_parser("kps", help="head keypoints drawn on a photo")
+    q = sub.add_parser("kps", help="head keypoints or face landmarks drawn on a photo")
     q.add_argument("image")
-    q.add_argument("kps", help=".npy / .npz keypoints in the photo's pixels")
+    q.add_argument("kps", help=".npy / .npz points (N, 2) in the photo's pixels (8: head keypoints)")
     q.add_argument("--out", default="kps.png")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.plot == "losses":
-        path = plot_losses(args.runs, args.out, args.keys)
+        path = plot_losses(args.runs, args.out, args.keys, args.smooth)
     elif args.plot == "tsne":
         from jaxtalk.svp.pipeline import resolve_models
 
@@ -280,8 +355,118 @@ def run(args: argparse.Namespace) -> int:
         path = plot_strip(args.inputs, args.out, labels=args.labels, frames=args.frames)
     elif args.plot == "interpolate":
         path = plot_interpolation(args.image, args.audio, args.style, args.out, weights=args.weights,
-                                  checkpoint=args.checkpoint, config=args.config, seed=args.seed)
+                                  checkpoint=args.checkpoint, config=args.config, seed=args.seed, kps=args.kps,
+                                  steps=args.steps, frames=args.frames)
     else:
         path = plot_kps(args.image, args.kps, args.out)
     print(f"{args.plot}: {path}")
     return 0
+
+
+# ------------------------------------------------------------------------------------------------ Pillow figures
+# (no plotting library: the bench and demo figures)
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    for m in (1, 2, 5, 10):
+        if (hi - lo) / (step * m) <= n:
+            step *= m
+            break
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step) + 1)]
+
+
+class Canvas:
+    """A plot area with data -> pixel mapping, axes, ticks and a legend."""
+
+    def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float], title: str = "", size=(640, 400),
+                 xlabel: str = "", ylabel: str = "", log_y: bool = False):
+        self.img = Image.new("RGB", size, "white")
+        self.draw = ImageDraw.Draw(self.img)
+        self.box = (60, 30, size[0] - 20, size[1] - 45)
+        self.log_y = log_y
+        f = (lambda v: math.log10(max(v, 1e-12))) if log_y else float
+        self.xlim, self.ylim = xlim, (f(ylim[0]), f(ylim[1]))
+        if self.ylim[1] <= self.ylim[0]:
+            self.ylim = (self.ylim[0] - 0.5, self.ylim[0] + 0.5)
+        if self.xlim[1] <= self.xlim[0]:
+            self.xlim = (self.xlim[0] - 0.5, self.xlim[0] + 0.5)
+        x0, y0, x1, y1 = self.box
+        self.draw.rectangle(self.box, outline="black")
+        self.draw.text((x0, 8), title, fill="black")
+        self.draw.text(((x0 + x1) // 2 - 3 * len(xlabel), size[1] - 18), xlabel, fill="black")
+        self.draw.text((4, 8), ylabel, fill="black")
+        for t in _ticks(*self.xlim):
+            px = self.px(t, self.ylim[0], raw_y=True)[0]
+            self.draw.line([(px, y1), (px, y1 + 4)], fill="black")
+            self.draw.text((px - 12, y1 + 6), f"{t:g}", fill="black")
+        for t in _ticks(*self.ylim):
+            py = self.px(self.xlim[0], t, raw_y=True)[1]
+            self.draw.line([(x0 - 4, py), (x0, py)], fill="black")
+            label = f"{10 ** t:.3g}" if log_y else f"{t:.3g}"
+            self.draw.text((4, py - 6), label, fill="black")
+        self.legend: list[tuple[str, tuple[int, int, int]]] = []
+
+    def px(self, x: float, y: float, raw_y: bool = False) -> tuple[float, float]:
+        if self.log_y and not raw_y:
+            y = math.log10(max(y, 1e-12))
+        x0, y0, x1, y1 = self.box
+        fx = (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0])
+        fy = (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
+        return x0 + fx * (x1 - x0), y1 - fy * (y1 - y0)
+
+    def line(self, x: Sequence[float], y: Sequence[float], colour, label: str = "") -> None:
+        pts = [self.px(a, b) for a, b in zip(x, y) if np.isfinite(b)]
+        if len(pts) > 1:
+            self.draw.line(pts, fill=colour, width=2)
+        if label:
+            self.legend.append((label, colour))
+
+    def points(self, x: Sequence[float], y: Sequence[float], colours: Sequence, radius: int = 3) -> None:
+        for a, b, c in zip(x, y, colours):
+            px, py = self.px(a, b)
+            self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=tuple(c))
+
+    def save(self, path: str | Path) -> Path:
+        x1, y0 = self.box[2], self.box[1]
+        for i, (label, colour) in enumerate(self.legend):
+            y = y0 + 6 + 14 * i
+            self.draw.rectangle([x1 - 150, y, x1 - 140, y + 10], fill=colour)
+            self.draw.text((x1 - 135, y - 1), label, fill="black")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.png")
+        self.img.save(tmp)
+        tmp.replace(path)
+        return path
+
+
+def image_strip(rows: Sequence[tuple[str, np.ndarray]], path: str | Path, scale: int = 2,
+                label_width: int = 110) -> Path:
+    """A PNG grid: one labelled row per (label, frames (N, H, W, 3) uint8), frames side by side, upscaled."""
+    if not rows:
+        raise ValueError("image_strip: no rows")
+    h, w = (np.asarray(rows[0][1]).shape[-3:-1])
+    n = max(len(np.asarray(f).reshape(-1, h, w, 3)) for _, f in rows)
+    cell_h, cell_w = h * scale, w * scale
+    img = Image.new("RGB", (label_width + n * (cell_w + 2), len(rows) * (cell_h + 4)), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (label, frames) in enumerate(rows):
+        frames = np.asarray(frames, np.uint8).reshape(-1, h, w, 3)
+        y = r * (cell_h + 4)
+        draw.text((4, y + cell_h // 2 - 6), label, fill="black")
+        for c, frame in enumerate(frames):
+            tile = Image.fromarray(frame).resize((cell_w, cell_h), Image.NEAREST)
+            img.paste(tile, (label_width + c * (cell_w + 2), y))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    img.save(tmp)
+    tmp.replace(path)
+    return path

@@ -123,7 +123,9 @@ def test_doctor_reports_versions_devices_codecs_faces_and_weights(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["packages"]["jax"] and report["devices"]["count"] >= 1
     assert isinstance(report["media"]["aac_encoder"], bool) and "present" in report["faces"]
-    assert "present" in report["weights"]
+    assert "present" in report["weights"] and set(report["weights"]["products"]) == {"svp", "style2talker"}
+    for product in report["weights"]["products"].values():  # this checkout ships both products' weights
+        assert product["present"] and product["megabytes"] > 1
     assert cli.main(["doctor"]) == 0
     text = capsys.readouterr().out
-    assert "devices:" in text and "media: PyAV" in text and "shipped weights:" in text
+    assert "devices:" in text and "media: PyAV" in text and "shipped weights: svp svp_synthetic (" in text

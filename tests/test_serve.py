@@ -1,20 +1,23 @@
 """`jaxtalk serve`: the gradio page over the library `generate()`, checked the way a person and a program use it.
 
 * a real headless Chromium (Debian's package, driven by Playwright) uploads a photo and a wav, presses Generate,
-  waits for the video, plays it, downloads the mp4 and finds its audio stream; a silent recording shows the
-  library's one-line error in the page; a screenshot of the finished page is saved (path printed);
+  sees the progress bar count the sampler's windows, waits for the video, plays it, downloads the mp4 and finds
+  its audio stream, then uploads a photo without a face and sees the error text; a screenshot of the finished
+  page is saved as a test artifact (outputs/test_artifacts/, or $JAXTALK_TEST_ARTIFACTS);
 * `gradio_client` (the API a program uses) gets the video, the resolved config and the one-line errors;
 * the engine without a browser: the bounded queue answers "busy", uploads are size- and length-limited, only
   offered checkpoints can be chosen, the temporary folder is removed, progress follows every window of every
   sampler step.
 SVP runs at the tiny preset without motion modules and style, 2 sampler steps, one device (random weights);
-every generation has the same shapes, so the page costs one compile. The tests that generate or open a browser
-are slow-marked (on the shared 2-core machine one compile took minutes); the engine and API-error tests run by
-default.
+every generation has the same shapes, so the page costs one compile (most of these tests' time). One browser
+test, one generating `gradio_client` test and the progress test run by default; the silent-audio page and the
+Style2Talker tab (a second model family) are slow-marked.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
 import tempfile
@@ -30,7 +33,7 @@ from jaxtalk import cli, serve
 from jaxtalk.data import media, synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO_ROOT / "outputs" / "test_artifacts"
+ARTIFACTS = Path(os.environ.get("JAXTALK_TEST_ARTIFACTS", REPO_ROOT / "outputs" / "test_artifacts"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -156,7 +159,6 @@ def test_serve_bad_arguments_are_one_error_line(capsys):
 # ------------------------------------------------------------------------------------------------ through the API
 
 
-@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_gradio_client_generates_video_and_config(server, files, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -208,7 +210,6 @@ def test_gradio_client_gets_the_one_line_errors(server, files):
             t.join(30)
 
 
-@pytest.mark.slow  # a generation / a browser: run by `make test-all`
 def test_progress_follows_every_window_of_every_step(server, files):
     app, _ = server
     events = []
@@ -260,13 +261,26 @@ def _upload(page, files, photo, audio):
     page.wait_for_selector("#svp-face img", timeout=60_000)
 
 
-@pytest.mark.slow  # a generation / a browser: run by `make test-all`
+PROGRESS_WATCH = """() => {
+    window.jaxtalkProgress = [];
+    new MutationObserver(() => {
+        for (const el of document.querySelectorAll('.progress-text, .meta-text, .progress-level-inner')) {
+            const t = el.textContent.trim();
+            if (t && window.jaxtalkProgress[window.jaxtalkProgress.length - 1] !== t) window.jaxtalkProgress.push(t);
+        }
+    }).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def test_browser_generates_a_video_that_plays_with_sound(server, browser, files, tmp_path):
+    """Photo + wav -> Generate -> the video plays, the download has sound; then a photo without a face shows the
+    error under the preview. The finished page's screenshot is kept."""
     app, url = server
     page = _open(browser, url)
     _upload(page, files, files["photo"], files["speech"])
+    page.evaluate(PROGRESS_WATCH)
     page.click("#svp-generate")
-    page.wait_for_selector("#svp-video video[src]", timeout=300_000)
+    page.wait_for_selector("#svp-video video[src]", timeout=600_000)
     played = page.evaluate("""async () => {
         const v = document.querySelector('#svp-video video');
         if (v.readyState < 1) await new Promise(r => v.addEventListener('loadedmetadata', r, {once: true}));
@@ -284,14 +298,34 @@ def test_browser_generates_a_video_that_plays_with_sound(server, browser, files,
     info = media.probe_video(download)
     assert info["has_audio"] and info["num_frames"] == FRAMES
     assert f"{FRAMES} frames of 32x32" in page.locator("#svp-status").inner_text()
+    # the bar showed the sampler's progress: "denoising k/N" with N = steps x context windows
+    seen = page.evaluate("window.jaxtalkProgress")
+    counts = {tuple(map(int, m)) for t in seen for m in re.findall(r"denoising (\d+)/(\d+)", t)}
+    assert counts and {n for _, n in counts} == {2 * _windows_of(app)}, seen
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "serve_svp.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nscreenshot of the finished page: {shot}")
+    _no_face_error(page, files)
     page.close()
 
 
-@pytest.mark.slow  # a generation / a browser: run by `make test-all`
+def _windows_of(app) -> int:
+    from jaxtalk.svp.pipeline import SVPPipeline
+
+    return SVPPipeline(app.engine.models("svp"), progress=False).window_plan(FRAMES).num_windows
+
+
+def _no_face_error(page, files) -> None:
+    faces = pytest.importorskip("jaxtalk.faces", reason="jaxtalk.faces (face detection) is not in this build")
+    assert hasattr(faces, "overlay")
+    page.locator("#svp-image input[type=file]").set_input_files(str(files["noise"]))
+    note = page.locator("#svp-face-note")
+    note.get_by_text("Error").wait_for(timeout=120_000)
+    assert "no face" in note.inner_text().lower() and "Traceback" not in page.content()
+
+
+@pytest.mark.slow  # a second browser page: run by `make test-all`
 def test_browser_shows_the_one_line_error_for_silent_audio(server, browser, files):
     app, url = server
     page = _open(browser, url)
@@ -301,20 +335,6 @@ def test_browser_shows_the_one_line_error_for_silent_audio(server, browser, file
     toast.first.wait_for(timeout=120_000)
     text = toast.first.inner_text()
     assert "silent.wav: audio is silent" in text and "Traceback" not in page.content()
-    page.close()
-
-
-@pytest.mark.slow  # a generation / a browser: run by `make test-all`
-def test_browser_shows_the_error_for_a_photo_without_a_face(server, browser, files):
-    faces = pytest.importorskip("jaxtalk.faces", reason="jaxtalk.faces (face detection) is not in this build")
-    if not hasattr(faces, "overlay"):
-        pytest.skip("jaxtalk.faces has no overlay picture yet")
-    app, url = server
-    page = _open(browser, url)
-    page.locator("#svp-image input[type=file]").set_input_files(str(files["noise"]))
-    note = page.locator("#svp-face-note")
-    note.get_by_text("Error").wait_for(timeout=60_000)
-    assert "face" in note.inner_text().lower()
     page.close()
 
 

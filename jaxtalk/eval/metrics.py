@@ -320,3 +320,17 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
     if v.size == 0:
         raise ValueError("mean_std: no values")
     return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
+def paired_verdict(a: Sequence[dict], b: Sequence[dict], key: str, lower_is_better: bool) -> dict:
+    """Method `a` against method `b` on the same clips (rows of per-clip metrics, paired by position): the mean
+    difference of `key` (positive = `a` better), its standard error over the clips, and a verdict: "reached" when
+    `a` is better by more than two standard errors, "missed" when worse by more than two, else "within noise" — so a
+    target is never called reached on a difference the clips cannot tell apart."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_verdict: {len(a)} rows against {len(b)}; both methods need the same clips")
+    d = np.array([(rb[key] - ra[key]) if lower_is_better else (ra[key] - rb[key]) for ra, rb in zip(a, b)], float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+    mean = float(d.mean())
+    verdict = "reached" if mean > 2 * se else "missed" if mean < -2 * se else "within noise"
+    return {"verdict": verdict, "mean_difference": mean, "standard_error": se, "clips": len(d)}

@@ -48,7 +48,10 @@ class LoopConfig:
     seed: int = cfg.field(0, min=0)
     workdir: str = cfg.field("outputs/train/run", doc="checkpoints/, metrics.jsonl and config.yaml go here")
     resume: bool = cfg.field(True, doc="continue from the newest checkpoint in workdir when there is one")
-    progress: bool = cfg.field(True, doc="print one line per logged step")
+    progress: bool = cfg.field(True, doc="show a progress bar (loss, samples/s, ETA) on a terminal, one line per "
+                               "logged step otherwise")
+    tensorboard: bool = cfg.field(True, doc="also write the logged metrics as TensorBoard scalars (an event file "
+                                  "in workdir)")
     num_threads: int = cfg.field(2, min=0, doc="grain read threads (0: read in the main thread)")
     fast_compile: bool = cfg.field(False, doc="skip XLA's expensive LLVM passes: quicker compiles, slower steps "
                                    "(CPU tests, debugging)")

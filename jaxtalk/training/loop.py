@@ -12,9 +12,11 @@ the model init, the trainable-parameter regexes, the loss and the prepared grain
    iterator position saved beside it, so the run continues exactly where it stopped;
 3. runs the jitted step — `jax.jit(in_shardings, out_shardings, donate_argnums=0)`, frozen params behind
    `stop_gradient` so their weight gradients are never computed — with the step rng `fold_in(key(seed), step)`;
-4. appends metrics to `<workdir>/metrics.jsonl` every `log_every` steps, checkpoints every `checkpoint_every`
-   steps and at the end, and writes the resolved config to `<workdir>/config.yaml` (process 0 alone writes files;
-   orbax writes every process's shards);
+4. appends metrics (losses, grad norm, steps/s, samples/s) to `<workdir>/metrics.jsonl` and to a TensorBoard
+   event file in `<workdir>` (`train.tensorboard`; `tensorboard --logdir <workdir>/..`) every `log_every` steps,
+   shows a progress bar with the loss, samples/s and ETA (`train.progress`, `training.progress`), checkpoints
+   every `checkpoint_every` steps and at the end, and writes the resolved config to `<workdir>/config.yaml`
+   (process 0 alone writes files and prints; orbax writes every process's shards);
 5. watches for NaN / Inf losses and gradients (`train.nonfinite`: stop, skip or report) and never checkpoints a
    non-finite state.
 
@@ -53,7 +55,9 @@ from jaxtalk import parallel
 from jaxtalk.compile_cache import CompileCache
 from jaxtalk.training import state as state_lib
 from jaxtalk.training.checkpoint import Checkpointer
+from jaxtalk.training.progress import TrainProgress
 from jaxtalk.training.state import OptimizerConfig, TrainState
+from jaxtalk.training.tensorboard import ScalarWriter
 
 log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
@@ -197,6 +201,11 @@ def _host_batch(batch: Mapping[str, Any], fields: tuple[str, ...] | None) -> dic
     return {n: np.asarray(batch[n]) for n in names}
 
 
+def _global_batch_size(batch: Mapping[str, jax.Array]) -> int:
+    """Rows of the global batch (every process's rows together)."""
+    return int(next(iter(batch.values())).shape[0]) if batch else 0
+
+
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
 
@@ -294,6 +303,8 @@ def train(task: Task, cfg: Any) -> TrainResult:
     policy = getattr(loop, "nonfinite", "report")
     watch = _NonFiniteWatch(policy, task.name)
     last_saved = resume_step
+    progress = TrainProgress(task.name, loop.steps, step, enabled=main_process and loop.progress)
+    scalars = ScalarWriter(workdir) if main_process and getattr(loop, "tensorboard", True) else None
     try:
         with jax.set_mesh(mesh):
             while step < loop.steps:
@@ -302,6 +313,7 @@ def train(task: Task, cfg: Any) -> TrainResult:
                 fn = compiled_step(task, cfg.optimizer, mesh, state, batch, options, policy != "report")
                 state, metrics = fn(state, batch, jax.random.fold_in(base_key, step))
                 step += 1
+                progress.advance(step)
                 metrics = dict(metrics)
                 watch.add(step, metrics.pop("nonfinite"))
                 logged = step % loop.log_every == 0 or step == loop.steps
@@ -309,9 +321,10 @@ def train(task: Task, cfg: Any) -> TrainResult:
                 if logged or saving:
                     watch.check(last_saved)
                 if logged:
+                    row = {"step": step, **_scalars(metrics)}  # waits for the step: the rate below is real
                     now = time.perf_counter()
-                    row = {"step": step, **_scalars(metrics),
-                           "steps_per_sec": (step - step_last) / max(now - t_last, 1e-9)}
+                    rate = (step - step_last) / max(now - t_last, 1e-9)
+                    row.update(steps_per_sec=rate, samples_per_sec=rate * _global_batch_size(batch))
                     if watch.skipped:
                         row["skipped_steps"] = watch.skipped
                     t_last, step_last = now, step
@@ -319,9 +332,9 @@ def train(task: Task, cfg: Any) -> TrainResult:
                     if main_process:
                         with open(metrics_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
-                        if loop.progress:
-                            shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
-                            print(f"[{task.name}] step {step}/{loop.steps} {shown}", flush=True)
+                        if scalars is not None:
+                            scalars.add_scalars(step, {k: v for k, v in row.items() if k != "step"})
+                        progress.log(row)
                 if saving:
                     if not bool(_all_finite(state.params)):
                         log.warning("%s: step %d: params are not finite; checkpoint %s is kept and this state is "
@@ -331,6 +344,9 @@ def train(task: Task, cfg: Any) -> TrainResult:
                                                            "process_count": jax.process_count()}, force=True)
                     last_saved = step
     finally:
+        progress.close()
+        if scalars is not None:
+            scalars.close()
         ckpt.close()
     return TrainResult(state, history, workdir)
 

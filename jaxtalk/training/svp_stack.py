@@ -247,7 +247,7 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
 
 def plot_curves(root: str | Path, path: str | Path) -> Path:
     """One PNG of every run's loss over its steps (running mean of 5 logged points), log scale."""
-    from jaxtalk.charts import loss_curves
+    from jaxtalk.plot import loss_curves
 
     root = Path(root)
     curves = {}

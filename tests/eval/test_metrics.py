@@ -161,3 +161,17 @@ def test_stylesim_encoded_takes_any_encoder():
 
     assert metrics.stylesim_encoded(e, e, encoder) == pytest.approx(1.0)
     assert metrics.stylesim_encoded(e, -e, encoder) == pytest.approx(-1.0)
+
+
+def test_paired_verdict_needs_a_difference_beyond_the_noise():
+    base = [{"m": v} for v in (1.0, 2.0, 3.0, 4.0)]
+    better = [{"m": r["m"] - 0.5 + 0.01 * k} for k, r in enumerate(base)]  # lower by ~0.5 on every clip
+    noisy = [{"m": r["m"] + s} for r, s in zip(base, (0.3, -0.3, 0.2, -0.25))]  # mean diff ~0, large spread
+    assert metrics.paired_verdict(better, base, "m", lower_is_better=True)["verdict"] == "reached"
+    assert metrics.paired_verdict(base, better, "m", lower_is_better=True)["verdict"] == "missed"
+    assert metrics.paired_verdict(better, base, "m", lower_is_better=False)["verdict"] == "missed"
+    v = metrics.paired_verdict(noisy, base, "m", lower_is_better=True)
+    assert v["verdict"] == "within noise" and v["clips"] == 4
+    assert v["mean_difference"] == pytest.approx(-np.mean([0.3, -0.3, 0.2, -0.25]))
+    with pytest.raises(ValueError, match="same clips"):
+        metrics.paired_verdict(base, base[:2], "m", True)

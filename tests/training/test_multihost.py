@@ -17,7 +17,7 @@ import pytest
 from jaxtalk import config, distributed, parallel
 from jaxtalk.data import pipeline
 from jaxtalk.training import data as data_lib
-from jaxtalk.training import loop
+from jaxtalk.training import loop, tensorboard
 from jaxtalk.training.checkpoint import Checkpointer
 from jaxtalk.training.config import LoopConfig
 from jaxtalk.training.state import OptimizerConfig
@@ -72,7 +72,7 @@ def single(root, common):
 def two(root, single):
     """The same 3 steps by 2 processes x 2 devices (fsdp=4), through the entry script."""
     workdir = root / "two"
-    multihost.run(_script_args(root, workdir, 3), 2, 2, root / "logs_two", timeout=TIMEOUT)
+    multihost.run(_script_args(root, workdir, 3, "train.progress=true"), 2, 2, root / "logs_two", timeout=TIMEOUT)
     return workdir
 
 
@@ -131,6 +131,11 @@ def test_two_processes_train_like_one(single, two):
     np.testing.assert_allclose([got[s] for s in (1, 2, 3)], [ref[s] for s in (1, 2, 3)], rtol=1e-5)
     assert len(loop.read_metrics(two)) == 3 and (two / "config.yaml").is_file()
     assert sorted(p.name for p in (two / "checkpoints").iterdir() if p.is_dir()) == ["2", "3"]
+    # one TensorBoard event file with the same losses, and the progress lines, from process 0 only
+    assert len(tensorboard.event_files(two)) == 1
+    assert [s for s, _ in tensorboard.read_scalars(two)["loss"]] == [1, 2, 3]
+    logs = [(two.parent / "logs_two" / f"process_{i}.log").read_text() for i in (0, 1)]
+    assert "step 3/3 loss" in logs[0] and "step 3/3" not in logs[1]
 
 
 def test_two_process_fsdp_checkpoint_restores_on_one_process_tensor_mesh(single, two):
