@@ -182,11 +182,11 @@ def prepare_svp(image: Any, audio: Any = None, driving_video: Any = None, retarg
         raise ValueError(f"--retarget {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if strategy != "fix_face" and driving_video is None:
         raise ValueError(f"--retarget {strategy}: needs a driving video (--driving); without one use fix_face")
+    speech = speech_for(audio, driving_video)  # the cheap checks first: bad audio fails before any face work
     image, analysis, what = _reference(image, face_index, min_score)
     M, square = geo.face_crop_matrix(analysis.box, size)
     crop = geo.warp_affine(image, M, (size, size), border="edge")
     ref_kps = geo.apply_affine(M, analysis.head_kps)
-    speech = speech_for(audio, driving_video)
     meta: dict[str, Any] = {"retarget": strategy, "fps": None, "driving": None}
     pose: np.ndarray = analysis.pose
     if driving_video is not None:
@@ -224,6 +224,7 @@ def prepare_style2talker(image: Any, audio: Any = None, driving_video: Any = Non
     """Style2Talker inputs: FFHQ-aligned crop (`size`, pSp's 256 by default), head pose (held from the photo, or
     per frame from `driving_video`), a landmark-region parsing map, Head-Kps in the aligned crop, speech, and a
     zero identity expression (see module docstring)."""
+    speech = speech_for(audio, driving_video)
     image, analysis, what = _reference(image, face_index, min_score)
     lms = analysis.landmarks
     quad = geo.ffhq_quad(analysis.head_kps[2], analysis.head_kps[3], lms[fa.MOUTH_CORNERS[0], :2],
@@ -231,7 +232,6 @@ def prepare_style2talker(image: Any, audio: Any = None, driving_video: Any = Non
     M = geo.quad_matrix(quad, size)
     aligned = geo.warp_affine(image, M, (size, size), border="reflect")
     crop_lms = geo.apply_affine(M, lms[:, :2])
-    speech = speech_for(audio, driving_video)
     meta: dict[str, Any] = {"fps": None, "driving": None}
     if driving_video is not None:
         _, track_pose, rate, name, track = _driving_track(driving_video, driving_fps, size, min_score, smooth,
