@@ -64,6 +64,8 @@ def _prepare(args: argparse.Namespace) -> int:
     a = prep.analysis
     print(f"face: box [{', '.join(f'{v:.0f}' for v in a.box)}] score {a.score:.2f} pose (deg) "
           f"{', '.join(f'{np.degrees(v):.1f}' for v in a.pose[:3])}")
+    for note in prep.meta.get("notes", []):
+        print(f"note: {note}")
     for what, path in paths.items():
         print(f"{what}: {path}")
     print(f"next: jaxtalk generate --image {out} --out video.mp4" + ("" if prep.audio is not None else " --audio SPEECH")
@@ -110,7 +112,8 @@ def _generate(args: argparse.Namespace) -> int:
                 raise ValueError("--style: Style2Talker takes one art style (a .npy W+ code or a style-bank index)")
             out = pipeline.generate(args.image, args.audio, args.emotion, args.out,
                                     style=pipeline.parse_style(args.style[0] if args.style else None),
-                                    pose=args.pose, identity_expression=args.identity_exp, **faces, **common)
+                                    pose=args.pose, identity_expression=args.identity_exp,
+                                    text_encoder=args.text_encoder, **faces, **common)
         else:
             from jaxtalk.svp import pipeline
 
@@ -239,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--emotion", help="style2talker: emotion text, e.g. \"She is happy, pulling up the lip corners\"")
     p.add_argument("--pose", help="style2talker: head pose .npy, (F,6) angles + translation per frame or (6,)")
     p.add_argument("--identity-exp", help="style2talker: the identity's 64-d 3DMM expression .npy (default zeros)")
+    p.add_argument("--text-encoder", help="style2talker: a CLIP text tower instead of the checkpoint's: a folder in "
+                   "Hugging Face layout (CLIPTextModelWithProjection), a weights file, or a model id in the local "
+                   "Hugging Face cache")
     _face_args(p)
     p.add_argument("--face", choices=("auto", "on", "off"), default="auto",
                    help="face analysis of a raw photo without --kps: auto (crop + keypoints when a face is found, "

@@ -260,7 +260,8 @@ class Engine:
             out = pipeline.generate(face["image"], wav, emotion, self.new_result_path(), style=art,
                                     overrides=overrides, seed=seed, models=models, progress=False,
                                     on_progress=on_progress, pose=face.get("pose"),
-                                    identity_expression=face.get("identity_expression"), face="off")
+                                    identity_expression=face.get("identity_expression"),
+                                    parsing=face.get("parsing"), face="off")
         return {**out, "notes": notes, "seconds": time.perf_counter() - t0}
 
 
@@ -340,7 +341,8 @@ def prepare_style2talker_face(image_path: Path, audio: np.ndarray, notes: list[s
     prep = faces.prepare_style2talker(str(image_path), audio=audio)
     notes.append(f"Face found (score {float(prep.analysis.score):.2f}), aligned for pSp; head pose from the photo.")
     return {"image": prep.reference, "pose": prep.pose,
-            "identity_expression": prep.extras.get("identity_exp") if prep.extras else None}
+            "identity_expression": prep.extras.get("identity_exp") if prep.extras else None,
+            "parsing": prep.extras.get("parsing") if prep.extras else None}
 
 
 # ------------------------------------------------------------------------------------------------ the page

@@ -12,10 +12,9 @@ derives:
 - `pose` (6,): (pitch, yaw, roll) in radians with the synthetic renderer's conventions (pitch > 0 lifts the
   chin, yaw > 0 turns the nose to the image right, roll > 0 tilts clockwise) and (tx, ty, tz): the face centre's
   offset from the image centre in units of the image's long side, and log of the face's size relative to 0.4 of
-  the long side. The rotation is the orthonormal frame of the 3D landmarks: x from the image-left to the
-  image-right face edge, y from forehead (10) to chin (152), z = x cross y (away from the camera), decomposed as
-  R = Rz(roll) Ry(yaw) Rx(pitch). MediaPipe's canonical face model is not in the wheel, so no PnP fit is made; the
-  frame is exact for the mesh's own depth estimate.
+  the long side. The angles come from a PnP fit of MediaPipe's canonical 3D face to the landmarks
+  (`jaxtalk.faces.headpose`), relative to the line of sight; the fit's camera-frame rotation and metric
+  translation (centimetres, for the assumed focal length) are kept as `head_rotation` / `head_translation`.
 """
 
 from __future__ import annotations
@@ -26,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from jaxtalk.data import media
+from jaxtalk.faces import headpose as hp
 from jaxtalk.faces import mediapipe as mp
+from jaxtalk.faces.headpose import euler_from_rotation, rotation_from_euler  # noqa: F401  (re-exported)
 
 MIN_SIDE = 32  # smaller images cannot hold a face the 128-pixel detector sees
 MAX_PIXELS = 100_000_000  # larger images are refused rather than risk running out of memory
@@ -53,7 +54,8 @@ class FaceAnalysis:
     points (subject's right eye, left eye, nose tip, mouth centre, right / left ear tragion); landmarks: (468, 3)
     face-mesh points (z in the same pixel scale, larger = farther); presence: landmark network's face score;
     head_kps: (8, 2) SVP Head-Kps; pose: (6,) pitch, yaw, roll (radians), tx, ty, tz; image_size: (H, W);
-    num_faces: faces the detector found in the image.
+    num_faces: faces the detector found in the image; head_rotation / head_translation / pose_rms_px: the PnP
+    fit against the canonical face (module docstring).
     """
 
     box: np.ndarray
@@ -65,6 +67,9 @@ class FaceAnalysis:
     pose: np.ndarray
     image_size: tuple[int, int]
     num_faces: int = 1
+    head_rotation: np.ndarray | None = None  # (3, 3) PnP rotation, canonical face (camera axes) -> camera
+    head_translation: np.ndarray | None = None  # (3,) centimetres, camera frame (x right, y down, z distance)
+    pose_rms_px: float | None = None  # the PnP fit's reprojection error
 
     @property
     def eye_centres(self) -> np.ndarray:
@@ -76,7 +81,10 @@ class FaceAnalysis:
         return {"face_box": [round(float(v), 2) for v in self.box], "score": round(self.score, 4),
                 "presence": round(self.presence, 4), "pose": [round(float(v), 5) for v in self.pose],
                 "head_kps": np.round(self.head_kps, 2).tolist(), "image_size": list(self.image_size),
-                "num_faces": self.num_faces}
+                "num_faces": self.num_faces,
+                **({} if self.head_translation is None else {
+                    "head_translation_cm": [round(float(v), 2) for v in self.head_translation],
+                    "pose_rms_px": round(float(self.pose_rms_px or 0.0), 3)})}
 
 
 def head_kps_from_landmarks(lms: np.ndarray) -> np.ndarray:
@@ -90,36 +98,53 @@ def head_kps_from_landmarks(lms: np.ndarray) -> np.ndarray:
     return np.concatenate([edges, pupils, bridge], axis=-2).astype(np.float32)
 
 
-def head_rotation(lms: np.ndarray) -> np.ndarray:
-    """(468, 3) landmarks -> (3, 3) rotation whose columns are the face's x (left->right), y (forehead->chin)
-    and z (away from the camera) axes in image coordinates."""
-    lms = np.asarray(lms, np.float64)
-    x = lms[FACE_EDGES[1]] - lms[FACE_EDGES[0]]
-    y = lms[CHIN] - lms[FOREHEAD]
-    x /= np.linalg.norm(x) + 1e-12
-    y -= (y @ x) * x
-    y /= np.linalg.norm(y) + 1e-12
-    return np.stack([x, y, np.cross(x, y)], axis=1)
-
-
-def euler_from_rotation(R: np.ndarray) -> np.ndarray:
-    """R = Rz(roll) Ry(yaw') Rx(pitch') (image axes, z away) -> (pitch, yaw, roll) in the renderer's signs."""
-    yaw = np.arcsin(np.clip(-R[2, 0], -1.0, 1.0))
-    pitch = np.arctan2(R[2, 1], R[2, 2])
-    roll = np.arctan2(R[1, 0], R[0, 0])
-    # z points away from the camera here and towards it in the renderer: pitch and yaw change sign
-    return np.array([-pitch, -yaw, roll])
-
-
-def head_pose(lms: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """(6,) pitch, yaw, roll (radians), tx, ty, tz from (468, 3) landmarks (see module docstring)."""
+def head_pose(lms: np.ndarray, image_size: tuple[int, int], fit: hp.HeadPoseFit | None = None) -> np.ndarray:
+    """(6,) pitch, yaw, roll (radians, PnP against the canonical face, line of sight), tx, ty, tz from (468, 3)
+    landmarks (see module docstring)."""
     h, w = image_size
     long_side = float(max(h, w))
-    angles = euler_from_rotation(head_rotation(lms))
+    angles = (fit or hp.fit_head_pose(lms, image_size)).angles
     centre = lms[list(FACE_OVAL), :2].mean(0)
     size = np.linalg.norm(lms[FACE_EDGES[1], :2] - lms[FACE_EDGES[0], :2])
     t = [(centre[0] - w / 2) / long_side, (centre[1] - h / 2) / long_side, np.log(max(size, 1e-6) / (0.4 * long_side))]
     return np.concatenate([angles, t]).astype(np.float32)
+
+
+INNER_LIPS = (13, 14)  # upper / lower inner lip, centre
+EYELIDS = ((159, 145), (386, 374))  # (upper, lower) lid centre: image-left eye, image-right eye
+EYE_CORNERS = ((33, 133), (263, 362))
+BROWS = (105, 334)  # brow middles, image left / right
+OPEN_MOUTH = 0.15  # mouth_open (beyond the canonical face's) above this: the lips are clearly apart
+
+
+def _raw_measures(pts: np.ndarray) -> dict[str, float]:
+    eyes = np.stack([pts[list(RIGHT_EYE_CONTOUR)].mean(0), pts[list(LEFT_EYE_CONTOUR)].mean(0)])
+    iod = float(np.linalg.norm(eyes[1, :2] - eyes[0, :2])) or 1e-6
+    up, low = pts[INNER_LIPS[0]], pts[INNER_LIPS[1]]
+    c0, c1 = pts[MOUTH_CORNERS[0]], pts[MOUTH_CORNERS[1]]
+    out = {"mouth_open": (low[1] - up[1]) / iod, "mouth_width": float(np.linalg.norm(c1[:2] - c0[:2])) / iod,
+           "smile": (up[1] - (c0[1] + c1[1]) / 2) / iod}
+    for side, (lids, corners, brow, eye) in zip(("left", "right"), zip(EYELIDS, EYE_CORNERS, BROWS, eyes)):
+        width = float(np.linalg.norm(pts[corners[1], :2] - pts[corners[0], :2])) or 1e-6
+        out[f"eye_open_{side}"] = (pts[lids[1], 1] - pts[lids[0], 1]) / width
+        out[f"brow_raise_{side}"] = (eye[1] - pts[brow, 1]) / iod
+    return {k: float(v) for k, v in out.items()}
+
+
+def expression_measures(lms: np.ndarray, rotation: np.ndarray | None = None) -> dict[str, float]:
+    """What the landmarks say about the face's expression, as differences from MediaPipe's canonical (neutral)
+    face, measured on the head turned back to frontal (`rotation`, the PnP rotation, undone): mouth_open (inner
+    lip gap / inter-ocular distance), mouth_width (corner to corner / IOD), smile (lip corners raised towards the
+    upper lip's centre / IOD, unchanged by the jaw dropping), eye_open_left / eye_open_right (lid gap / eye width, image left / right),
+    brow_raise_left / brow_raise_right (brow middle above the eye centre / IOD). These are geometric measures,
+    not 3DMM expression coefficients: turning them into Deep3DFaceRecon's 64 coefficients needs the BFM
+    expression basis and a fitting network, neither of which a registry package ships."""
+    pts = np.asarray(lms, np.float64)[:, :3]
+    pts = pts - pts.mean(0)
+    if rotation is not None:
+        pts = pts @ np.asarray(rotation, np.float64)  # camera axes -> the face's own axes (x right, y down)
+    neutral = _raw_measures(hp.canonical_face().vertices * hp.TO_CAMERA_AXES)
+    return {k: round(v - neutral[k], 4) for k, v in _raw_measures(pts).items()}
 
 
 def roi_from_landmarks(lms: np.ndarray) -> np.ndarray:
@@ -166,14 +191,15 @@ def _landmark_pass(images: np.ndarray, rois: np.ndarray, refine: bool) -> tuple[
 
 
 def analyze(image: Any, face_index: int | None = None, min_score: float = 0.5, refine: bool = True,
-            what: str = "image") -> FaceAnalysis:
+            what: str = "image", detector: str = "auto") -> FaceAnalysis:
     """Analyse the face in `image` (array, PIL image or path). Raises FaceError when there is no face, several
-    faces and no `face_index`, or the landmark network does not confirm the face."""
+    faces and no `face_index`, or the landmark network does not confirm the face. `detector`: auto (short range,
+    then full range when that finds nothing), short or full (`jaxtalk.faces.mediapipe`)."""
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         what = str(image)
         image = media.load_image(image)
     image = check_image(image, what)
-    faces = mp.detect_faces(image, min_score)
+    faces = mp.detect_faces(image, min_score, detector)
     count, (box, kps, score) = _pick(faces, face_index, what)
     lms, presence = _landmark_pass(image[None], mp.roi_from_eyes(box, kps[0], kps[1])[None], refine)
     return _finish(box, kps, score, lms[0], float(presence[0]), image.shape[:2], max(count, 1), what)
@@ -183,9 +209,12 @@ def _finish(box, kps, score, lms, presence, size, count, what) -> FaceAnalysis:
     if presence < 0.5:
         raise FaceError(f"{what}: the detector found a face (score {score:.2f}) but the landmark model does not "
                         f"confirm it (presence {presence:.2f}); use a clearer, more frontal photo")
+    fit = hp.fit_head_pose(lms, size)
     return FaceAnalysis(box=np.asarray(box, np.float32), score=float(score), detector_kps=np.asarray(kps, np.float32),
                         landmarks=lms.astype(np.float32), presence=presence, head_kps=head_kps_from_landmarks(lms),
-                        pose=head_pose(lms, size), image_size=tuple(int(v) for v in size), num_faces=count)
+                        pose=head_pose(lms, size, fit), image_size=tuple(int(v) for v in size), num_faces=count,
+                        head_rotation=fit.rotation.astype(np.float32),
+                        head_translation=fit.translation.astype(np.float32), pose_rms_px=fit.rms_px)
 
 
 @dataclasses.dataclass
@@ -226,7 +255,7 @@ def smooth_track(values: np.ndarray, window: int = 5) -> np.ndarray:
 
 
 def track_faces(frames: np.ndarray, min_score: float = 0.5, face_index: int | None = None, smooth: int = 5,
-                batch: int = mp.BATCH, what: str = "video") -> FaceTrack:
+                batch: int = mp.BATCH, what: str = "video", detector: str = "auto") -> FaceTrack:
     """Analyse every frame of uint8 (F, H, W, 3): per-frame detection (the face nearest the previous one when
     several), landmarks, gaps (frames with no face) interpolated, then smoothed over `smooth` frames.
     Raises FaceError when no frame has a face."""
@@ -239,7 +268,7 @@ def track_faces(frames: np.ndarray, min_score: float = 0.5, face_index: int | No
     counts = np.zeros(n, np.int32)
     prev = None
     for s in range(0, n, batch):
-        for k, faces in enumerate(mp.detect_faces_batch(frames[s:s + batch], min_score)):
+        for k, faces in enumerate(mp.detect_faces_batch(frames[s:s + batch], min_score, detector)):
             i = s + k
             counts[i] = len(faces)
             if not faces:

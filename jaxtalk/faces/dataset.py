@@ -14,8 +14,10 @@ person appears, or the face jumps (a cut); otherwise one fixed square crop aroun
 crop rule) is resized to `size`, with the Head-Kps track and head pose in crop pixels. 3DMM expression
 coefficients come from the files the user supplies (`--coeffs DIR`: Deep3DFaceRecon output as StyleTalk uses it,
 `<relative path without suffix>.mat` with `coeff` (F, 257), expression = columns 80:144, or a `.npy` of (F, 64)
-or (F, 257)); `--zero-expression` writes zeros instead (for SVP-only training). Clips already written are kept
-(resumable); the index is rebuilt from every clip at the end.
+or (F, 257)); `--zero-expression` writes zeros instead (for SVP-only training). Clips already written with the
+same crop size and expression source are kept (resumable; records are written atomically, so an interrupted run
+leaves no half clip); the index is rebuilt from every clip at the end. `workers` > 1 runs videos in that many
+processes (spawned, each with its own JAX client) under one progress bar.
 """
 
 from __future__ import annotations
@@ -128,9 +130,13 @@ def process_video(item: VideoItem, out_dir: str, size: int, coeffs: str | None, 
     base = {"video": item.relative}
     if target.is_file():
         try:
-            return {**base, "status": "kept", "entry": records.read_record(target).index_entry(name), "resumed": True}
+            done = records.read_record(target)
+            # a clip from an earlier run is kept only if it was made with the same crop size and expression source
+            if done.frames.shape[1] == size and (coeffs is None) == (not done.expression.any()):
+                return {**base, "status": "kept", "entry": done.index_entry(name), "resumed": True}
         except records.RecordError:
-            target.unlink()
+            pass
+        target.unlink()
     try:
         expression = None
         if coeffs is not None:
@@ -174,6 +180,12 @@ def _worker(args: tuple) -> dict[str, Any]:
     return process_video(*args)
 
 
+def _init_worker() -> None:
+    """Each worker process runs its own JAX client: on a GPU it must not reserve most of the memory up front
+    (JAX's default), or the second worker would find none left."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
 def prepare_dataset(video_dir: str | os.PathLike, out_dir: str | os.PathLike, size: int = 256,
                     coeffs: str | os.PathLike | None = None, zero_expression: bool = False, workers: int = 1,
                     min_score: float = 0.5, smooth: int = 5, progress: bool = True) -> dict[str, Any]:
@@ -204,7 +216,7 @@ def prepare_dataset(video_dir: str | os.PathLike, out_dir: str | os.PathLike, si
     else:
         import multiprocessing
 
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             for r in pool.imap_unordered(_worker, jobs):
                 results.append(r)
                 bar.update()

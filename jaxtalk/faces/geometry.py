@@ -139,6 +139,23 @@ def parsing_map(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(im)
 
 
+PARSING_CLASSES = 19  # BiSeNet's CelebAMask-HQ classes; PARSING_LABELS uses their indices
+PARSING_LOGIT = 10.0  # logit given to a pixel's own class (0 to the others): a confident classifier's margin
+
+
+def parsing_logits(labels: np.ndarray, size: int, logit: float = PARSING_LOGIT) -> np.ndarray:
+    """float32 (size, size, 19) stand-in for BiSeNet face-parsing logits from a label map (`parsing_map`):
+    nearest-neighbour resized, `logit` on each pixel's class and 0 on the others. BiSeNet's real logits also
+    rank the other classes and cover hair, neck and clothes, which landmarks cannot give."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.size == 0 or labels.min() < 0 or labels.max() >= PARSING_CLASSES:
+        raise ValueError(f"parsing map: expected an (H, W) label map with values 0..{PARSING_CLASSES - 1}, got "
+                         f"shape {labels.shape}")
+    if labels.shape != (size, size):
+        labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST))
+    return (np.eye(PARSING_CLASSES, dtype=np.float32)[labels] * np.float32(logit)).astype(np.float32)
+
+
 def overlay(image: np.ndarray, box: np.ndarray | None = None, landmarks: np.ndarray | None = None,
             head_kps: np.ndarray | None = None, square: np.ndarray | None = None) -> np.ndarray:
     """A copy of `image` with the face box (green), the crop square (yellow), the landmarks (white dots) and the

@@ -117,9 +117,10 @@ def svp_inputs(image: Any, audio: Any = None, *, kps: Any = None, driving: Any =
 def style2talker_inputs(image: Any, audio: Any = None, *, pose: Any = None, identity_expression: Any = None,
                         driving: Any = None, face: str = "auto", face_index: int | None = None,
                         min_face_score: float = 0.5, debug_dir: str | os.PathLike | None = None,
-                        on_note: Note | None = None) -> tuple[Any, Any, Any, Any, Paste | None]:
-    """(identity image, speech, pose, identity expression, paste-back info) for Style2Talker: a prepared folder,
-    or a photo aligned the FFHQ way for pSp. Paths pass through unread where `generate()` reads them itself."""
+                        on_note: Note | None = None) -> tuple[Any, Any, Any, Any, Paste | None, Any]:
+    """(identity image, speech, pose, identity expression, paste-back info, parsing map or None) for
+    Style2Talker: a prepared folder, or a photo aligned the FFHQ way for pSp (with its landmark-region parsing
+    map). Paths pass through unread where `generate()` reads them itself."""
     from jaxtalk.faces import prepare
 
     _check_face_mode(face)
@@ -130,11 +131,12 @@ def style2talker_inputs(image: Any, audio: Any = None, *, pose: Any = None, iden
             raise ValueError("--audio is required: the prepared folder has no audio.wav")
         return (bundle["reference"], audio, pose if pose is not None else bundle["pose"],
                 identity_expression if identity_expression is not None else bundle.get("identity_exp"),
-                _bundle_paste(bundle))
+                _bundle_paste(bundle), bundle.get("parsing"))
     if audio is None and driving is None:
         raise ValueError("--audio is required (speech file), unless --driving gives a video with sound")
     if face == "off":
-        return image, audio if audio is not None else prepare.speech_for(None, driving), pose, identity_expression, None
+        return (image, audio if audio is not None else prepare.speech_for(None, driving), pose, identity_expression,
+                None, None)
     from jaxtalk.faces import FaceError
 
     try:
@@ -144,13 +146,15 @@ def style2talker_inputs(image: Any, audio: Any = None, *, pose: Any = None, iden
         if face == "on" or driving is not None:
             raise
         _note(on_note, f"note: {e}; using the image as given, not aligned (--face on makes this an error)")
-        return image, audio, pose, identity_expression, None
+        return image, audio, pose, identity_expression, None, None
     _note(on_note, f"face: box [{', '.join(f'{v:.0f}' for v in prep.analysis.box)}] score "
                    f"{prep.analysis.score:.2f}, aligned for pSp; head pose from the "
                    f"{'driving video' if driving is not None else 'photo'}")
     write_debug(debug_dir, prep)
+    for line in prep.meta.get("notes", []):
+        _note(on_note, f"note: {line}")
     return (prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_expression,
-            (prep.image, prep.matrix, prep.reference.shape[0]))
+            (prep.image, prep.matrix, prep.reference.shape[0]), prep.extras.get("parsing"))
 
 
 def paste_frames(frames: np.ndarray, paste: Paste) -> np.ndarray:

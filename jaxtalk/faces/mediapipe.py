@@ -1,8 +1,9 @@
-"""MediaPipe's face detector (BlazeFace, short range) and face-mesh landmark network, run in JAX.
+"""MediaPipe's face detectors (BlazeFace short range and full range) and face-mesh landmark network, run in JAX.
 
 Where the models come from, and why they run this way:
-- The two `.tflite` files in `jaxtalk/faces/models/` are byte-identical copies of
-  `mediapipe/modules/face_detection/face_detection_short_range.tflite` and
+- The three `.tflite` files in `jaxtalk/faces/models/` are byte-identical copies of
+  `mediapipe/modules/face_detection/face_detection_short_range.tflite`,
+  `mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite` and
   `mediapipe/modules/face_landmark/face_landmark.tflite` from the `mediapipe==0.10.21` wheel on PyPI (Apache-2.0;
   see models/NOTICE.md). 0.10.21 is the newest release that still carries them: its cp311 and cp312 wheels have
   them, while every later wheel (0.10.30 ... 0.10.35, the 1.x series) ships no model files at all.
@@ -13,16 +14,20 @@ Where the models come from, and why they run this way:
   landmarks are jitted, batched over video frames, and run wherever the talking-head models run. The tests check
   the JAX evaluation against the LiteRT interpreter (`ai-edge-litert`, test extra) on the same files.
 
-The pre- and post-processing follow MediaPipe's face-detection and face-landmark-front graphs: a 128x128
-letterboxed input in [-1, 1]; 896 SSD anchors (strides 8 and 16, 2 and 6 anchors per cell, fixed size); boxes and
-6 keypoints decoded at scale 128; sigmoid scores (logits clipped at +-100); weighted non-maximum suppression at IoU
-0.3; then a face ROI rotated so the eyes are level (detection keypoints 0 -> 1), 1.5x the box's long side, sampled
+The pre- and post-processing follow MediaPipe's face-detection and face-landmark-front graphs. Short range (faces
+within about 2 m, filling a good part of the frame): a 128x128 letterboxed input in [-1, 1]; 896 SSD anchors
+(strides 8 and 16, 2 and 6 anchors per cell, fixed size); boxes and 6 keypoints decoded at scale 128. Full range
+(faces up to about 5 m away, small in the frame; sparse float16 weights): 192x192 input, 2304 anchors (stride 4,
+one per cell), decoded at scale 192. Both: sigmoid scores (logits clipped at +-100); weighted non-maximum
+suppression at IoU 0.3. `detect_faces(..., detector="auto")` runs the short-range model and falls back to the
+full-range one when it finds no face (a distant face or a large photo with a small face in it); then a face ROI rotated so the eyes are level (detection keypoints 0 -> 1), 1.5x the box's long side, sampled
 to 192x192 in [0, 1]; 468 (x, y, z) landmarks projected back (z in the same pixel scale as x) and a face-presence
 score (sigmoid of the flag logit).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -34,8 +39,10 @@ from jaxtalk.faces import tflite
 
 MODEL_DIR = Path(__file__).parent / "models"
 DETECTOR_FILE = "face_detection_short_range.tflite"
+FULL_RANGE_FILE = "face_detection_full_range_sparse.tflite"
 LANDMARK_FILE = "face_landmark.tflite"
 DETECTOR_SIZE = 128
+FULL_RANGE_SIZE = 192
 LANDMARK_SIZE = 192
 NUM_LANDMARKS = 468
 NMS_IOU = 0.3
@@ -48,13 +55,31 @@ def _network(name: str):
     return tflite.compile_graph(graph), tflite.params_of(graph)
 
 
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    """One BlazeFace model: its file, input size and anchor layout ((stride, anchors per cell), ...)."""
+
+    file: str
+    size: int
+    layout: tuple[tuple[int, int], ...]
+
+
+DETECTORS = {
+    "short": Detector(DETECTOR_FILE, DETECTOR_SIZE, ((8, 2), (16, 6))),
+    "full": Detector(FULL_RANGE_FILE, FULL_RANGE_SIZE, ((4, 1),)),
+}
+DETECTOR_CHOICES = ("auto", *DETECTORS)
+
+
 @functools.cache
-def ssd_anchors() -> np.ndarray:
-    """(896, 2) anchor centres in [0, 1] (x, y): 16x16 cells x 2 anchors (stride 8), then 8x8 cells x 6 (the
-    three stride-16 layers merged), row-major, as MediaPipe's SsdAnchorsCalculator lays them out."""
+def ssd_anchors(detector: str = "short") -> np.ndarray:
+    """Anchor centres in [0, 1] (x, y), as MediaPipe's SsdAnchorsCalculator lays them out (row-major cells, the
+    anchors of a cell together). Short range: (896, 2), 16x16 cells x 2 anchors (stride 8), then 8x8 cells x 6
+    (the three stride-16 layers merged). Full range: (2304, 2), 48x48 cells x 1 (stride 4)."""
+    spec = DETECTORS[detector]
     out = []
-    for stride, per_cell in ((8, 2), (16, 6)):
-        g = DETECTOR_SIZE // stride
+    for stride, per_cell in spec.layout:
+        g = spec.size // stride
         ys, xs = np.meshgrid((np.arange(g) + 0.5) / g, (np.arange(g) + 0.5) / g, indexing="ij")
         centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
         out.append(np.repeat(centres, per_cell, axis=0))
@@ -74,10 +99,11 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[fl
     return out, scale, (float(px), float(py))
 
 
-def decode_detections(regressors: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Raw (896, 16) / (896, 1) outputs -> boxes (896, 4) as (x0, y0, x1, y1), keypoints (896, 6, 2) and scores
-    (896,), all in the 128x128 tensor's pixels."""
-    anchors = ssd_anchors() * DETECTOR_SIZE
+def decode_detections(regressors: np.ndarray, logits: np.ndarray, detector: str = "short"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw (A, 16) / (A, 1) outputs -> boxes (A, 4) as (x0, y0, x1, y1), keypoints (A, 6, 2) and scores (A,),
+    all in the input tensor's pixels (A anchors: 896 short range, 2304 full range)."""
+    anchors = ssd_anchors(detector) * DETECTORS[detector].size
     r = regressors.astype(np.float64)
     centre = r[:, :2] + anchors
     half = r[:, 2:4] / 2
@@ -120,22 +146,38 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, min_sco
     return out
 
 
-def detect_faces(image: np.ndarray, min_score: float = 0.5) -> list[tuple[np.ndarray, np.ndarray, float]]:
+def detect_faces(image: np.ndarray, min_score: float = 0.5, detector: str = "auto"
+                 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """Faces in one uint8 (H, W, 3) image: [(box (4,) x0 y0 x1 y1, keypoints (6, 2), score)] in image pixels,
     best first. Keypoints: right eye, left eye (the subject's; image left / right on a frontal face), nose tip,
-    mouth centre, right and left ear tragion."""
-    return detect_faces_batch(image[None], min_score)[0]
+    mouth centre, right and left ear tragion. `detector`: short, full, or auto (short, then full range when the
+    short-range model finds nothing)."""
+    return detect_faces_batch(image[None], min_score, detector)[0]
 
 
-def detect_faces_batch(images: np.ndarray, min_score: float = 0.5) -> list[list[tuple[np.ndarray, np.ndarray,
-                                                                                        float]]]:
-    """`detect_faces` for a batch of same-size frames (one jitted call)."""
-    fn, params = _network(DETECTOR_FILE)
-    tensors, scale, pads = zip(*[letterbox(im, DETECTOR_SIZE) for im in images])
+def detect_faces_batch(images: np.ndarray, min_score: float = 0.5, detector: str = "auto"
+                       ) -> list[list[tuple[np.ndarray, np.ndarray, float]]]:
+    """`detect_faces` for a batch of same-size frames (one jitted call per model)."""
+    if detector not in DETECTOR_CHOICES:
+        raise ValueError(f"detector {detector!r}: choose one of {', '.join(DETECTOR_CHOICES)}")
+    out = _detect(images, min_score, "full" if detector == "full" else "short")
+    if detector == "auto":
+        missing = [i for i, faces in enumerate(out) if not faces]
+        if missing:
+            for i, faces in zip(missing, _detect(images[missing], min_score, "full")):
+                out[i] = faces
+    return out
+
+
+def _detect(images: np.ndarray, min_score: float, detector: str) -> list[list[tuple[np.ndarray, np.ndarray,
+                                                                                      float]]]:
+    spec = DETECTORS[detector]
+    fn, params = _network(spec.file)
+    tensors, scale, pads = zip(*[letterbox(im, spec.size) for im in images])
     regressors, logits = (np.asarray(o) for o in fn(params, jnp.asarray(_padded(np.stack(tensors)))))
     out = []
     for b in range(len(images)):
-        boxes, kps, scores = decode_detections(regressors[b], logits[b])
+        boxes, kps, scores = decode_detections(regressors[b], logits[b], detector)
         faces = []
         for box, k, s in weighted_nms(boxes, kps, scores, min_score):
             off = np.array(pads[b])

@@ -8,9 +8,13 @@
   (`jaxtalk.faces.retargeting`).
 - `prepare_style2talker`: the FFHQ alignment pSp was trained with (oriented square from the eye centres and mouth
   corners, reflect-padded), head pose (held from the photo, or per frame from a driving video) converted to the
-  Deep3DFaceRecon angle convention Style2Talker reads, a face-parsing map from landmark regions, and the
-  identity's expression: zeros, because 3DMM expression coefficients need a 3DMM fitting network
-  (Deep3DFaceRecon) that no registry package ships; pass `--identity-exp` to `generate` when you have them.
+  Deep3DFaceRecon angle convention Style2Talker reads, a face-parsing map from landmark regions (passed to
+  Style2Talker as stand-in BiSeNet logits when its weights use one), and the identity's expression: what the
+  landmarks can measure (mouth opening and width, smile, eye opening, brow height against MediaPipe's neutral
+  canonical face; `meta.json` `expression_measures`, with a note when the mouth is open), while the 64
+  Deep3DFaceRecon coefficients stay zeros (the neutral mean face), because they are weights of the BFM
+  expression basis and need that basis and a fitting network, which no registry package ships; pass
+  `--identity-exp` to `generate` when you have them.
 - `write_bundle` / `read_bundle`: the prepared folder (crop PNG, kps.npy, pose.npy, audio.wav, meta.json with
   the original-to-crop matrix and `face_box: [x0, y0, x1, y1]` in original pixels) that `generate` accepts.
 """
@@ -178,11 +182,11 @@ def prepare_svp(image: Any, audio: Any = None, driving_video: Any = None, retarg
         raise ValueError(f"--retarget {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if strategy != "fix_face" and driving_video is None:
         raise ValueError(f"--retarget {strategy}: needs a driving video (--driving); without one use fix_face")
+    speech = speech_for(audio, driving_video)  # the cheap checks first: bad audio fails before any face work
     image, analysis, what = _reference(image, face_index, min_score)
     M, square = geo.face_crop_matrix(analysis.box, size)
     crop = geo.warp_affine(image, M, (size, size), border="edge")
     ref_kps = geo.apply_affine(M, analysis.head_kps)
-    speech = speech_for(audio, driving_video)
     meta: dict[str, Any] = {"retarget": strategy, "fps": None, "driving": None}
     pose: np.ndarray = analysis.pose
     if driving_video is not None:
@@ -220,6 +224,7 @@ def prepare_style2talker(image: Any, audio: Any = None, driving_video: Any = Non
     """Style2Talker inputs: FFHQ-aligned crop (`size`, pSp's 256 by default), head pose (held from the photo, or
     per frame from `driving_video`), a landmark-region parsing map, Head-Kps in the aligned crop, speech, and a
     zero identity expression (see module docstring)."""
+    speech = speech_for(audio, driving_video)
     image, analysis, what = _reference(image, face_index, min_score)
     lms = analysis.landmarks
     quad = geo.ffhq_quad(analysis.head_kps[2], analysis.head_kps[3], lms[fa.MOUTH_CORNERS[0], :2],
@@ -227,7 +232,6 @@ def prepare_style2talker(image: Any, audio: Any = None, driving_video: Any = Non
     M = geo.quad_matrix(quad, size)
     aligned = geo.warp_affine(image, M, (size, size), border="reflect")
     crop_lms = geo.apply_affine(M, lms[:, :2])
-    speech = speech_for(audio, driving_video)
     meta: dict[str, Any] = {"fps": None, "driving": None}
     if driving_video is not None:
         _, track_pose, rate, name, track = _driving_track(driving_video, driving_fps, size, min_score, smooth,
@@ -238,10 +242,18 @@ def prepare_style2talker(image: Any, audio: Any = None, driving_video: Any = Non
         pose = deep3d_pose(analysis.pose, analysis.pose[3:5])
     extras = {"parsing": geo.parsing_map(crop_lms, (size, size)),
               "identity_exp": np.zeros(64, np.float32)}
+    measures = fa.expression_measures(lms, analysis.head_rotation)
+    notes = []
+    if measures["mouth_open"] > fa.OPEN_MOUTH:
+        notes.append(f"the mouth is open in the photo (mouth_open {measures['mouth_open']:.2f}); Style2Talker takes "
+                     "the identity's expression as neutral (zeros) unless --identity-exp gives its coefficients, so "
+                     "a closed-mouth photo animates more faithfully")
     meta.update(system="style2talker", crop_size=size, quad=np.round(quad, 3).tolist(),
                 face_box=[round(float(v), 2) for v in analysis.box], matrix=np.round(M, 6).tolist(),
                 image=what, image_size=list(image.shape[:2]), analysis=analysis.to_json(),
-                identity_exp="zeros: 3DMM expression needs a 3DMM fitting network (Deep3DFaceRecon), not shipped",
+                identity_exp="zeros (neutral): 3DMM expression coefficients need the BFM expression basis and a "
+                             "fitting network (Deep3DFaceRecon), not shipped",
+                expression_measures=measures, notes=notes,
                 pose_convention="Deep3DFaceRecon angles (x, y, z), translation approximate (shift only)")
     return Prepared("style2talker", aligned, geo.apply_affine(M, analysis.head_kps), pose, speech, M, analysis,
                     image, extras, meta)
@@ -322,6 +334,11 @@ def read_bundle(path: str | os.PathLike) -> dict[str, Any]:
                            "audio": media.load_audio(p / "audio.wav") if (p / "audio.wav").is_file() else None}
     if (p / "identity_exp.npy").is_file():
         out["identity_exp"] = np.load(p / "identity_exp.npy", allow_pickle=False)
+    if (p / "parsing.png").is_file():
+        from PIL import Image
+
+        with Image.open(p / "parsing.png") as im:
+            out["parsing"] = np.asarray(im.convert("L"))
     original = meta.get("image")
     out["original"] = media.load_image(original) if original and Path(original).is_file() else None
     return out

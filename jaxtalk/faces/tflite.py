@@ -6,7 +6,9 @@ device JAX uses, beside the talking-head models. Only the operators MediaPipe's 
 landmark networks use are implemented; any other raises NotImplementedError naming it.
 
 Layouts follow TFLite: activations NHWC, CONV_2D filters OHWI, DEPTHWISE_CONV_2D filters 1HWC; float16 weights
-are widened to float32 when read (the DEQUANTIZE nodes that do this in the file become constants).
+are widened to float32 when read (the DEQUANTIZE nodes that do this in the file become constants), and sparse
+weights (TFLite's per-dimension DENSE / SPARSE_CSR format, as in the full-range face detector) are expanded to
+dense arrays when read (the DENSIFY nodes become constants too).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _options(op, name: str) -> dict[str, Any]:
     cls = {
         "CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
         "MAX_POOL_2D": tflite.Pool2DOptions, "ADD": tflite.AddOptions, "CONCATENATION": tflite.ConcatenationOptions,
-        "RESHAPE": tflite.ReshapeOptions,
+        "RESHAPE": tflite.ReshapeOptions, "RESIZE_BILINEAR": tflite.ResizeBilinearOptions,
+        "DEPTH_TO_SPACE": tflite.DepthToSpaceOptions,
     }.get(name)
     if cls is None:
         return {}
@@ -87,9 +90,56 @@ def _options(op, name: str) -> dict[str, Any]:
         out["activation"] = o.FusedActivationFunction()
     if name == "CONCATENATION":
         out["axis"] = o.Axis()
+    if name == "RESIZE_BILINEAR":
+        out.update(align_corners=bool(o.AlignCorners()), half_pixel_centers=bool(o.HalfPixelCenters()))
+    if name == "DEPTH_TO_SPACE":
+        out["block_size"] = o.BlockSize()
     if name == "RESHAPE" and o.NewShapeLength():
         out["new_shape"] = tuple(int(v) for v in o.NewShapeAsNumpy())
     return out
+
+
+def _index_vector(dm, kind: str) -> np.ndarray:
+    """A DimensionMetadata's array_segments / array_indices union (Int32 / Uint16 / Uint8 vector) as int64."""
+    import tflite
+
+    kind_type = getattr(dm, f"Array{kind}Type")()
+    table = getattr(dm, f"Array{kind}")()
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind_type)
+    if cls is None or table is None:
+        raise TFLiteError(f"sparse tensor: unsupported {kind.lower()} vector type {kind_type}")
+    vec = cls()
+    vec.Init(table.Bytes, table.Pos)
+    return np.asarray(vec.ValuesAsNumpy(), np.int64)
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity) -> np.ndarray:
+    """Expand the stored values of a sparse constant to a dense array of `shape`: TFLite's format with one
+    DimensionMetadata per dimension, each DENSE (dense_size entries) or SPARSE_CSR (array_segments give each
+    parent position's range of array_indices), in traversal order; block-sparse layouts are not used by the
+    MediaPipe models and are refused."""
+    order = sparsity.TraversalOrderAsNumpy() if sparsity.TraversalOrderLength() else np.arange(len(shape))
+    if sparsity.BlockMapLength() or list(order) != list(range(len(shape))):
+        raise NotImplementedError("block-sparse or reordered sparse tensors are not implemented")
+    dense = np.zeros(int(np.prod(shape)), values.dtype)
+    positions = np.zeros(1, np.int64)  # position of each entry of the previous level
+    flat = np.zeros(1, np.int64)  # its flat offset in the dense array
+    strides = np.cumprod((1, *shape[::-1]))[::-1][1:]
+    for d in range(len(shape)):
+        dm = sparsity.DimMetadata(d)
+        if dm.Format() == 0:  # DENSE
+            n = dm.DenseSize()
+            positions = (positions[:, None] * n + np.arange(n)).ravel()
+            flat = (flat[:, None] + np.arange(n) * strides[d]).ravel()
+        else:  # SPARSE_CSR
+            seg, idx = _index_vector(dm, "Segments"), _index_vector(dm, "Indices")
+            counts = seg[positions + 1] - seg[positions]
+            positions = np.concatenate([np.arange(seg[p], seg[p + 1]) for p in positions]) if len(positions) else positions
+            flat = np.repeat(flat, counts) + idx[positions] * strides[d]
+    if len(positions) != values.size:
+        raise TFLiteError(f"sparse tensor: {values.size} stored values for {len(positions)} positions")
+    dense[flat] = values[positions]
+    return dense.reshape(shape)
 
 
 def read_graph(path: str | Path) -> Graph:
@@ -115,7 +165,9 @@ def read_graph(path: str | Path) -> Graph:
             dtype = _NP_TYPES.get(t.Type())
             if dtype is None:
                 raise TFLiteError(f"{path}: tensor {names[-1]!r} has unsupported type {t.Type()}")
-            constants[i] = np.frombuffer(data.tobytes(), dtype).reshape(shapes[-1])
+            stored = np.frombuffer(data.tobytes(), dtype)
+            constants[i] = (densify(stored, shapes[-1], t.Sparsity()) if t.Sparsity() is not None
+                            else stored.reshape(shapes[-1]))
     ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
@@ -127,6 +179,9 @@ def read_graph(path: str | Path) -> Graph:
         outs = tuple(int(v) for v in op.OutputsAsNumpy())
         if name == "DEQUANTIZE" and ins[0] in constants:  # float16 weights widened once, here
             constants[outs[0]] = constants[ins[0]].astype(np.float32)
+            continue
+        if name == "DENSIFY" and ins[0] in constants:  # already expanded when read
+            constants[outs[0]] = constants[ins[0]]
             continue
         ops.append(Op(name, ins, outs, tuple(sorted(_options(op, name).items()))))
     for k, v in constants.items():
@@ -182,7 +237,35 @@ def _pad(x, paddings):
     return jnp.pad(x, [(int(a), int(b)) for a, b in np.asarray(paddings)])
 
 
-_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "ADD", "RELU", "PRELU", "PAD", "RESHAPE", "CONCATENATION"}
+def _resize_bilinear(x, size, op: Op):
+    """TFLite RESIZE_BILINEAR with half-pixel centres (source coordinate (i + 0.5) / scale - 0.5, clamped at the
+    borders), the setting the full-range detector's upsampling uses."""
+    if op.opt("align_corners") or not op.opt("half_pixel_centers"):
+        raise NotImplementedError("RESIZE_BILINEAR without half_pixel_centers is not implemented")
+    out_h, out_w = (int(v) for v in np.asarray(size))
+
+    def axis(n_in, n_out):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(np.int32)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (src - lo).astype(np.float32)
+
+    y0, y1, fy = axis(x.shape[1], out_h)
+    x0, x1, fx = axis(x.shape[2], out_w)
+    rows = x[:, y0] * (1 - fy)[None, :, None, None] + x[:, y1] * fy[None, :, None, None]
+    return rows[:, :, x0] * (1 - fx)[None, None, :, None] + rows[:, :, x1] * fx[None, None, :, None]
+
+
+def _depth_to_space(x, op: Op):
+    """TFLite / TensorFlow DEPTH_TO_SPACE (DCR order): out[h * b + i, w * b + j, c] = in[h, w, (i * b + j) * C + c]."""
+    b = op.opt("block_size")
+    n, h, w, c = x.shape
+    y = x.reshape(n, h, w, b, b, c // (b * b))
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * b, w * b, c // (b * b))
+
+
+_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "ADD", "RELU", "PRELU", "PAD", "RESHAPE", "CONCATENATION",
+        "RESIZE_BILINEAR", "DEPTH_TO_SPACE"}
 
 
 def run(graph: Graph, params: dict[str, jax.Array], *inputs: jax.Array) -> tuple[jax.Array, ...]:
@@ -214,6 +297,10 @@ def run(graph: Graph, params: dict[str, jax.Array], *inputs: jax.Array) -> tuple
             y = _pad(a[0], graph.constants[op.inputs[1]])
         elif op.name == "RESHAPE":
             y = _reshape(a[0], graph.constants.get(op.inputs[1]) if len(op.inputs) > 1 else None, op, batch)
+        elif op.name == "RESIZE_BILINEAR":
+            y = _resize_bilinear(a[0], graph.constants[op.inputs[1]], op)
+        elif op.name == "DEPTH_TO_SPACE":
+            y = _depth_to_space(a[0], op)
         elif op.name == "CONCATENATION":
             y = _ACTIVATIONS[op.opt("activation", 0)](jnp.concatenate(a, axis=op.opt("axis")))
         else:  # read_graph has already refused anything else

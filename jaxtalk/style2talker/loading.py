@@ -234,7 +234,8 @@ def _load_bundle(directory: Path, cfg: Style2TalkerConfig | None) -> Style2Talke
     bank, names = None, ()
     if (directory / STYLE_BANK_FILE).is_file():
         bank, names = load_style_bank(directory / STYLE_BANK_FILE, cfg.style_a.n_latent, cfg.style_a.style_dim)
-    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"bundle {directory}")
+    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"bundle {directory}",
+                              uses_parsing=_trained_with_parsing(directory))
 
 
 def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = None) -> Style2TalkerModels:
@@ -278,7 +279,52 @@ def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = N
     bank, names = None, ()
     if (directory / STYLE_BANK_FILE).is_file():
         bank, names = load_style_bank(directory / STYLE_BANK_FILE, cfg.style_a.n_latent, cfg.style_a.style_dim)
-    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"checkpoints in {directory}")
+    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"checkpoints in {directory}",
+                              uses_parsing=_trained_with_parsing(directory))
+
+
+def with_text_encoder(models: Style2TalkerModels, source: str | os.PathLike) -> Style2TalkerModels:
+    """`models` with the CLIP text tower replaced by `source`: a weights file, a folder in Hugging Face layout
+    (transformers `CLIPTextModel[WithProjection].save_pretrained`: config.json + model.safetensors or a
+    weights-only pytorch_model.bin), or a model id in the local Hugging Face cache. Its pooled feature must have
+    the width Style-E was trained with."""
+    import json
+
+    from jaxtalk.interop.hf_cache import resolve_pretrained
+
+    path = resolve_pretrained(source, "--text-encoder")
+    config: Any = models.config.clip
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else config
+        files = [path / f"{stem}{suffix}" for stem in ("model", "pytorch_model") for suffix in SUFFIXES
+                 if (path / f"{stem}{suffix}").is_file()]
+        if not files:
+            raise ModelLoadError(f"--text-encoder {path}: no model / pytorch_model weights file in the folder")
+        path = files[0]
+    try:
+        module, params = interop.from_torch("clip_text", path, config)
+    except (interop.CheckpointError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"--text-encoder {path}: cannot be read as a CLIP text tower: {e}") from None
+    cfg = _section_from_module("clip_text", module, models.config)
+    try:
+        cfg.validate()
+    except config_lib.ConfigError as e:
+        raise ModelLoadError(f"--text-encoder {source}: does not fit these weights: {e}") from None
+    return dataclasses.replace(models, config=cfg, modules={**models.modules, "clip_text": build_modules(cfg)[
+        "clip_text"]}, params={**models.params, "clip_text": params},
+        source=f"{models.source}; text encoder {source}")
+
+
+def _trained_with_parsing(directory: Path) -> bool:
+    """False when the folder's manifest.json (written by train/style2talker.py) says the face-parsing input was
+    replaced by zeros in training; original / converted checkpoints (no manifest) were trained with BiSeNet maps."""
+    import json
+
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return manifest.get("replacements", {}).get("face parsing (BiSeNet)") != "zeros"
 
 
 def save_checkpoints(models: Style2TalkerModels, directory: str | os.PathLike) -> dict[str, Path]:

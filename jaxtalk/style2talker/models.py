@@ -98,6 +98,7 @@ class Style2TalkerModels:
     style_bank: np.ndarray | None = None
     style_names: tuple[str, ...] = ()
     source: str = "random init"
+    uses_parsing: bool = True  # False for weights trained with zeros in the content encoder's parsing channels
 
     # The components by name, as `SVPModels` names its own (a typo is an AttributeError).
     @property

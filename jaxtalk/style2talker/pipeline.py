@@ -30,7 +30,10 @@ Inputs the original computes with models jaxtalk does not ship, taken from the c
   the identity's head held still, facing the camera.
 * `crop` (3,) or (F', 3): Deep3DFaceRecon trans_params[2:] (ratio, t0, t1); `inference.crop` when absent.
 * `parsing` (in_size, in_size, 19): BiSeNet face-parsing logits of the identity at Style-A's input size
-  (divided by 16 inside, as the original); zeros when absent (no parsing network is shipped).
+  (divided by 16 inside, as the original); zeros when absent (no parsing network is shipped). `generate` also
+  takes the landmark-region label map `jaxtalk.faces` makes (`faces.geometry.parsing_logits` turns it into
+  logits), and passes it only to weights trained with a parsing input (`models.uses_parsing`: the shipped
+  synthetic weights were trained with zeros there, so they get zeros).
 * Face alignment (dlib landmarks + FFHQ crop before pSp) is not done: pass a face-centred square crop. The
   identity is resized (bilinear) to Style-A's `in_size` for the content encoder and the motion generator and to
   `psp.input_size` for pSp.
@@ -533,7 +536,8 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
              identity_expression: str | os.PathLike | np.ndarray | None = None,
              driving: str | os.PathLike | np.ndarray | None = None, face: str = "auto",
              face_index: int | None = None, min_face_score: float = 0.5, debug_dir: str | os.PathLike | None = None,
-             paste_back: bool = False, checkpoint: str | os.PathLike | None = None,
+             paste_back: bool = False, parsing: np.ndarray | None = None,
+             text_encoder: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
              config: str | os.PathLike | None = None, overrides: Sequence[str] = (), seed: int | None = None,
              models: Style2TalkerModels | None = None, progress: bool = True,
              on_progress: Callable[[str, int, int], None] | None = None,
@@ -554,6 +558,11 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
     * weights: `models` (an already loaded bundle; then `overrides` adjust its inference settings), else
       `checkpoint` / `config` through `resolve_models`; with neither, the weights shipped in the package; with
       only a `config`, random weights (the result says so).
+    * `parsing`: the identity's face-parsing map, an (H, W) label map over `image` (e.g. the landmark-region map
+      of `jaxtalk.faces.prepare_style2talker`, which a raw photo or prepared folder supplies) or BiSeNet logits
+      (in_size, in_size, 19); used when the weights were trained with one (see the module docstring).
+    * `text_encoder`: a CLIP text tower to use instead of the checkpoint's (a folder in Hugging Face layout, a
+      weights file, or a model id in the local Hugging Face cache; `loading.with_text_encoder`).
     * `paste_back`, `write`, `on_progress`, `on_note`: as in SVP's `generate`.
 
     Returns {'video', 'config' (when written), 'result', 'frames' (as written), 'models', 'summary'}.
@@ -564,9 +573,10 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"{out}: the output must be an .mp4 path")
     check_emotion(emotion)
-    image, audio, pose, identity_expression, paste = face_inputs.style2talker_inputs(
+    image, audio, pose, identity_expression, paste, found_parsing = face_inputs.style2talker_inputs(
         image, audio, pose=pose, identity_expression=identity_expression, driving=driving, face=face,
         face_index=face_index, min_face_score=min_face_score, debug_dir=debug_dir, on_note=on_note)
+    parsing = parsing if parsing is not None else found_parsing
     face_inputs.check_paste_back(paste_back, paste)
     img = np.asarray(image) if isinstance(image, np.ndarray) else media.load_image(image)
     wav = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else media.load_audio(audio)
@@ -590,6 +600,10 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
         style = load_exstyle(style, cfg.style_a.n_latent, cfg.style_a.style_dim)
     inputs = Style2TalkerInputs(img, wav, emotion, style, exp_arr, pose_arr)
     validate_inputs(cfg, inputs, CLIPTokenizer(context_length=cfg.clip.max_length))
+    if parsing is not None and np.asarray(parsing).ndim == 2:  # a label map: checked before any model work
+        from jaxtalk.faces.geometry import parsing_logits
+
+        parsing_logits(np.asarray(parsing), 1)
     if models is None and checkpoint is not None and (style is None or isinstance(style, (int, np.integer))):
         from jaxtalk.style2talker.models import STYLE_BANK_FILE
 
@@ -605,6 +619,18 @@ def generate(image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | n
             raise ValueError(f"--style {style_name!r}: no such file and no art style of that name; this model's "
                              f"styles are {', '.join(models.style_names)} (or pass an index or a .npy W+ code)")
         inputs = dataclasses.replace(inputs, style=models.style_names.index(style_name))
+    if text_encoder is not None:
+        from jaxtalk.style2talker.loading import with_text_encoder
+
+        models = with_text_encoder(models, text_encoder)
+    if parsing is not None and models.uses_parsing:
+        logits = np.asarray(parsing)
+        if logits.ndim == 2:
+            from jaxtalk.faces.geometry import parsing_logits
+
+            logits = parsing_logits(logits, models.config.style_a.in_size)
+        inputs = dataclasses.replace(inputs, parsing=logits)
+        validate_inputs(models.config, inputs, CLIPTokenizer(context_length=models.config.clip.max_length))
     write = jax.process_index() == 0 if write is None else write
     pipe = Style2TalkerPipeline(models, progress=progress and write, on_progress=on_progress)
     result = pipe(inputs, seed=seed)

@@ -17,6 +17,7 @@ from jaxtalk.faces import tflite
 WHEEL_SHA256 = {
     "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
     "face_landmark.tflite": "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+    "face_detection_full_range_sparse.tflite": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
 }
 
 
@@ -27,7 +28,8 @@ def test_jax_graph_matches_litert_interpreter(name):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     graph = tflite.read_graph(path)
     x = np.random.default_rng(0).uniform(-1, 1, graph.input_shape()).astype(np.float32)
-    ours = mp._network(name)[0](mp._network(name)[1], x)
+    # run at the batch the detection code uses, so the compiled function is shared with the other tests
+    ours = [o[:1] for o in mp._network(name)[0](mp._network(name)[1], mp._padded(x))]
     interp = litert.Interpreter(model_path=str(path))
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x)
@@ -45,6 +47,22 @@ def test_anchor_layout():
     np.testing.assert_allclose(a[:2], [[1 / 32, 1 / 32]] * 2)  # first 16x16 cell, two anchors
     np.testing.assert_allclose(a[512], [1 / 16, 1 / 16])  # first 8x8 cell
     np.testing.assert_allclose(a[-1], [15 / 16, 15 / 16])
+    full = mp.ssd_anchors("full")
+    assert full.shape == (2304, 2)  # 48x48 cells of stride 4, one anchor each
+    np.testing.assert_allclose(full[[0, 1, 48, -1]], [[1 / 96, 1 / 96], [3 / 96, 1 / 96], [1 / 96, 3 / 96],
+                                                      [95 / 96, 95 / 96]])
+
+
+def test_full_range_detector_finds_a_small_face(astronaut):
+    """The astronaut in the corner of a 1024x1024 picture (her face ~10% of its width): the short-range model
+    misses it, the full-range one finds it, and `analyze` (auto) falls back to it."""
+    canvas = np.full((1024, 1024, 3), 90, np.uint8)
+    canvas[:512, :512] = astronaut
+    assert mp.detect_faces(canvas, detector="short") == []
+    (box, _, score), = mp.detect_faces(canvas, detector="full")
+    assert 160 < box[0] < 200 and 50 < box[1] < 110 and 250 < box[2] < 290 and score > 0.6, box
+    a = faces.analyze(canvas)
+    assert 190 < a.head_kps[2, 0] < 215 and 90 < a.head_kps[2, 1] < 115 and a.presence > 0.9
 
 
 def test_astronaut_box_eyes_and_keypoints(astronaut_analysis):
@@ -105,3 +123,95 @@ def test_overlay_draws_on_a_copy(astronaut, astronaut_analysis):
     x0, y0, x1, y1 = astronaut_analysis.box.astype(int)
     assert changed[y0:y1, x0:x1].mean() > 0.02 and changed[:, :100].mean() < 0.001  # drawn on the face only
     assert np.array_equal(astronaut, __import__("skimage.data").data.astronaut())
+
+
+# ------------------------------------------------------------------------------------------------ head pose (PnP)
+
+CANONICAL_SHA256 = "bdbcda96dfcb7da883da124aaa2c55dee49770d934f0fcc71747f8c21bdc75b4"  # @mediapipe/face_mesh 0.4.1657299874
+
+
+def _rotation(pitch, yaw, roll):
+    """Written out here (not taken from the code under test): yaw' = -yaw about y, pitch' = -pitch about x."""
+    p, y, r = -pitch, -yaw, roll
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _render_landmarks(R, t, K, noise=0.0, seed=0):
+    """The canonical face posed by (R, t) and seen through K, as face-mesh landmarks: 2D pixels + relative depth."""
+    from jaxtalk.faces import headpose as hp
+
+    v = hp.canonical_face().vertices * [1, -1, -1]
+    cam = v @ R.T + t
+    uv = cam[:, :2] / cam[:, 2:] * K[0, 0] + K[:2, 2]
+    uv += np.random.default_rng(seed).normal(0, noise, uv.shape)
+    depth = (cam[:, 2] - cam[:, 2].mean()) * K[0, 0] / t[2]
+    return np.concatenate([uv, depth[:, None]], 1)
+
+
+def test_canonical_face_is_mediapipes_metric_mesh():
+    from jaxtalk.faces import headpose as hp
+
+    assert hashlib.sha256(hp.GEOMETRY_FILE.read_bytes()).hexdigest() == CANONICAL_SHA256
+    f = hp.canonical_face()
+    assert f.vertices.shape == (468, 3) and f.triangles.shape == (898, 3) and len(f.basis) == 33
+    assert f.triangles.min() == 0 and f.triangles.max() == 467
+    v = f.vertices
+    # metric (cm), symmetric about x = 0, y up, z towards the viewer: nose tip in front, edges behind
+    assert 14 < v[454, 0] - v[234, 0] < 17 and 16 < v[10, 1] - v[152, 1] < 19
+    np.testing.assert_allclose(v[[234, 33, 61], 0], -v[[454, 263, 291], 0], atol=1e-5)
+    assert v[1, 2] > v[168, 2] > v[234, 2] and v[10, 1] > v[1, 1] > v[152, 1]
+    assert np.all(np.isin(f.basis, np.arange(468))) and np.all(f.weights > 0)
+
+
+@pytest.mark.parametrize("angles", [(0.2, -0.4, 0.1), (-0.3, 0.6, -0.25), (0.0, 0.0, 0.0), (0.5, 0.1, 0.4)])
+def test_pnp_recovers_known_pose(angles):
+    from jaxtalk.faces import headpose as hp
+
+    size = (480, 640)
+    K = hp.camera_matrix(size)
+    R = _rotation(*angles)
+    for t in (np.array([0.0, 0.0, 60.0]), np.array([8.0, -5.0, 70.0])):
+        fit = hp.fit_head_pose(_render_landmarks(R, t, K), size)
+        np.testing.assert_allclose(fit.rotation, R, atol=1e-6)
+        np.testing.assert_allclose(fit.translation, t, atol=1e-4)
+        assert fit.rms_px < 1e-6
+        if t[0] == 0:  # on the optical axis the line of sight is the camera axis
+            np.testing.assert_allclose(fit.angles, angles, atol=1e-6)
+        # with 0.7 px landmark noise the angles stay within about a degree
+        noisy = hp.fit_head_pose(_render_landmarks(R, t, K, noise=0.7, seed=1), size)
+        err = np.degrees(np.abs(np.asarray(noisy.angles) - fit.angles))
+        assert err.max() < 1.5, err
+    # the signs the renderer uses: yaw > 0 turns the nose to the image right, pitch > 0 lifts the chin
+    lms = _render_landmarks(_rotation(0, 0.4, 0), np.array([0, 0, 60.0]), K)
+    assert lms[1, 0] > lms[[234, 454], 0].mean() + 20
+    lms = _render_landmarks(_rotation(0.4, 0, 0), np.array([0, 0, 60.0]), K)
+    assert lms[1, 1] < lms[[234, 454], 1].mean() - 10
+
+
+def test_line_of_sight_pose_of_a_face_off_the_axis():
+    """A face looking at the camera from the top left corner has zero line-of-sight angles, whatever its
+    camera-frame rotation."""
+    from jaxtalk.faces import headpose as hp
+
+    size = (512, 512)
+    K = hp.camera_matrix(size)
+    t = np.array([-15.0, -12.0, 50.0])
+    C = hp.line_of_sight(t)
+    np.testing.assert_allclose(C @ [0, 0, 1], t / np.linalg.norm(t), atol=1e-12)
+    fit = hp.fit_head_pose(_render_landmarks(C, t, K), size)
+    np.testing.assert_allclose(fit.angles, 0, atol=1e-6)
+    assert np.degrees(np.abs(hp.euler_from_rotation(fit.rotation))).max() > 10
+
+
+def test_astronaut_pose_is_plausible(astronaut_analysis):
+    """The astronaut faces the camera, head a little lowered and tilted (looking at the photo): pitch between -20
+    and 0 degrees, |yaw| < 8, roll between 0 and 8 (clockwise); she sits about arm's length to a few metres
+    away for the focal length assumed; the fit leaves a few pixels of error (expression, shape)."""
+    a = astronaut_analysis
+    pitch, yaw, roll = np.degrees(a.pose[:3])
+    assert -20 < pitch < 0 and abs(yaw) < 8 and 0 < roll < 8, (pitch, yaw, roll)
+    assert 30 < a.head_translation[2] < 300 and a.head_translation[1] < 0  # above the image centre
+    assert a.pose_rms_px < 6

@@ -1,4 +1,5 @@
-"""Speech in common containers (flac, ogg, m4a/aac, mp3 where the encoder exists, the sound of an mp4) comes in
+"""Speech in common containers (flac, ogg, m4a/aac, mp3 where the encoder exists, aac in mov, opus in webm, the
+sound of an mp4) comes in
 as 16 kHz mono; too short / clipped / silent speech is refused with one line."""
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ def _encode(path, audio, rate, codec):
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = "mono"
-        frame_size = 1152 if codec == "libmp3lame" else 1024
+        frame_size = stream.codec_context.frame_size or 1024  # e.g. 1152 mp3, 960 opus, 1024 aac
         for k, start in enumerate(range(0, len(audio), frame_size)):
             block = audio[start:start + frame_size]
             block = np.pad(block, (0, frame_size - len(block)))[None].astype(np.float32)
-            fmt = "fltp" if codec != "libmp3lame" else "s16p"
-            data = block if fmt == "fltp" else (block * 32767).astype(np.int16)
+            fmt = {"libmp3lame": "s16p", "libopus": "flt"}.get(codec, "fltp")
+            data = (block * 32767).astype(np.int16) if fmt == "s16p" else block
             frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
             frame.sample_rate, frame.pts = rate, k * frame_size
             for packet in stream.encode(frame):
@@ -30,14 +31,16 @@ def _encode(path, audio, rate, codec):
             out.mux(packet)
 
 
-@pytest.mark.parametrize("suffix", [".flac", ".ogg", ".m4a", ".mp3", ".mp4"])
+@pytest.mark.parametrize("suffix", [".flac", ".ogg", ".m4a", ".mp3", ".mov", ".webm", ".mp4"])
 def test_containers_decode_to_16k_mono(material, tmp_path, suffix):
     speech, sr = soundfile.read(material / "speech.wav", dtype="float32")
     path = tmp_path / f"speech{suffix}"
     if suffix in (".flac", ".ogg"):
         soundfile.write(path, speech, sr)
-    elif suffix == ".m4a":
+    elif suffix in (".m4a", ".mov"):  # AAC, alone or as a QuickTime movie's sound track
         _encode(path, speech, sr, "aac")
+    elif suffix == ".webm":  # Opus (48 kHz) in WebM, what browsers record
+        _encode(path, media.resample(speech, sr, 48000), 48000, "libopus")
     elif suffix == ".mp3":
         if "libmp3lame" not in av.codecs_available:
             pytest.skip("this FFmpeg build has no mp3 encoder")

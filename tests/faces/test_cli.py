@@ -12,7 +12,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from jaxtalk import cli, faces
+from jaxtalk import cli
 from jaxtalk.data import media
 
 TINY = ["--devices", "1", "--quiet", "--seed", "0", "sampler.steps=2", "context.overlap=2"]
@@ -69,8 +69,10 @@ def test_generate_with_a_driving_video(material, short_speech, tmp_path, capsys)
     assert "naive_retarget" in printed.out and media.probe_video(video)["has_audio"]
 
 
-def _bad_files(d, material):
-    """Made-up bad inputs, written once per test into `d`."""
+@pytest.fixture(scope="module")
+def bad(material, tmp_path_factory):
+    """Made-up bad inputs, written once."""
+    d = tmp_path_factory.mktemp("bad")
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "tiny.png")
     (d / "text.png").write_text("this is not an image\n")
     jpg = d / "full.jpg"
@@ -78,11 +80,13 @@ def _bad_files(d, material):
     (d / "truncated.jpg").write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 3])
     pair = np.asarray(Image.open(material / "astronaut.png"))[:, 100:356]
     Image.fromarray(np.concatenate([pair, pair], axis=1)).save(d / "two.png")
+    Image.new("RGB", (8000, 8000), (90, 120, 150)).save(d / "huge.jpg", quality=50)
     rate = 16000
     soundfile.write(d / "silent.wav", np.zeros(rate, np.float32), rate)
     speech, sr = soundfile.read(material / "speech.wav", dtype="float32")
     soundfile.write(d / "clipped.wav", np.clip(speech * 40, -1, 1), sr)
     soundfile.write(d / "short.wav", speech[: sr // 20], sr)
+    return d
 
 
 @pytest.mark.parametrize("case, image, audio, extra, message", [
@@ -90,6 +94,7 @@ def _bad_files(d, material):
     ("two faces", "{d}/two.png", "{m}/speech.wav", [], "2 faces found"),
     ("face index out of range", "{d}/two.png", "{m}/speech.wav", ["--face-index", "5"], "out of range"),
     ("16x16 image", "{d}/tiny.png", "{m}/speech.wav", [], "too small to find a face"),
+    ("8000x8000 image without a face", "{d}/huge.jpg", "{m}/speech.wav", [], "no face found"),
     ("text named png", "{d}/text.png", "{m}/speech.wav", [], "cannot be read as an image"),
     ("truncated jpeg", "{d}/truncated.jpg", "{m}/speech.wav", [], "cannot be read as an image"),
     ("missing image", "{d}/nowhere.png", "{m}/speech.wav", [], "image file not found"),
@@ -101,11 +106,8 @@ def _bad_files(d, material):
     ("retarget without driving", "{m}/astronaut.png", "{m}/speech.wav", ["--retarget", "naive_retarget"],
      "needs a driving video"),
 ])
-def test_prepare_bad_input_is_one_line(material, tmp_path, capsys, case, image, audio, extra, message):
-    d = tmp_path / "in"
-    d.mkdir()
-    _bad_files(d, material)
-    fill = lambda s: s.format(m=material, d=d)
+def test_prepare_bad_input_is_one_line(material, bad, tmp_path, capsys, case, image, audio, extra, message):
+    fill = lambda s: s.format(m=material, d=bad)
     out = tmp_path / "out"
     argv = ["prepare", "--image", fill(image), "--out", str(out), *[fill(a) for a in extra]]
     if audio:
@@ -116,31 +118,67 @@ def test_prepare_bad_input_is_one_line(material, tmp_path, capsys, case, image, 
     assert rc == 2, f"{case}: {printed.out} {printed.err}"
     assert len(lines) == 1 and lines[0].startswith("jaxtalk prepare: error: "), lines
     assert message in lines[0], lines[0]
-    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing written, not even a temporary folder
 
 
-def test_awkward_but_valid_images_and_audio(astronaut, astronaut_analysis, material, tmp_path):
-    """Grey, RGBA, CMYK and EXIF-rotated photos find the same face; 8 kHz and 48 kHz stereo speech load."""
-    box = astronaut_analysis.box
-    im = Image.fromarray(astronaut)
+@pytest.mark.parametrize("case, image, audio, message", [
+    ("no face, --face on", "{m}/coffee.png", "{m}/speech.wav", "no face found"),
+    ("clipped audio", "{m}/astronaut.png", "{d}/clipped.wav", "audio is clipped"),
+    ("truncated jpeg", "{d}/truncated.jpg", "{m}/speech.wav", "cannot be read as an image"),
+])
+def test_generate_bad_input_is_one_line(material, bad, tmp_path, capsys, case, image, audio, message):
+    fill = lambda s: s.format(m=material, d=bad)
+    out = tmp_path / "talk.mp4"
+    rc = cli.main(["generate", "--image", fill(image), "--audio", fill(audio), "--face", "on", "--out", str(out),
+                   *TINY])
+    printed = capsys.readouterr()
+    lines = [line for line in printed.err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("jaxtalk generate: error: "), (case, lines)
+    assert message in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_through_the_installed_command(material, bad, tmp_path):
+    """The same rule through a real process: exit status 2, one stderr line, no traceback, no output."""
+    import sys
+
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", "import sys; from jaxtalk.cli import main; sys.exit(main())",
+                          "prepare", "--image", str(bad / "text.png"), "--audio", str(material / "speech.wav"),
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2, run.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"jaxtalk prepare: error: {bad / 'text.png'}: cannot be read "
+                                                   "as an image"), lines
+    assert "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_awkward_images_and_audio_work_through_prepare(astronaut_analysis, material, tmp_path, capsys):
+    """Grey, RGBA, CMYK and EXIF-rotated photos are not errors: prepare finds the same face in each; 8 kHz mono
+    and 48 kHz stereo speech become 16 kHz mono audio.wav."""
+    im = Image.open(material / "astronaut.png")
     im.convert("L").save(tmp_path / "grey.png")
     rgba = im.convert("RGBA")
-    rgba.putalpha(255)
+    rgba.putalpha(200)
     rgba.save(tmp_path / "rgba.png")
     im.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
     exif = Image.Exif()
     exif[0x0112] = 6  # stored turned anticlockwise; viewers turn it 90 degrees clockwise
     im.rotate(90, expand=True).save(tmp_path / "exif.jpg", quality=95, exif=exif)
-    for name in ("grey.png", "rgba.png", "cmyk.jpg", "exif.jpg"):
-        got = faces.analyze(tmp_path / name)
-        np.testing.assert_allclose(got.box, box, atol=8, err_msg=name)
     speech, sr = soundfile.read(material / "speech.wav", dtype="float32")
     for rate, channels in ((8000, 1), (48000, 2)):
         x = media.resample(speech, sr, rate)
         soundfile.write(tmp_path / f"s{rate}.wav", np.stack([x] * channels, 1), rate)
-        got = faces.load_speech(tmp_path / f"s{rate}.wav")
-        assert abs(len(got) - len(speech) * 16000 / sr) < 64
-    huge = tmp_path / "huge.jpg"
-    Image.new("RGB", (8000, 8000), (90, 120, 150)).save(huge, quality=50)
-    with pytest.raises(faces.FaceError, match="no face found"):
-        faces.analyze(huge)
+    for k, name in enumerate(("grey.png", "rgba.png", "cmyk.jpg", "exif.jpg")):
+        out = tmp_path / f"prep_{k}"
+        rate = (8000, 48000)[k % 2]
+        rc = cli.main(["prepare", "--image", str(tmp_path / name), "--audio", str(tmp_path / f"s{rate}.wav"),
+                       "--out", str(out), "--size", "128"])
+        printed = capsys.readouterr()
+        assert rc == 0, (name, printed.err)
+        meta = json.loads((out / "meta.json").read_text())
+        np.testing.assert_allclose(meta["face_box"], astronaut_analysis.box, atol=8, err_msg=name)
+        info = soundfile.info(out / "audio.wav")
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert abs(info.frames - len(speech) * 16000 / sr) < 64

@@ -70,6 +70,22 @@ def test_prepare_dataset_keeps_talking_heads_and_reports_the_rest(video_dir, tmp
     rc = cli.main(["prepare-dataset", str(video_dir), "--out", str(out), "--size", "64", "--quiet",
                    "--zero-expression"])
     assert rc == 0 and json.loads((out / dataset.REPORT_NAME).read_text())["resumed"] == 1
+    # a different crop size makes the clip again instead of keeping the old one
+    rc = cli.main(["prepare-dataset", str(video_dir), "--out", str(out), "--size", "48", "--quiet",
+                   "--zero-expression"])
+    assert rc == 0 and json.loads((out / dataset.REPORT_NAME).read_text())["resumed"] == 0
+    assert records.read_record(out / "anna_talk.npz").frames.shape == (8, 48, 48, 3)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_clips(video_dir, tmp_path):
+    one = dataset.prepare_dataset(video_dir, tmp_path / "one", size=64, zero_expression=True, progress=False)
+    two = dataset.prepare_dataset(video_dir, tmp_path / "two", size=64, zero_expression=True, workers=2,
+                                  progress=False)
+    assert one == two
+    a, b = (records.read_record(tmp_path / d / "anna_talk.npz") for d in ("one", "two"))
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_allclose(a.head_kps, b.head_kps, atol=1e-4)
 
 
 def test_coefficient_files_give_the_expression(video_dir, tmp_path):

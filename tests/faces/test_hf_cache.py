@@ -30,3 +30,45 @@ def test_model_id_resolves_from_the_local_cache(tmp_path, monkeypatch):
         resolve_pretrained("acme/other", "--vae")
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         resolve_pretrained("./nowhere/x/y.bin", "--vae")
+
+
+def test_text_encoder_from_the_cache_replaces_style2talkers_clip(tmp_path, monkeypatch):
+    """--text-encoder: a CLIPTextModelWithProjection saved by transformers into a temporary HF cache is found by
+    id, replaces the checkpoint's CLIP text tower, and gives transformers' text_embeds; a tower of the wrong
+    width is one clear error."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from jaxtalk import config
+    from jaxtalk.style2talker.config import Style2TalkerConfig
+    from jaxtalk.style2talker.loading import with_text_encoder
+    from jaxtalk.style2talker.models import ModelLoadError, Style2TalkerModels
+
+    def cache(name, projection):
+        cfg = transformers.CLIPTextConfig(vocab_size=49408, hidden_size=24, intermediate_size=48,
+                                          num_hidden_layers=1, num_attention_heads=2, projection_dim=projection,
+                                          max_position_embeddings=77, eos_token_id=49407)
+        torch.manual_seed(0)
+        model = transformers.CLIPTextModelWithProjection(cfg).eval()
+        snap = tmp_path / "hub" / f"models--acme--{name}" / "snapshots" / "abc"
+        model.save_pretrained(snap)
+        (snap.parents[1] / "refs").mkdir()
+        (snap.parents[1] / "refs" / "main").write_text("abc")
+        return model
+
+    model = cache("tiny-clip", 16)
+    cache("wide-clip", 20)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    bare = Style2TalkerModels(config.load("style2talker_tiny", cls=Style2TalkerConfig), {}, {})
+    models = with_text_encoder(bare, "acme/tiny-clip")
+    assert models.config.clip.width == 24 and "text encoder acme/tiny-clip" in models.source
+    ids = np.full((1, 77), 49407, np.int64)
+    ids[0, :4] = [49406, 320, 1125, 49407]
+    _, pooled = models.modules["clip_text"].apply({"params": models.params["clip_text"]}, ids.astype(np.int32))
+    with torch.no_grad():
+        want = model(input_ids=torch.from_numpy(ids)).text_embeds.numpy()
+    np.testing.assert_allclose(np.asarray(pooled), want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    with pytest.raises(ModelLoadError, match="text_dim"):
+        with_text_encoder(bare, "acme/wide-clip")
