@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxtalk import cli, config, faces
+from jaxtalk import config, faces
 from jaxtalk.faces import analysis as fa
 from jaxtalk.faces import geometry as geo
 from jaxtalk.style2talker import pipeline
@@ -73,21 +73,24 @@ def test_shipped_weights_were_trained_without_parsing():
     assert _trained_with_parsing(shipped_dir().parent) is True  # no manifest: an original / converted checkpoint
 
 
-def test_cli_hands_the_landmark_parsing_map_to_style2talker(material, monkeypatch, tmp_path, capsys):
+def test_generate_from_a_photo_hands_the_landmark_parsing_map_to_style2talker(material, tiny_models, monkeypatch,
+                                                                             tmp_path):
+    """A raw photo given to `generate()` (what `jaxtalk generate --system style2talker` calls) is aligned, and its
+    landmark parsing map and head pose reach the pipeline."""
     seen = {}
 
-    def capture(image, audio, emotion, out, **kw):
-        seen.update(kw, image=image)
+    def capture(self, inputs, seed=None):
+        seen["inputs"] = inputs
         raise CapturedError
 
-    monkeypatch.setattr(pipeline, "generate", capture)
-    cli.main(["generate", "--system", "style2talker", "--image", str(material / "astronaut.png"), "--audio",
-              str(material / "speech.wav"), "--emotion", "She is happy.", "--out", str(tmp_path / "o.mp4")])
-    assert "CapturedError" in capsys.readouterr().err  # the CLI reports the stand-in's exception as an internal error
-    parsing = seen["parsing"]
-    assert parsing.shape == seen["image"].shape[:2] == (256, 256)
-    assert set(np.unique(parsing)) >= {0, 1, 4, 5, 10, 12, 13}
-    assert seen["pose"].shape == (6,)
+    monkeypatch.setattr(pipeline.Style2TalkerPipeline, "__call__", capture)
+    with pytest.raises(CapturedError):
+        pipeline.generate(material / "astronaut.png", material / "speech.wav", "She is happy.", tmp_path / "o.mp4",
+                          models=tiny_models)
+    inputs, size = seen["inputs"], tiny_models.config.style_a.in_size
+    assert inputs.image.shape == (256, 256, 3) and inputs.pose.shape == (6,)
+    assert inputs.parsing.shape == (size, size, 19)
+    assert len(set(inputs.parsing.argmax(-1).ravel().tolist())) >= 4  # several face regions, not a blank map
 
 
 def test_expression_measures_are_pose_invariant_and_see_an_open_mouth():
