@@ -265,6 +265,12 @@ def _prepare_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_main() -> bool:
+    from jaxtalk import distributed
+
+    return distributed.is_main()
+
+
 def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
     from jaxtalk.style2talker import pipeline
 
@@ -281,7 +287,7 @@ def _style2talker_generate(args: argparse.Namespace) -> dict[str, Any]:
                                                                          else None),
         checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed, pose=pose,
         identity_expression=identity_exp, parsing=parsing, text_encoder=args.text_encoder,
-        progress=not args.quiet)
+        progress=not args.quiet and _is_main())
     if args.paste_back:
         from jaxtalk.faces.geometry import crop_size_matrix, paste_back
 
@@ -603,13 +609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         enable_compile_cache()
     from jaxtalk.config import ConfigError
-    from jaxtalk.distributed import DistributedError
+    from jaxtalk.distributed import DistributedError, announce, who
     from jaxtalk.interop import CheckpointError
 
+    announce(getattr(args, "process_id", None), getattr(args, "num_processes", None))
     try:
         return args.fn(args)
     except (ConfigError, CheckpointError, ValueError, FileNotFoundError, DistributedError) as e:
-        print(f"jaxtalk {args.command}: error: {e}", file=sys.stderr)
+        print(f"jaxtalk {args.command}: error: {who()}{e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"jaxtalk {args.command}: interrupted", file=sys.stderr)
@@ -618,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("JAXTALK_TRACEBACK"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"jaxtalk {args.command}: internal error: {type(e).__name__}: {first} (a bug, not your input; "
+        print(f"jaxtalk {args.command}: internal error: {who()}{type(e).__name__}: {first} (a bug, not your input; "
               "JAXTALK_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
