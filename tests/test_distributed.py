@@ -72,14 +72,18 @@ def test_errors_name_the_rank_given_on_the_command_line(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("jaxtalk process 1 of 2 failed: KeyError")
 
 
-def test_cli_generate_error_names_the_rank(tmp_path, capsys):
+def test_cli_generate_error_names_the_rank(tmp_path, capsys, monkeypatch):
+    """The rank comes from the flags (joining the run is left out here: no peer process exists)."""
     from jaxtalk import cli
 
+    monkeypatch.setattr(distributed, "_RANK", {"index": 0, "count": 1})
+    monkeypatch.setattr(distributed, "initialize", lambda cfg=None: (cfg.process_id, cfg.num_processes))
     code = cli.main(["generate", "--system", "style2talker", "--image", str(tmp_path / "none.png"), "--audio",
                      str(tmp_path / "none.wav"), "--emotion", "happy", "--out", str(tmp_path / "o.mp4"),
                      "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1"])
     err = capsys.readouterr().err
-    assert code != 0 and err.startswith("jaxtalk generate: error: process 1 of 2: "), err
+    assert code == 2 and err.startswith("jaxtalk generate: error: process 1 of 2: "), err
+    assert "none.png" in err
 
 
 def test_only_process_0_writes_outputs(tmp_path, monkeypatch):
