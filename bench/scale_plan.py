@@ -1,9 +1,10 @@
 """The paper-size memory / compute plan, measured by XLA rather than guessed: AOT-compile train steps on simulated
 meshes and read the compiled programs' memory and FLOP counts.
 
-    python bench/scale_plan.py                                    # every model x mesh x split x dtype
+    python bench/scale_plan.py                                    # every model x mesh x split x dtype x remat
     python bench/scale_plan.py --models style_e --devices 8 16    # a subset
-    python bench/scale_plan.py --models svp_stage1 --devices 8 --splits fsdp --dtypes bfloat16
+    python bench/scale_plan.py --models svp_stage1 --devices 8 --splits fsdp --dtypes bfloat16 --remats full
+    python bench/scale_plan.py --plan svp --budget-s 7200          # the SVP rows that matter most, first
 
 For each model (`svp_stage1`, `svp_stage2`: the `train_svp_stage{1,2}_paper` presets, SD1.5-size UNet +
 ReferenceNet (+ AnimateDiff motion modules and audio attention in stage 2) at 512x512; `style_e`:
@@ -20,8 +21,12 @@ on several devices).
 
 The numbers are those of XLA's CPU compiler for the partitioned programs (the same SPMD partitioning as on GPU;
 fusion and temporary buffers differ on GPU, so treat memory as an estimate within tens of percent). Written to
-bench/results/scale_plan.json and .md (`--out`). No rematerialisation policy exists in the models yet, so every
-row is without remat.
+bench/results/scale_plan.json and .md (`--out`), rewritten after every row, so a run stopped early keeps what it
+measured. `--remats` compiles the train steps with `model.remat` (jax.checkpoint on every UNet / ReferenceNet
+block; Style-E and the sampler have none). `--fast-compile` (default on) skips LLVM's expensive passes: the
+program, its buffer assignment (memory) and its HLO cost analysis are those of the normal compile, only the CPU
+machine code is less optimised, which is irrelevant here. `--budget-s` stops starting new compiles after that
+many seconds; configurations not compiled are listed under `not_compiled` with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ if str(REPO) not in sys.path:
 H100_BF16_FLOPS = 989e12
 EFFICIENCY = 0.5
 SPLITS = ("data", "fsdp", "fsdp_tensor")
+COMPILER_OPTIONS: dict = {}
 
 
 def _split(name: str, n: int) -> tuple[int, int, int]:
@@ -53,13 +59,14 @@ def _split(name: str, n: int) -> tuple[int, int, int]:
     raise ValueError(f"split {name!r}: choose from {SPLITS}")
 
 
-def _task(model: str, dtype: str):
+def _task(model: str, dtype: str, remat: str = "none"):
     from jaxtalk import config
     from jaxtalk.training.style_e import StyleETask
     from jaxtalk.training.svp import SVPTask
 
     if model.startswith("svp_stage"):
-        cfg = config.load(f"train_svp_stage{model[-1]}_paper", ["init=[]", f"model.dtype={dtype}"])
+        cfg = config.load(f"train_svp_stage{model[-1]}_paper", ["init=[]", f"model.dtype={dtype}",
+                                                                 f"model.remat={remat}"])
         return cfg, SVPTask.from_config(cfg)
     if model == "style_e":
         cfg = config.load("train_style_e_paper", [f"dtype={dtype}"])
@@ -118,7 +125,8 @@ def abstract_state(task, opt_cfg, mesh):
     return jax.tree_util.tree_map_with_path(place, abstract)
 
 
-def compile_step(model: str, devices: int, split: str, dtype: str, per_device_batch: int) -> dict:
+def compile_step(model: str, devices: int, split: str, dtype: str, per_device_batch: int, remat: str = "none"
+                 ) -> dict:
     """One row: compile the train step and read its memory and cost analyses."""
     import flax.linen as nn
     import jax
@@ -131,7 +139,7 @@ def compile_step(model: str, devices: int, split: str, dtype: str, per_device_ba
 
     data, fsdp, tensor = _split(split, devices)
     mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:devices])
-    cfg, task = _task(model, dtype)
+    cfg, task = _task(model, dtype, remat)
     global_batch = per_device_batch * data * fsdp
     state = abstract_state(task, cfg.optimizer, mesh)
     batch = _batch(model, cfg, task, global_batch)
@@ -148,9 +156,12 @@ def compile_step(model: str, devices: int, split: str, dtype: str, per_device_ba
         lowered = jax.jit(step, in_shardings=(state_sh, batch_sh, replicated), out_shardings=(state_sh, replicated),
                           donate_argnums=0).lower(state, batch, rng)
         t1 = time.perf_counter()
-        compiled = lowered.compile()
+        print(f"  lowered {model} {devices} {split} {dtype} remat={remat} in {t1 - t0:.0f} s; compiling",
+              file=sys.stderr, flush=True)
+        compiled = lowered.compile(COMPILER_OPTIONS or None)
     t2 = time.perf_counter()
-    return _row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, compiled, t1 - t0, t2 - t1)
+    return _row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, compiled, t1 - t0, t2 - t1,
+                remat)
 
 
 def _sample_step(devices: int, split: str, dtype: str, per_device_batch: int):
@@ -217,13 +228,15 @@ def compile_sample(devices: int, split: str, dtype: str, per_device_batch: int) 
     with nn.logical_axis_rules(parallel.LOGICAL_RULES), jax.set_mesh(mesh):
         lowered = jax.jit(fn).lower(*args)
         t1 = time.perf_counter()
-        compiled = lowered.compile()
+        print(f"  lowered svp_sample {devices} {split} {dtype} in {t1 - t0:.0f} s; compiling", file=sys.stderr,
+              flush=True)
+        compiled = lowered.compile(COMPILER_OPTIONS or None)
     return _row("svp_sample", devices, split, (data, fsdp, tensor), dtype, b, compiled, t1 - t0,
                 time.perf_counter() - t1)
 
 
 def _row(model: str, devices: int, split: str, mesh: tuple, dtype: str, global_batch: int, compiled,
-         lower_s: float, compile_s: float) -> dict:
+         lower_s: float, compile_s: float, remat: str = "none") -> dict:
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
@@ -231,7 +244,7 @@ def _row(model: str, devices: int, split: str, mesh: tuple, dtype: str, global_b
     peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
     step_s = flops / (EFFICIENCY * H100_BF16_FLOPS)
     return {"model": model, "devices": devices, "split": split,
-            "mesh": dict(zip(("data", "fsdp", "tensor"), mesh)), "dtype": dtype, "remat": "none",
+            "mesh": dict(zip(("data", "fsdp", "tensor"), mesh)), "dtype": dtype, "remat": remat,
             "global_batch": global_batch, "per_device_gib": peak / 2**30,
             "arguments_gib": mem.argument_size_in_bytes / 2**30, "temporaries_gib": mem.temp_size_in_bytes / 2**30,
             "flops_per_device": flops, "h100_step_s_at_50pct": step_s,
@@ -239,13 +252,13 @@ def _row(model: str, devices: int, split: str, mesh: tuple, dtype: str, global_b
 
 
 def add_mfu(rows: list[dict]) -> None:
-    """MFU of each row: the model's per-sample FLOPs — the least total (all devices) per sample over the splits
-    measured for the same model, dtype and device count, i.e. the least redundant program — times the global
-    batch, over N x peak x the row's step time. 50 % for the least redundant split by construction; lower where a
-    split repeats work (replicated optimiser updates, activations not split over `tensor`)."""
+    """MFU of each row: the model's per-sample FLOPs — the least total (all devices) per sample over the rows
+    without remat for the same model and dtype, i.e. the least redundant program — times the global batch, over
+    N x peak x the row's step time. 50 % for the least redundant split by construction; lower where a split
+    repeats work (replicated optimiser updates, activations not split over `tensor`) or remat recomputes it."""
     for r in rows:
-        same = [q for q in rows if (q["model"], q["dtype"], q["devices"]) == (r["model"], r["dtype"], r["devices"])
-                and q["flops_per_device"]]
+        same = [q for q in rows if (q["model"], q["dtype"]) == (r["model"], r["dtype"])
+                and q["flops_per_device"] and q.get("remat", "none") == "none"]
         if not same or not r["h100_step_s_at_50pct"]:
             r["mfu"] = None
             continue
@@ -254,58 +267,156 @@ def add_mfu(rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | GPUs | data x fsdp x tensor | dtype | batch | GiB / device | TFLOP / device / step | "
-            "H100 step (ms, 50 %) | samples/s | MFU |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| model | GPUs | data x fsdp x tensor | dtype | remat | batch | GiB / device | TFLOP / device / step | "
+            "H100 step (ms, 50 %) | samples/s | MFU |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         m = r["mesh"]
         mfu = f"{100 * r['mfu']:.0f} %" if r.get("mfu") is not None else "-"
         lines.append(f"| {r['model']} | {r['devices']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['dtype']} | "
-                     f"{r['global_batch']} | {r['per_device_gib']:.3g} | {r['flops_per_device'] / 1e12:.3g} | "
-                     f"{r['h100_step_s_at_50pct'] * 1e3:.3g} | {r['samples_per_s']:.3g} | {mfu} |")
+                     f"{r.get('remat', 'none')} | {r['global_batch']} | {r['per_device_gib']:.3g} | "
+                     f"{r['flops_per_device'] / 1e12:.3g} | {r['h100_step_s_at_50pct'] * 1e3:.3g} | "
+                     f"{r['samples_per_s']:.3g} | {mfu} |")
     return head + "\n".join(lines) + "\n"
 
 
+# The SVP rows in order of use: the bf16 layouts a first run picks from (fsdp on one 8-GPU host, the sampler
+# replicated), the same with remat, then more devices, other splits, float32, Style-E.
+SVP_PLAN = (
+    ("svp_stage1", 8, "fsdp", "bfloat16", "none"),
+    ("svp_stage2", 8, "fsdp", "bfloat16", "none"),
+    ("svp_sample", 8, "data", "bfloat16", "none"),
+    ("svp_stage1", 8, "fsdp", "bfloat16", "full"),
+    ("svp_stage2", 8, "fsdp", "bfloat16", "full"),
+    ("svp_stage1", 64, "fsdp", "bfloat16", "none"),
+    ("svp_stage2", 64, "fsdp", "bfloat16", "none"),
+    ("svp_stage1", 16, "fsdp_tensor", "bfloat16", "none"),
+    ("svp_stage2", 16, "fsdp_tensor", "bfloat16", "none"),
+    ("svp_sample", 8, "fsdp", "bfloat16", "none"),
+    ("svp_stage1", 8, "data", "bfloat16", "none"),
+    ("svp_stage1", 16, "fsdp", "bfloat16", "none"),
+    ("svp_stage2", 16, "fsdp", "bfloat16", "none"),
+    ("svp_stage1", 8, "fsdp", "float32", "none"),
+    ("svp_stage2", 8, "fsdp", "float32", "none"),
+    ("svp_stage2", 64, "fsdp_tensor", "bfloat16", "full"),
+    ("svp_sample", 8, "data", "float32", "none"),
+    ("style_e", 8, "data", "bfloat16", "none"),
+    ("style_e", 8, "fsdp", "bfloat16", "none"),
+)
+
+
+def _planned(args: argparse.Namespace) -> list[tuple]:
+    if args.plan == "svp":
+        return [SVP_PLAN[i] for i in (args.plan_rows or range(len(SVP_PLAN)))]
+    out = []
+    for model in args.models:
+        no_remat = model in ("style_e", "svp_sample")  # no UNet blocks to checkpoint / no gradients
+        for n in args.devices:
+            for split in args.splits:
+                for dtype in args.dtypes:
+                    for remat in (["none"] if no_remat else args.remats):
+                        out.append((model, n, split, dtype, remat))
+    return out
+
+
+def _write(out: pathlib.Path, meta: dict, rows: list[dict], skipped: list[dict]) -> None:
+    add_mfu(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "not_compiled": skipped}, indent=1))
+    text = table(rows)
+    if skipped:
+        text += "\nNot compiled:\n\n" + "\n".join(
+            f"- {s['model']} {s['devices']} {s['split']} {s['dtype']} remat={s['remat']}: {s['reason']}"
+            for s in skipped) + "\n"
+    out.with_suffix(".md").write_text(text)
+
+
+def _order(entry: dict) -> tuple:
+    key = (entry["model"], entry["devices"], entry["split"], entry["dtype"], entry.get("remat", "none"))
+    return (SVP_PLAN.index(key) if key in SVP_PLAN else len(SVP_PLAN), key)
+
+
+def combine(files: list[pathlib.Path], out: pathlib.Path) -> int:
+    """One table from several runs' JSON (e.g. a plan split over processes); a configuration measured in any
+    run is not listed as not compiled."""
+    parts = [json.loads(f.read_text()) for f in files]
+    rows = sorted((r for p in parts for r in p["rows"]), key=_order)
+    done = {(r["model"], r["devices"], r["split"], r["dtype"], r.get("remat", "none")) for r in rows}
+    skipped = sorted((s for p in parts for s in p.get("not_compiled", [])
+                      if (s["model"], s["devices"], s["split"], s["dtype"], s["remat"]) not in done), key=_order)
+    meta = {**parts[0]["meta"], "combined_from": [str(f) for f in files],
+            "wall_s_per_run": [p["meta"].get("wall_s") for p in parts]}
+    meta.pop("wall_s", None)
+    _write(out, meta, rows, skipped)
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from jaxtalk.backbones.sd_unet import REMAT_POLICIES
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["svp_stage1", "svp_stage2", "style_e", "svp_sample"],
                    choices=("svp_stage1", "svp_stage2", "style_e", "svp_sample"))
     p.add_argument("--devices", nargs="+", type=int, default=[8, 16, 64])
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=("bfloat16", "float32"))
+    p.add_argument("--remats", nargs="+", default=["none", "full"], choices=REMAT_POLICIES,
+                   help="model.remat of the SVP train steps")
+    p.add_argument("--plan", choices=("svp",), help="instead of the product above: the SVP rows in order of use")
+    p.add_argument("--plan-rows", nargs="+", type=int, help="with --plan: only these rows of it (0-based), e.g. "
+                   "to split the plan over several processes (then --combine their outputs)")
+    p.add_argument("--combine", nargs="+", metavar="JSON", help="merge the outputs of earlier runs into --out "
+                   "(rows in plan order, MFU recomputed) and exit")
+    p.add_argument("--budget-s", type=float, default=None, help="start no compile after this many seconds")
+    p.add_argument("--fast-compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip LLVM's expensive passes (same program, memory and cost analysis; faster compile)")
     p.add_argument("--per-device-batch", type=int, default=1)
     p.add_argument("--sim-devices", type=int, default=64, help="simulated CPU devices (>= the largest mesh)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "scale_plan"), help="path stem of .json/.md")
     args = p.parse_args(argv)
-    if max(args.devices) > args.sim_devices:
-        p.error(f"--devices {max(args.devices)} exceeds --sim-devices {args.sim_devices}")
+    if args.combine:
+        return combine([pathlib.Path(f) for f in args.combine], pathlib.Path(args.out))
+    planned = _planned(args)
+    if max(c[1] for c in planned) > args.sim_devices:
+        p.error(f"{max(c[1] for c in planned)} devices exceed --sim-devices {args.sim_devices}")
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["JAX_NUM_CPU_DEVICES"] = str(args.sim_devices)
     import jax
 
     jax.config.update("jax_num_cpu_devices", args.sim_devices)
-    rows = []
-    for model in args.models:
-        for n in args.devices:
-            for split in args.splits:
-                for dtype in args.dtypes:
-                    if model == "svp_sample":
-                        row = compile_sample(n, split, dtype, args.per_device_batch)
-                    else:
-                        row = compile_step(model, n, split, dtype, args.per_device_batch)
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-    add_mfu(rows)
+    if args.fast_compile:
+        COMPILER_OPTIONS.update(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True)
     out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"jax": jax.__version__, "backend": "cpu (simulated devices)", "peak_flops": H100_BF16_FLOPS,
-            "efficiency": EFFICIENCY, "args": vars(args)}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text(table(rows))
+    meta = {"jax": jax.__version__, "backend": "cpu (simulated devices)", "host_cpus": os.cpu_count(),
+            "peak_flops": H100_BF16_FLOPS, "efficiency": EFFICIENCY, "compiler_options": dict(COMPILER_OPTIONS),
+            "args": vars(args)}
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    t0 = time.perf_counter()
+    for model, n, split, dtype, remat in planned:
+        what = dict(model=model, devices=n, split=split, dtype=dtype, remat=remat)
+        if args.budget_s is not None and time.perf_counter() - t0 > args.budget_s:
+            skipped.append({**what, "reason": f"not started: the {args.budget_s:.0f} s compile budget of this run "
+                            "was spent on the rows above"})
+            _write(out, meta, rows, skipped)
+            continue
+        try:
+            if model == "svp_sample":
+                row = compile_sample(n, split, dtype, args.per_device_batch)
+            else:
+                row = compile_step(model, n, split, dtype, args.per_device_batch, remat)
+        except Exception as e:  # noqa: BLE001 - one configuration failing must not lose the others
+            skipped.append({**what, "reason": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"})
+            print(f"  {what}: failed: {skipped[-1]['reason']}", file=sys.stderr, flush=True)
+        else:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        meta["wall_s"] = time.perf_counter() - t0
+        _write(out, meta, rows, skipped)
     print(table(rows))
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -101,7 +101,7 @@ def _generate(args: argparse.Namespace) -> int:
     faces = dict(driving=args.driving, face=args.face, face_index=args.face_index,
                  min_face_score=args.min_face_score, debug_dir=args.debug_dir, paste_back=args.paste_back)
     common = dict(checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed,
-                  progress=not args.quiet, on_note=note)
+                  progress=not args.quiet and distributed.is_main(), on_note=note)
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         if args.system == "style2talker":
             from jaxtalk.style2talker import pipeline
@@ -313,13 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         enable_compile_cache()
     from jaxtalk.config import ConfigError
-    from jaxtalk.distributed import DistributedError
+    from jaxtalk.distributed import DistributedError, announce, who
     from jaxtalk.interop import CheckpointError
 
+    announce(getattr(args, "process_id", None), getattr(args, "num_processes", None))
     try:
         return args.fn(args)
     except (ConfigError, CheckpointError, ValueError, FileNotFoundError, DistributedError) as e:
-        print(f"jaxtalk {args.command}: error: {e}", file=sys.stderr)
+        print(f"jaxtalk {args.command}: error: {who()}{e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"jaxtalk {args.command}: interrupted", file=sys.stderr)
@@ -328,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("JAXTALK_TRACEBACK"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"jaxtalk {args.command}: internal error: {type(e).__name__}: {first} (a bug, not your input; "
+        print(f"jaxtalk {args.command}: internal error: {who()}{type(e).__name__}: {first} (a bug, not your input; "
               "JAXTALK_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 

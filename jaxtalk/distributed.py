@@ -16,7 +16,7 @@ makes the coordination service stop all others with an error naming the dead tas
 leaves the rest hanging.
 
 Process 0 alone writes logs, progress lines, metadata and outputs (`is_main`); every process logs warnings and
-errors with its rank (`setup_logging`, `report_errors`).
+errors with its rank (`setup_logging`, `entry_point`, `who`).
 """
 
 from __future__ import annotations
@@ -144,6 +144,62 @@ def rank() -> tuple[int, int]:
     return _RANK["index"], _RANK["count"]
 
 
+def who() -> str:
+    """"process I of N: " in a multi-process run (also before `initialize`, from `announce`), else ""."""
+    index, count = rank()
+    return f"process {index} of {count}: " if count > 1 else ""
+
+
+def announce(process_id: int | None, num_processes: int | None) -> None:
+    """Remember the rank given on the command line, so errors raised before `initialize` already name it."""
+    if process_id is not None and num_processes is not None and not _initialized():
+        _RANK.update(index=process_id, count=num_processes)
+
+
+def _initialized() -> bool:
+    import jax
+
+    return jax.distributed.is_initialized()
+
+
+# What an entry point reports as bad input (one line, exit status 2): config errors (a ValueError), data and
+# checkpoint errors (ValueError / OSError subclasses), multi-process set-up.
+BAD_INPUT: tuple[type[BaseException], ...] = (ValueError, OSError, DistributedError)
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 3
+
+
+@contextlib.contextmanager
+def entry_point(prog: str) -> Iterator[None]:
+    """The error contract of the `train/*.py` scripts: bad input (`BAD_INPUT`) and a stopped run (NaN / Inf
+    with `train.nonfinite=stop`) end with one line `PROG: error: [process I of N: ]MESSAGE` on stderr and exit
+    status 2 (bad input) or 3 (stopped), no traceback; any other exception is an internal error and keeps its
+    traceback after a line naming the failed process. `JAXTALK_TRACEBACK=1` keeps every traceback."""
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        stopped = type(e).__name__ == "NonFiniteError"
+        if os.environ.get("JAXTALK_TRACEBACK") or not (stopped or isinstance(e, BAD_INPUT)):
+            _say_failed(e)
+            raise
+        print(f"{prog}: error: {who()}{_one_line(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_FAILED if stopped else EXIT_BAD_INPUT) from None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _say_failed(e: BaseException) -> None:
+    index, count = rank()
+    if count > 1:
+        print(f"jaxtalk process {index} of {count} failed: {type(e).__name__}: {_one_line(e)[:500]}",
+              file=sys.stderr, flush=True)
+
+
 def is_main() -> bool:
     """True on process 0: the one that writes logs, progress, metadata and output files."""
     return rank()[0] == 0
@@ -167,21 +223,6 @@ def setup_logging(level: int = logging.INFO) -> None:
     # Replace plain stderr handlers (grain installs one on import); keep specialised ones (a test runner's).
     root.handlers[:] = [h for h in root.handlers if type(h) is not logging.StreamHandler] + [handler]
     root.setLevel(level)
-
-
-@contextlib.contextmanager
-def report_errors() -> Iterator[None]:
-    """Log any exception with this process's rank before it propagates (so a failed worker says who it is)."""
-    try:
-        yield
-    except SystemExit:
-        raise
-    except BaseException as e:
-        index, count = rank()
-        if count > 1:
-            print(f"jaxtalk process {index} of {count} failed: {type(e).__name__}: {e}", file=sys.stderr,
-                  flush=True)
-        raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,13 +13,19 @@ Hooks for video UNets built from these pieces (V-Express / AnimateDiff style), a
   `temporal_module(hidden[B*F, H, W, C], num_frames)`. Configure other settings with `functools.partial`.
 - `__call__(..., added_features=None, block_kwargs=None, num_frames=1)`: `added_features` is added to
   `conv_in`'s output (e.g. keypoint-guider features); rows are B*F frames when `num_frames > 1`.
+- `remat`: a `jax.checkpoint` policy (`REMAT_POLICIES`) applied to every resnet, transformer and temporal module
+  of the down / mid / up blocks, so the backward pass keeps only each block's inputs (plus what the policy saves)
+  and recomputes the rest: `none` (store everything), `full` (save nothing inside a block), `dots` (keep matmul /
+  conv outputs), `dots_no_batch` (keep only matmuls without batch dimensions: the weight products). The forward
+  values and gradients are unchanged. A block that hands values out through a `BlockOutputs` object in
+  `block_kwargs` (the ReferenceNet's bank) gets a fresh one inside the checkpoint whose entries are returned.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -39,6 +45,8 @@ from jaxtalk.config import ConfigError, field, from_dict, to_dict
 from jaxtalk.nn import layers
 
 Dtype = Any
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DOWN_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 
@@ -200,6 +208,66 @@ def _rows(x: jax.Array, n: int, num_frames: int, what: str) -> jax.Array:
                      + (f" or {n // num_frames} (one per video of {num_frames} frames)" if num_frames > 1 else ""))
 
 
+def checkpoint_policy(name: str) -> Callable[..., bool] | None:
+    """The `jax.checkpoint` policy of a `remat` setting (None for `none`: no rematerialisation)."""
+    policies = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                "dots": jax.checkpoint_policies.dots_saveable,
+                "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+    if name not in policies:
+        raise ConfigError(f"remat: {name!r} is not a rematerialisation policy; choose from {list(REMAT_POLICIES)}")
+    return policies[name]
+
+
+class BlockOutputs:
+    """Values that blocks hand out through `block_kwargs` by side effect (`put(index, value)`); under `remat` each
+    checkpointed block writes into a `local()` copy whose entries come out as outputs and are `merge`d back, so
+    no traced value escapes the checkpoint."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, jax.Array] = {}
+
+    def put(self, index: int, value: jax.Array) -> None:
+        if index in self.entries:
+            raise ValueError(f"block output {index} written twice")
+        self.entries[index] = value
+
+    def local(self) -> BlockOutputs:
+        return BlockOutputs()
+
+    def merge(self, entries: Mapping[int, jax.Array]) -> None:
+        for index, value in entries.items():
+            self.put(index, value)
+
+
+def checkpointed(module: nn.Module, remat: str, *args: Any, **kwargs: Any) -> Any:
+    """`module(*args, **kwargs)`, under `jax.checkpoint` with the `remat` policy unless it is `none`.
+
+    Array leaves of the arguments are the checkpoint's inputs; every other leaf (ints such as `num_frames`,
+    Python floats, None) stays static, and `BlockOutputs` are swapped for local copies (see `BlockOutputs`).
+    """
+    if remat == "none":
+        return module(*args, **kwargs)
+    policy = checkpoint_policy(remat)
+    leaves, treedef = jax.tree.flatten((args, kwargs), is_leaf=lambda x: isinstance(x, BlockOutputs))
+    dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array)]
+    outputs = [i for i, x in enumerate(leaves) if isinstance(x, BlockOutputs)]
+
+    def run(mdl: nn.Module, values: list[jax.Array]) -> tuple[Any, dict[int, dict[int, jax.Array]]]:
+        full = list(leaves)
+        for i, v in zip(dynamic, values):
+            full[i] = v
+        local = {i: leaves[i].local() for i in outputs}
+        for i, c in local.items():
+            full[i] = c
+        a, kw = jax.tree.unflatten(treedef, full)
+        return mdl(*a, **kw), {i: dict(c.entries) for i, c in local.items()}
+
+    y, written = nn.remat(run, policy=policy)(module, [leaves[i] for i in dynamic])
+    for i, entries in written.items():
+        leaves[i].merge(entries)
+    return y
+
+
 class _Stage(nn.Module):
     """Shared fields of the down / mid / up stages (hooks and attention settings from the UNet)."""
 
@@ -211,6 +279,7 @@ class _Stage(nn.Module):
     temporal_module: Callable[..., nn.Module] | None = None
     implementation: str = "auto"
     query_chunk_size: int | None = None
+    remat: RematPolicy = "none"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -234,7 +303,7 @@ class _Stage(nn.Module):
     def motion(self, j: int, h: jax.Array, num_frames: int) -> jax.Array:
         if not self.temporal or self.temporal_module is None:
             return h
-        return self.temporal_module(name=f"motion_modules_{j}", **self._kw())(h, num_frames)
+        return checkpointed(self.temporal_module(name=f"motion_modules_{j}", **self._kw()), self.remat, h, num_frames)
 
 
 class DownStage(_Stage):
@@ -247,11 +316,11 @@ class DownStage(_Stage):
         depth = cfg.transformer_layers_per_block[i]
         skips = []
         for j in range(cfg.layers_per_block[i]):
-            h = self.resnet(f"resnets_{j}", channels)(h, temb)
+            h = checkpointed(self.resnet(f"resnets_{j}", channels), self.remat, h, temb)
             if attn:
-                h = self.transformer(f"attentions_{j}", channels, cfg.num_attention_heads[i], depth,
-                                     self.first_index + j * depth)(h, context, num_frames=num_frames,
-                                                                    block_kwargs=block_kwargs)
+                h = checkpointed(self.transformer(f"attentions_{j}", channels, cfg.num_attention_heads[i], depth,
+                                                  self.first_index + j * depth), self.remat, h, context,
+                                 num_frames=num_frames, block_kwargs=block_kwargs)
             h = self.motion(j, h, num_frames)
             skips.append(h)
         if i < len(cfg.block_out_channels) - 1:
@@ -267,12 +336,12 @@ class MidStage(_Stage):
     def __call__(self, h, temb, context, *, num_frames, block_kwargs):
         cfg = self.config
         channels, scale = cfg.block_out_channels[-1], cfg.mid_block_scale_factor
-        h = self.resnet("resnets_0", channels, scale)(h, temb)
-        h = self.transformer("attentions_0", channels, cfg.num_attention_heads[-1],
-                             cfg.transformer_layers_per_block[-1], self.first_index)(
-            h, context, num_frames=num_frames, block_kwargs=block_kwargs)
+        h = checkpointed(self.resnet("resnets_0", channels, scale), self.remat, h, temb)
+        h = checkpointed(self.transformer("attentions_0", channels, cfg.num_attention_heads[-1],
+                                          cfg.transformer_layers_per_block[-1], self.first_index), self.remat,
+                         h, context, num_frames=num_frames, block_kwargs=block_kwargs)
         h = self.motion(0, h, num_frames)
-        return self.resnet("resnets_1", channels, scale)(h, temb)
+        return checkpointed(self.resnet("resnets_1", channels, scale), self.remat, h, temb)
 
 
 class UpStage(_Stage):
@@ -286,11 +355,11 @@ class UpStage(_Stage):
         depth = cfg.transformer_layers_per_block[r]
         for j in range(cfg.layers_per_block[r] + 1):
             h = jnp.concatenate([h, skips[-1 - j].astype(h.dtype)], axis=-1)
-            h = self.resnet(f"resnets_{j}", channels)(h, temb)
+            h = checkpointed(self.resnet(f"resnets_{j}", channels), self.remat, h, temb)
             if attn:
-                h = self.transformer(f"attentions_{j}", channels, cfg.num_attention_heads[r], depth,
-                                     self.first_index + j * depth)(h, context, num_frames=num_frames,
-                                                                    block_kwargs=block_kwargs)
+                h = checkpointed(self.transformer(f"attentions_{j}", channels, cfg.num_attention_heads[r], depth,
+                                                  self.first_index + j * depth), self.remat, h, context,
+                                 num_frames=num_frames, block_kwargs=block_kwargs)
             h = self.motion(j, h, num_frames)
         if i < len(cfg.block_out_channels) - 1:
             h = Upsample2D(channels, name="upsamplers_0", **self._kw())(h, output_size)
@@ -327,6 +396,7 @@ class UNet2DConditionModel(nn.Module):
     temporal_mid_block: bool = True
     attention_implementation: str = "auto"
     query_chunk_size: int | None = None
+    remat: RematPolicy = "none"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -376,7 +446,8 @@ class UNet2DConditionModel(nn.Module):
         nb = len(cfg.block_out_channels)
         down_counts, mid_count, up_counts = _block_counts(cfg)
         stage = dict(config=cfg, transformer_block=self.transformer_block, temporal_module=self.temporal_module,
-                     implementation=self.attention_implementation, query_chunk_size=self.query_chunk_size, **kw)
+                     implementation=self.attention_implementation, query_chunk_size=self.query_chunk_size,
+                     remat=self.remat, **kw)
         call = dict(num_frames=num_frames, block_kwargs=block_kwargs)
         skips, index = [h], 0
         for i in range(nb):

@@ -248,12 +248,17 @@ def result_summary(system: str, path: str | os.PathLike, frames: np.ndarray, fps
 def write_outputs(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float, cfg: Any
                   ) -> dict[str, Path]:
     """A product's result on disk: `path` (mp4 with the audio) and the resolved config beside it (`.yaml`); both
-    atomic, and the video is removed again if the config cannot be written, so a failure leaves neither."""
+    atomic, and the video is removed again if the config cannot be written, so a failure leaves neither.
+
+    In a multi-process run (`jaxtalk.distributed`) only process 0 writes; the others return the same paths."""
     from jaxtalk import config as config_lib
+    from jaxtalk import distributed
 
     path = Path(path)
-    video = write_video(path, frames, fps, audio)
     yaml_path = path.with_suffix(".yaml")
+    if not distributed.is_main():
+        return {"video": path, "config": yaml_path}
+    video = write_video(path, frames, fps, audio)
     try:
         with atomic_path(yaml_path) as tmp:
             config_lib.save(cfg, tmp)

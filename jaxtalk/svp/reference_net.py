@@ -11,8 +11,8 @@ drops it), so `out = conv_out(last up block)`; V-Express does not use `out`.
 
 The entries travel out through a per-call collector passed in `block_kwargs` (a plain Python object that lives
 only while this `__call__` traces), so `apply` returns them without a mutable collection and the whole call jits.
-Wrapping the writer blocks in lifted transforms (`nn.remat`, `nn.scan`) would leak their tracers; wrap the
-ReferenceNet as a whole instead.
+With `remat` (see `jaxtalk.backbones.sd_unet`) every checkpointed block writes into a local collector whose
+entries leave the checkpoint as outputs, so no tracer escapes; `nn.scan` over the writer blocks is not supported.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.backbones.sd_unet import UNet2DConditionModel, UNetConfig, num_transformer_blocks
+from jaxtalk.backbones.sd_unet import (
+    BlockOutputs,
+    RematPolicy,
+    UNet2DConditionModel,
+    UNetConfig,
+    num_transformer_blocks,
+)
 from jaxtalk.backbones.unet_blocks import TOKEN_AXES, BasicTransformerBlock, FeedForward
 from jaxtalk.nn import layers
 from jaxtalk.nn.attention import Implementation
@@ -32,12 +38,12 @@ from jaxtalk.nn.attention import Implementation
 Dtype = Any
 
 
-class BankCollector:
+class BankCollector(BlockOutputs):
     """Receives one bank entry per transformer block during a single ReferenceNet call."""
 
     def __init__(self, num_blocks: int) -> None:
+        super().__init__()
         self.num_blocks = num_blocks
-        self.entries: dict[int, jax.Array] = {}
 
     def put(self, index: int, value: jax.Array) -> None:
         if index in self.entries:
@@ -101,6 +107,7 @@ class ReferenceNet(nn.Module):
     config: UNetConfig
     attention_implementation: Implementation = "auto"
     query_chunk_size: int | None = None
+    remat: RematPolicy = "none"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -108,7 +115,7 @@ class ReferenceNet(nn.Module):
         self.unet = UNet2DConditionModel(
             dataclasses.replace(self.config, use_conv_norm_out=False), transformer_block=ReferenceWriterBlock,
             temporal_module=None, attention_implementation=self.attention_implementation,
-            query_chunk_size=self.query_chunk_size, dtype=self.dtype, param_dtype=self.param_dtype,
+            query_chunk_size=self.query_chunk_size, remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
         )
         nn.share_scope(self, self.unet)
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jaxtalk import config as cfg
 from jaxtalk.backbones.sd_unet import (
     SD15_UNET_CONFIG,
+    RematPolicy,
     UNet2DConditionModel,
     UNetConfig,
     num_transformer_blocks,
@@ -318,11 +319,13 @@ class SVPUNet(nn.Module):
     Param names are the V-Express `denoising_unet` + `motion_module` state-dict names (plus `attn_style` /
     `norm_style` with `use_style`). `timesteps` may be a scalar, [B] or fractional. `kps_features` is added to
     `conv_in`'s output (V-Kps / Head-Kps guider features). `style_tokens` [B,S,style_dim] or None (no style term).
+    `remat`: the `jax.checkpoint` policy of the UNet blocks (`jaxtalk.backbones.sd_unet.REMAT_POLICIES`).
     """
 
     config: SVPUNetConfig
     attention_implementation: Implementation = "auto"
     query_chunk_size: int | None = None
+    remat: RematPolicy = "none"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -344,7 +347,7 @@ class SVPUNet(nn.Module):
         self.unet = UNet2DConditionModel(
             c.unet, transformer_block=block, temporal_module=temporal, temporal_resolutions=c.motion.resolutions,
             temporal_mid_block=c.motion.mid_block, attention_implementation=self.attention_implementation,
-            query_chunk_size=self.query_chunk_size, dtype=self.dtype, param_dtype=self.param_dtype,
+            query_chunk_size=self.query_chunk_size, remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
         )
         nn.share_scope(self, self.unet)  # params at the top level, named like the torch state dict
 

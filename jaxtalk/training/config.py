@@ -20,6 +20,7 @@ from typing import Literal
 from jaxtalk import config as cfg
 from jaxtalk.backbones.audio_features import AudioEncoderConfig
 from jaxtalk.backbones.clip_text import CLIPTextConfig
+from jaxtalk.backbones.sd_unet import RematPolicy
 from jaxtalk.backbones.sd_vae import SD_VAE_CONFIG, VAEConfig
 from jaxtalk.config import ConfigError, MeshConfig, SyntheticDataConfig
 from jaxtalk.diffusion.schedules import ScheduleConfig
@@ -146,8 +147,12 @@ class SVPModelConfig:
     kps_guider: KpsGuiderConfig = cfg.field(default_factory=KpsGuiderConfig)
     audio_projection: AudioProjectionConfig = cfg.field(default_factory=AudioProjectionConfig.svp_whisper)
     style_extractor: StyleExtractorConfig = cfg.field(default_factory=StyleExtractorConfig)
-    dtype: Dtype = "float32"
+    dtype: Dtype = cfg.field("float32", doc="compute dtype; params, gradients and AdamW moments stay float32 "
+                             "(bfloat16 needs no loss scaling: it has float32's exponent range)")
     attention: Literal["auto", "xla", "cudnn", "reference"] = "auto"
+    remat: RematPolicy = cfg.field("none", doc="jax.checkpoint policy of the UNet and ReferenceNet blocks: none, "
+                                   "full (recompute each block in the backward pass), dots (keep matmul / conv "
+                                   "outputs), dots_no_batch (keep weight matmuls only)")
 
 
 @dataclasses.dataclass(frozen=True)

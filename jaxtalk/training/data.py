@@ -204,6 +204,11 @@ def process_rows(rows: Any) -> Iterator[None]:
         _BATCH_ROWS.reset(token)
 
 
+def current_rows() -> np.ndarray | None:
+    """The rows of every global batch this process reads (set by `process_rows`; None: all of them)."""
+    return _BATCH_ROWS.get()
+
+
 class _PrepRows:
     """Applies a batch `prep` row by row, each row with its own generator seeded by (seed, global batch position,
     row in the global batch): a sample's preparation does not depend on which process prepares it."""

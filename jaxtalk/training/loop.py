@@ -251,8 +251,11 @@ class _NonFiniteWatch:
 
 
 def data_rows(cfg: Any, mesh: jax.sharding.Mesh) -> np.ndarray | None:
-    """The rows of each global batch (`cfg.data.batch_size`) that this process reads for `mesh`."""
+    """The rows of each global batch (`cfg.data.batch_size`, or a root `batch_size` as Style-A's) that this
+    process reads for `mesh`."""
     batch_size = getattr(getattr(cfg, "data", None), "batch_size", None)
+    if batch_size is None:
+        batch_size = getattr(cfg, "batch_size", None)
     if batch_size is None:
         return None
     return parallel.process_batch_rows(mesh, batch_size)
@@ -279,15 +282,15 @@ def train(task: Task, cfg: Any) -> TrainResult:
     mesh = parallel.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
     workdir = pathlib.Path(loop.workdir).resolve()
     main_process = jax.process_index() == 0
+    from jaxtalk.training.data import process_rows
+
+    with process_rows(data_rows(cfg, mesh)):  # first: bad data fails before the run folder is touched
+        iterator = _iterator(task.dataset(), loop.num_threads)
     if main_process:
         workdir.mkdir(parents=True, exist_ok=True)
         config_lib.save(cfg, workdir / "config.yaml")
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=loop.max_to_keep)
     resume_step = _agreed(ckpt.latest_step()) if loop.resume else None
-    from jaxtalk.training.data import process_rows
-
-    with process_rows(data_rows(cfg, mesh)):
-        iterator = _iterator(task.dataset(), loop.num_threads)
     options = FAST_COMPILE if loop.fast_compile else ()
     state = make_state(task, cfg.optimizer, mesh, loop.seed, fresh=resume_step is None, compiler_options=options)
     if resume_step is not None:
@@ -378,17 +381,18 @@ def main(argv: list[str] | None, system: str, make_task: Any, description: str =
     distributed.add_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=8")
     args = parser.parse_args(argv)
+    distributed.announce(args.process_id, args.num_processes)
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.workdir is not None:
         overrides.append(f"train.workdir={args.workdir}")
     overrides += distributed.overrides_from_args(args, "train.distributed")
-    cfg = config_lib.load(args.config, overrides)
-    name = config_lib.root_name(cfg)
-    if name != system:
-        raise config_lib.ConfigError(f"{args.config}: a `system: {name}` config; this script trains `{system}`")
-    distributed.initialize(cfg.train.distributed)
-    distributed.setup_logging(logging.INFO)
-    with distributed.report_errors():
+    with distributed.entry_point(parser.prog):  # bad config / data / batch: one line, exit 2, no traceback
+        cfg = config_lib.load(args.config, overrides)
+        name = config_lib.root_name(cfg)
+        if name != system:
+            raise config_lib.ConfigError(f"{args.config}: a `system: {name}` config; this script trains `{system}`")
+        distributed.initialize(cfg.train.distributed)
+        distributed.setup_logging(logging.INFO)
         return train(make_task(cfg), cfg)

@@ -540,10 +540,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. style_a.steps=10")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"workdir={args.workdir}"] if args.workdir else [])
-    cfg = config_lib.load(args.config, overrides)
-    if config_lib.root_name(cfg) != "train_style2talker":
-        raise config_lib.ConfigError(f"{args.config}: a `system: {config_lib.root_name(cfg)}` config; this script "
-                                     "trains `train_style2talker`")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = " ".join(["python", "train/style2talker.py", *(argv if argv is not None else sys.argv[1:])])
-    return train_all(cfg, command, export_only=args.export_only)
+    from jaxtalk import distributed
+
+    with distributed.entry_point(parser.prog):  # bad config / data: one line, exit 2, no traceback
+        cfg = config_lib.load(args.config, overrides)
+        if config_lib.root_name(cfg) != "train_style2talker":
+            raise config_lib.ConfigError(f"{args.config}: a `system: {config_lib.root_name(cfg)}` config; this "
+                                         "script trains `train_style2talker`")
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        command = " ".join(["python", "train/style2talker.py", *(argv if argv is not None else sys.argv[1:])])
+        return train_all(cfg, command, export_only=args.export_only)

@@ -156,6 +156,32 @@ def batch_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 0x5E2]))
 
 
+def row_rng(seed: int, index: int, row: int) -> np.random.Generator:
+    """The generator of row `row` of global batch `index`: a row does not depend on the other rows, so any
+    process can make its own rows alone."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), int(row), 0x5E3]))
+
+
+class RowBatches:
+    """Global batch `index` of `batch_size` rows, each `make_row(rng)` with `row_rng(seed, index, row)`, of which
+    this process makes only `rows` (default: the rows `jaxtalk.training.data.process_rows` set when the batches
+    were built, else all): the global batch is the same for any number of processes."""
+
+    def __init__(self, make_row: Callable[[np.random.Generator], dict[str, Any]], batch_size: int, seed: int,
+                 rows: Any = None):
+        from jaxtalk.training.data import current_rows
+
+        rows = current_rows() if rows is None else rows
+        self.rows = np.arange(batch_size) if rows is None else np.asarray(rows, np.int64)
+        if self.rows.size == 0 or self.rows.min() < 0 or self.rows.max() >= batch_size:
+            raise ValueError(f"process rows {self.rows.tolist()} are not rows of a global batch of {batch_size}")
+        self.make_row, self.seed = make_row, seed
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        made = [self.make_row(row_rng(self.seed, index, r)) for r in self.rows]
+        return {k: np.stack([np.asarray(m[k]) for m in made]) for k in made[0]}
+
+
 def index_dataset(make_batch: Callable[[int], dict[str, np.ndarray]]) -> grain.MapDataset:
     """An endless grain MapDataset whose element i is `make_batch(i)` (random access: resumable by position)."""
     return grain.MapDataset.range(1 << 40).map(make_batch)

@@ -83,41 +83,39 @@ def driving_style(style_a: nn.Module, style_a_params: Any, psp: nn.Module, psp_v
 
 
 class StyleABatches:
-    """Host batches (see the module docstring) as a pure function of (seed, batch index)."""
+    """Host batches (see the module docstring) as a pure function of (seed, batch index, row): each process
+    makes only the rows of every global batch that its devices hold (`style2talker_data.RowBatches`)."""
 
     def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int, loss: StyleALossConfig,
-                 radius: int):
+                 radius: int, rows: Any = None):
         self.a, self.batch_size, self.seed, self.loss, self.radius = arrays, batch_size, seed, loss, radius
         if len(arrays["clip"]) == 0:
             raise ValueError("the training split has no rendered clips; raise split.rendered_identities")
         ident = arrays["identity"][arrays["clip"]]
         self.mates = {int(i): np.flatnonzero(ident == i) for i in np.unique(ident)}
         self.ident = ident
+        self.batches = sd.RowBatches(self.row, batch_size, seed, rows)
 
-    def __call__(self, index: int) -> dict[str, np.ndarray]:
-        rng = sd.batch_rng(self.seed, index)
+    def row(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One training sample: a rendered frame, a reference frame of the same identity, the driving
+        coefficient window, an art style and its degree."""
         a = self.a
         n = a["frames"].shape[1]
-        out: dict[str, list] = {k: [] for k in ("reference", "frame", "target", "driven", "style", "degree")}
-        for _ in range(self.batch_size):
-            r = int(rng.integers(len(a["clip"])))
-            ref_clip = int(rng.choice(self.mates[int(self.ident[r])]))
-            fr, ft = int(rng.integers(n)), int(rng.integers(n))
-            c = int(a["clip"][r])
-            k = int(rng.integers(1, len(art_styles.STYLES))) if rng.random() < self.loss.style_prob else 0
-            d = float(min(1.0, rng.uniform(0.0, 1.5)))
-            frame = a["frames"][r, ft]
-            out["reference"].append(a["frames_in"][ref_clip, fr])
-            out["frame"].append(frame)
-            out["target"].append(art_styles.stylise(frame, k, d))
-            out["driven"].append(sd.coefficient_windows(a["expression"][c], a["pose"][c], np.array([ft]),
-                                                        self.radius)[0])
-            out["style"].append(k)
-            out["degree"].append(d)
-        return {"reference": np.stack(out["reference"]), "frame": np.stack(out["frame"]),
-                "target": np.stack(out["target"]).astype(np.float32),
-                "driven": np.stack(out["driven"]).astype(np.float32),
-                "style": np.asarray(out["style"], np.int32), "degree": np.asarray(out["degree"], np.float32)}
+        r = int(rng.integers(len(a["clip"])))
+        ref_clip = int(rng.choice(self.mates[int(self.ident[r])]))
+        fr, ft = int(rng.integers(n)), int(rng.integers(n))
+        c = int(a["clip"][r])
+        k = int(rng.integers(1, len(art_styles.STYLES))) if rng.random() < self.loss.style_prob else 0
+        d = float(min(1.0, rng.uniform(0.0, 1.5)))
+        frame = a["frames"][r, ft]
+        return {"reference": a["frames_in"][ref_clip, fr], "frame": frame,
+                "target": art_styles.stylise(frame, k, d).astype(np.float32),
+                "driven": sd.coefficient_windows(a["expression"][c], a["pose"][c], np.array([ft]),
+                                                 self.radius)[0].astype(np.float32),
+                "style": np.int32(k), "degree": np.float32(d)}
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        return self.batches(index)
 
 
 @dataclasses.dataclass(frozen=True)

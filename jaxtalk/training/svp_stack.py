@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return train_stack(args.root, args.scale, tuple(args.only), tuple(args.overrides))
+    from jaxtalk import distributed
+
+    with distributed.entry_point(parser.prog):  # bad config / data: one line, exit 2, no traceback
+        return train_stack(args.root, args.scale, tuple(args.only), tuple(args.overrides))
 
 
 # ------------------------------------------------------------------------------------------------ export

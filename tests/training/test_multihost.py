@@ -297,3 +297,48 @@ def test_sigkill_during_a_save_resumes_from_the_last_complete_checkpoint(root, s
     assert complete and max(_checkpoints(workdir)) == 6, (torn, complete)
     text = json.dumps(loop.read_metrics(workdir))
     assert "NaN" not in text
+
+
+# ------------------------------------------------------------------------------------------------ Style-A rows
+
+def _style_a_arrays(clips=6, frames=5, size=8):
+    rng = np.random.default_rng(0)
+    return {"clip": np.arange(clips), "identity": np.repeat(np.arange(clips // 2), 2),
+            "frames": rng.integers(0, 256, (clips, frames, size, size, 3), dtype=np.uint8),
+            "frames_in": rng.integers(0, 256, (clips, frames, size, size, 3), dtype=np.uint8),
+            "expression": rng.standard_normal((clips, frames, 64)).astype(np.float32),
+            "pose": rng.standard_normal((clips, frames, 6)).astype(np.float32)}
+
+
+def test_style_a_batches_read_only_this_process_rows():
+    """Style-A's host batches: each process makes only its rows of every global batch (the loop's
+    `process_rows`), and the shares of 2 or 4 processes put together are the 1-process global batch."""
+    from jaxtalk.training.style2talker_config import StyleALossConfig
+    from jaxtalk.training.style_a import StyleABatches
+
+    arrays, b = _style_a_arrays(), 8
+    make = lambda rows=None: StyleABatches(arrays, b, seed=3, loss=StyleALossConfig(), radius=2, rows=rows)
+    whole = [make()(i) for i in range(3)]
+    assert whole[0]["reference"].shape == (b, 8, 8, 3) and whole[0]["driven"].shape == (b, 5, 73)
+    assert not np.array_equal(whole[0]["frame"], whole[1]["frame"])
+    for count in (2, 4):
+        shares = []
+        for i in range(count):
+            with data_lib.process_rows(pipeline.default_batch_rows(b, i, count)):
+                shares.append(make())  # rows taken from the context, as the loop builds the dataset
+        for n in range(3):
+            parts = [s(n) for s in shares]
+            assert parts[0]["frame"].shape[0] == b // count
+            for k in whole[n]:
+                np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[n][k], err_msg=k)
+    with pytest.raises(ValueError, match="not rows of a global batch of 8"):
+        make(rows=[8])
+
+
+def test_root_batch_size_sets_the_process_rows():
+    """Configs with a root `batch_size` (Style-A) get process rows from the loop like `data.batch_size` ones."""
+    mesh = parallel.make_mesh(2, 2, 2)
+    cfg = config.load("train_style_a_tiny", ["batch_size=8"])
+    np.testing.assert_array_equal(loop.data_rows(cfg, mesh), np.arange(8))
+    with pytest.raises(ValueError, match="not divisible by the 4 data x fsdp devices"):
+        loop.data_rows(config.load("train_style_a_tiny", ["batch_size=6"]), mesh)
