@@ -72,3 +72,24 @@ def test_text_encoder_from_the_cache_replaces_style2talkers_clip(tmp_path, monke
     np.testing.assert_allclose(np.asarray(pooled), want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
     with pytest.raises(ModelLoadError, match="text_dim"):
         with_text_encoder(bare, "acme/wide-clip")
+
+
+def test_vae_from_the_cache_loads_as_vexpress_does(tmp_path, monkeypatch):
+    """--vae acme/tiny-vae: a diffusers AutoencoderKL saved with save_pretrained into a temporary HF cache is
+    resolved offline and read strictly (`sd_vae`) with its config.json, the way `from_vexpress` reads it."""
+    diffusers = pytest.importorskip("diffusers")
+    from jaxtalk import interop
+
+    vae = diffusers.AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                                  layers_per_block=1, sample_size=32)
+    snap = tmp_path / "hub" / "models--acme--tiny-vae" / "snapshots" / "f00d"
+    vae.save_pretrained(snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("f00d")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    weights, config = _weights_in(resolve_pretrained("acme/tiny-vae", "--vae"))
+    assert weights.name == "diffusion_pytorch_model.safetensors" and config["latent_channels"] == 4
+    _, params = interop.from_torch("sd_vae", weights, config=config)
+    n_ours = sum(int(p.size) for p in __import__("jax").tree.leaves(params))
+    assert n_ours == sum(int(p.numel()) for p in vae.parameters())
