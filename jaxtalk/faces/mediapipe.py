@@ -9,7 +9,7 @@ Where the models come from, and why they run this way:
   them, while every later wheel (0.10.30 ... 0.10.35, the 1.x series) ships no model files at all.
 - We do not depend on mediapipe itself: 0.10.21 requires numpy<2 and protobuf<5, which the JAX stack this
   project installs (numpy 2.x, protobuf 6+) cannot satisfy, and its legacy face-mesh API runs graphs in C++.
-  Running the `.tflite` files through LiteRT would add a second inference runtime for two small CNNs. Instead
+  Running the `.tflite` files through LiteRT would add a second inference runtime for three small CNNs. Instead
   `jaxtalk.faces.tflite` reads the files and evaluates their operators with `jax.lax`, so detection and
   landmarks are jitted, batched over video frames, and run wherever the talking-head models run. The tests check
   the JAX evaluation against the LiteRT interpreter (`ai-edge-litert`, test extra) on the same files.
@@ -20,9 +20,10 @@ within about 2 m, filling a good part of the frame): a 128x128 letterboxed input
 (faces up to about 5 m away, small in the frame; sparse float16 weights): 192x192 input, 2304 anchors (stride 4,
 one per cell), decoded at scale 192. Both: sigmoid scores (logits clipped at +-100); weighted non-maximum
 suppression at IoU 0.3. `detect_faces(..., detector="auto")` runs the short-range model and falls back to the
-full-range one when it finds no face (a distant face or a large photo with a small face in it); then a face ROI rotated so the eyes are level (detection keypoints 0 -> 1), 1.5x the box's long side, sampled
-to 192x192 in [0, 1]; 468 (x, y, z) landmarks projected back (z in the same pixel scale as x) and a face-presence
-score (sigmoid of the flag logit).
+full-range one when it finds no face (a distant face, or a large photo with a small face in it). Landmarks: a face
+ROI rotated so the eyes are level (detection keypoints 0 -> 1), 1.5x the box's long side, sampled to 192x192 in
+[0, 1]; 468 (x, y, z) landmarks projected back (z in the same pixel scale as x) and a face-presence score
+(sigmoid of the flag logit).
 """
 
 from __future__ import annotations
