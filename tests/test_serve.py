@@ -32,6 +32,9 @@ from PIL import Image
 from jaxtalk import cli, serve
 from jaxtalk.data import media, synthetic
 
+# one xdist worker runs this module (`make test` uses --dist loadgroup): the page and its compile are built once
+pytestmark = pytest.mark.xdist_group("serve")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("JAXTALK_TEST_ARTIFACTS", REPO_ROOT / "outputs" / "test_artifacts"))
 CHROMIUM = "/usr/bin/chromium"
