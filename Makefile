@@ -22,10 +22,10 @@ demo: $(VENV)/.base
 	$(BIN)/jaxtalk demo
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 test-all: $(VENV)/.test
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "" --durations=25
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "" --durations=25
 
 bench: $(VENV)/.test
 	for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -183,8 +183,9 @@ def plot_style_tsne(points: np.ndarray, emotions: Sequence[str], intensities: Se
             if idx:
                 ax.scatter(xy[idx, 0], xy[idx, 1], color=EMOTION_COLOURS.get(e, "#000000"),
                            alpha=0.35 + 0.65 * (level - 1) / 2, s=18 + 10 * level,
-                           label=e if level == max(intensities) else None, edgecolors="none")
-    ax.legend(fontsize=7, loc="best", markerscale=0.8)
+                           label=e if level == max(b for a, b in zip(emotions, intensities) if a == e) else None,
+                           edgecolors="none")
+    ax.legend(fontsize=7, loc="best", markerscale=0.8, title="lighter = lower intensity", title_fontsize=7)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -350,7 +351,8 @@ def run(args: argparse.Namespace) -> int:
         models = resolve_models(args.checkpoint, config=args.config, devices=1)
         points, emotions, levels = style_points(models, seed=args.seed, clips_per_cell=args.clips)
         path = plot_style_tsne(points, emotions, levels, args.out, seed=args.seed,
-                               title=f"SVP style space (t-SNE), {models.source}")
+                               title="SVP style space (t-SNE), " + (f"checkpoint {Path(args.checkpoint).name}"
+                                                                    if args.checkpoint else "shipped weights"))
     elif args.plot == "strip":
         path = plot_strip(args.inputs, args.out, labels=args.labels, frames=args.frames)
     elif args.plot == "interpolate":

@@ -586,13 +586,22 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
 
 def serve(args: argparse.Namespace) -> int:
     """`jaxtalk serve`: run until interrupted."""
+    import signal
+
     options = options_from(args)
-    with running(options, args.host, args.port) as (_, url):
-        print(f"jaxtalk serve: {url} (Ctrl-C stops; uploads and results live in a temporary folder removed on "
-              "exit)", flush=True)
-        try:
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM (a service manager, `kill`) stops like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with running(options, args.host, args.port) as (app, url):
+            print(f"jaxtalk serve: {url} (Ctrl-C stops; uploads and results live in {app.engine.workdir}, removed "
+                  "on exit)", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
