@@ -141,7 +141,13 @@ def _git_commit() -> str:
 
 def train_stack(root: str | Path, scale: float = 1.0, only: tuple[str, ...] = (), extra: tuple[str, ...] = ()
                 ) -> dict:
-    """Train (or resume) every run of the stack under `root`; returns the stack record (also in stack.json)."""
+    """Train (or resume) every run of the stack under `root` (or the runs named in `only`); returns the stack record
+    (also in stack.json)."""
+    names = [run.name for run in RUNS]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)}: not a run of the stack (runs: {', '.join(names)}); "
+                         "dotted overrides go before --only or after --")
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     record_path = root / STACK_FILE
@@ -174,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Train the synthetic-domain SVP stack from nothing.")
     parser.add_argument("--root", default="outputs/svp_stack", help="folder of the stack's runs and data")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every run's step count")
-    parser.add_argument("--only", nargs="*", default=(), help="train only these runs (names in order)")
+    parser.add_argument("--only", nargs="*", default=(), help="train only these runs (names in order; put overrides "
+                        "before --only or after --)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

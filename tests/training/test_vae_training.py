@@ -103,3 +103,13 @@ def test_logmel_features_follow_the_speech():
     assert np.ptp(g[:20]) == 0.0  # silence is the floor everywhere
     with pytest.raises(ValueError, match="shorter than one 20 ms frame"):
         logmel_frames(np.zeros(100, np.float32))
+
+
+def test_stack_refuses_unknown_run_names(tmp_path, capsys):
+    # An override typed after --only lands in --only; it must stop the command, not be silently dropped.
+    with pytest.raises(SystemExit) as exit_info:
+        svp_stack.main(["--root", str(tmp_path), "--only", "stage1", "data.synthetic.num_identities=240"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "data.synthetic.num_identities=240" in err and "not a run of the stack" in err
+    assert not (tmp_path / "stage1").exists()
