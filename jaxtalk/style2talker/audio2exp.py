@@ -18,7 +18,6 @@ to the frame's 64-d expression. BatchNorm runs on its running statistics (eval m
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.compile_cache import memoized
 from jaxtalk.nn import layers
 
 Dtype = Any
@@ -67,7 +67,7 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
 
 
-@functools.cache
+@memoized("style2talker.audio2exp.mel_filterbank", maxsize=8)
 def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, num_mels: int = NUM_MELS,
                    fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
     """(num_mels, n_fft//2 + 1) float32 triangular filters on the Slaney mel scale, area-normalised (Slaney)."""

@@ -955,7 +955,8 @@ def write_demo(out_dir: str | os.PathLike, *, seed: int = 0, config: str | os.Pa
     if got["prior"] is not None:
         outputs["svp_style_prior"] = save_style_prior(out_dir / "svp_style_prior.npz", got["prior"])
     frames = got["frames"]
-    outputs["svp_strip"] = image_strip([("reference", clip.frames[:1]), ("generated", frames[::4]),
+    generated = np.stack([resize_image(f, size, size) for f in frames[::4]])  # a preset may sample smaller
+    outputs["svp_strip"] = image_strip([("reference", clip.frames[:1]), ("generated", generated),
                                         ("ground truth", clip.frames[:len(frames):4])], out_dir / "svp_strip.png")
     return {**outputs, "command": command, "models": got["models"], "result": got["result"]}
 
