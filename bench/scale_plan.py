@@ -125,8 +125,8 @@ def abstract_state(task, opt_cfg, mesh):
     return jax.tree_util.tree_map_with_path(place, abstract)
 
 
-def compile_step(model: str, devices: int, split: str, dtype: str, per_device_batch: int, remat: str = "none"
-                 ) -> dict:
+def compile_step(model: str, devices: int, split: str, dtype: str, per_device_batch: int, remat: str = "none",
+                 lower_only: bool = False) -> dict:
     """One row: compile the train step and read its memory and cost analyses."""
     import flax.linen as nn
     import jax
@@ -156,8 +156,11 @@ def compile_step(model: str, devices: int, split: str, dtype: str, per_device_ba
         lowered = jax.jit(step, in_shardings=(state_sh, batch_sh, replicated), out_shardings=(state_sh, replicated),
                           donate_argnums=0).lower(state, batch, rng)
         t1 = time.perf_counter()
-        print(f"  lowered {model} {devices} {split} {dtype} remat={remat} in {t1 - t0:.0f} s; compiling",
-              file=sys.stderr, flush=True)
+        print(f"  lowered {model} {devices} {split} {dtype} remat={remat} in {t1 - t0:.0f} s", file=sys.stderr,
+              flush=True)
+        if lower_only:
+            return _lowered_row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, lowered,
+                                (state, batch), t1 - t0, remat)
         compiled = lowered.compile(COMPILER_OPTIONS or None)
     t2 = time.perf_counter()
     return _row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, compiled, t1 - t0, t2 - t1,
@@ -215,7 +218,7 @@ def _sample_step(devices: int, split: str, dtype: str, per_device_batch: int):
     return mesh, fn, (params, args, t, scalars), b
 
 
-def compile_sample(devices: int, split: str, dtype: str, per_device_batch: int) -> dict:
+def compile_sample(devices: int, split: str, dtype: str, per_device_batch: int, lower_only: bool = False) -> dict:
     """One row for the sampler: a guided UNet call on one context window (no optimiser state, no gradients)."""
     import flax.linen as nn
     import jax
@@ -228,8 +231,10 @@ def compile_sample(devices: int, split: str, dtype: str, per_device_batch: int) 
     with nn.logical_axis_rules(parallel.LOGICAL_RULES), jax.set_mesh(mesh):
         lowered = jax.jit(fn).lower(*args)
         t1 = time.perf_counter()
-        print(f"  lowered svp_sample {devices} {split} {dtype} in {t1 - t0:.0f} s; compiling", file=sys.stderr,
-              flush=True)
+        print(f"  lowered svp_sample {devices} {split} {dtype} in {t1 - t0:.0f} s", file=sys.stderr, flush=True)
+        if lower_only:
+            return _lowered_row("svp_sample", devices, split, (data, fsdp, tensor), dtype, b, lowered, args,
+                                t1 - t0)
         compiled = lowered.compile(COMPILER_OPTIONS or None)
     return _row("svp_sample", devices, split, (data, fsdp, tensor), dtype, b, compiled, t1 - t0,
                 time.perf_counter() - t1)
@@ -243,12 +248,41 @@ def _row(model: str, devices: int, split: str, mesh: tuple, dtype: str, global_b
     flops = float(cost.get("flops", 0.0))
     peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
     step_s = flops / (EFFICIENCY * H100_BF16_FLOPS)
-    return {"model": model, "devices": devices, "split": split,
+    return {"model": model, "devices": devices, "split": split, "source": "compiled",
             "mesh": dict(zip(("data", "fsdp", "tensor"), mesh)), "dtype": dtype, "remat": remat,
             "global_batch": global_batch, "per_device_gib": peak / 2**30,
             "arguments_gib": mem.argument_size_in_bytes / 2**30, "temporaries_gib": mem.temp_size_in_bytes / 2**30,
             "flops_per_device": flops, "h100_step_s_at_50pct": step_s,
             "samples_per_s": global_batch / step_s if step_s else None, "lower_s": lower_s, "compile_s": compile_s}
+
+
+def _shard_bytes(tree) -> int:
+    """Bytes of one device's shards of the abstract inputs (their shardings as given to `lower`)."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape) if getattr(x, "sharding", None) is not None else x.shape
+        total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def _lowered_row(model: str, devices: int, split: str, mesh: tuple, dtype: str, global_batch: int, lowered,
+                 inputs, lower_s: float, remat: str = "none") -> dict:
+    """A row from the lowered (not compiled) step: FLOPs of the whole step from `Lowered.cost_analysis()` (the
+    global program before partitioning) divided evenly over the devices, and the per-device bytes of the inputs
+    (params, optimiser state, batch) from their shardings; temporaries are unknown without the compile."""
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = float(cost.get("flops", 0.0)) / devices
+    step_s = flops / (EFFICIENCY * H100_BF16_FLOPS)
+    args = _shard_bytes(inputs)
+    return {"model": model, "devices": devices, "split": split, "source": "lowered",
+            "mesh": dict(zip(("data", "fsdp", "tensor"), mesh)), "dtype": dtype, "remat": remat,
+            "global_batch": global_batch, "per_device_gib": None, "arguments_gib": args / 2**30,
+            "temporaries_gib": None, "flops_per_device": flops, "h100_step_s_at_50pct": step_s,
+            "samples_per_s": global_batch / step_s if step_s else None, "lower_s": lower_s, "compile_s": None}
 
 
 def add_mfu(rows: list[dict]) -> None:
@@ -258,7 +292,8 @@ def add_mfu(rows: list[dict]) -> None:
     repeats work (replicated optimiser updates, activations not split over `tensor`) or remat recomputes it."""
     for r in rows:
         same = [q for q in rows if (q["model"], q["dtype"]) == (r["model"], r["dtype"])
-                and q["flops_per_device"] and q.get("remat", "none") == "none"]
+                and q["flops_per_device"] and q.get("remat", "none") == "none"
+                and q.get("source", "compiled") == r.get("source", "compiled")]
         if not same or not r["h100_step_s_at_50pct"]:
             r["mfu"] = None
             continue
@@ -267,16 +302,20 @@ def add_mfu(rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | GPUs | data x fsdp x tensor | dtype | remat | batch | GiB / device | TFLOP / device / step | "
-            "H100 step (ms, 50 %) | samples/s | MFU |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| model | GPUs | data x fsdp x tensor | dtype | remat | batch | measured | GiB / device (params + "
+            "optimiser + batch) | TFLOP / device / step | H100 step (ms, 50 %) | samples/s | MFU |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         m = r["mesh"]
         mfu = f"{100 * r['mfu']:.0f} %" if r.get("mfu") is not None else "-"
+        peak = "-" if r["per_device_gib"] is None else f"{r['per_device_gib']:.3g}"
+        source = r.get("source", "compiled")
+        what = "compiled" if source == "compiled" else "lowered (FLOPs / N, no temporaries)"
         lines.append(f"| {r['model']} | {r['devices']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['dtype']} | "
-                     f"{r.get('remat', 'none')} | {r['global_batch']} | {r['per_device_gib']:.3g} | "
-                     f"{r['flops_per_device'] / 1e12:.3g} | {r['h100_step_s_at_50pct'] * 1e3:.3g} | "
-                     f"{r['samples_per_s']:.3g} | {mfu} |")
+                     f"{r.get('remat', 'none')} | {r['global_batch']} | {what} | {peak} "
+                     f"({r['arguments_gib']:.3g}) | {r['flops_per_device'] / 1e12:.3g} | "
+                     f"{r['h100_step_s_at_50pct'] * 1e3:.3g} | {r['samples_per_s']:.3g} | {mfu} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -340,13 +379,31 @@ def combine(files: list[pathlib.Path], out: pathlib.Path) -> int:
     """One table from several runs' JSON (e.g. a plan split over processes); a configuration measured in any
     run is not listed as not compiled."""
     parts = [json.loads(f.read_text()) for f in files]
-    rows = sorted((r for p in parts for r in p["rows"]), key=_order)
-    done = {(r["model"], r["devices"], r["split"], r["dtype"], r.get("remat", "none")) for r in rows}
-    skipped = sorted((s for p in parts for s in p.get("not_compiled", [])
-                      if (s["model"], s["devices"], s["split"], s["dtype"], s["remat"]) not in done), key=_order)
+    key = lambda r: (r["model"], r["devices"], r["split"], r["dtype"], r.get("remat", "none"))
+    rows = [r for p in parts for r in p["rows"]]
+    compiled = {key(r) for r in rows if r.get("source", "compiled") == "compiled"}
+    rows = sorted((r for r in rows if r.get("source", "compiled") == "compiled" or key(r) not in compiled),
+                  key=_order)
+    done = compiled
+    skipped = [s for p in parts for s in p.get("not_compiled", [])]
+    for p in parts:  # a run stopped while it compiled: that configuration did not finish in time
+        run = p["meta"].get("in_progress")
+        if run:
+            what = {k: run[k] for k in ("model", "devices", "split", "dtype", "remat")}
+            skipped.append({**what, "reason": f"the compile started at {run['started_utc']} UTC did not finish "
+                            "before the run was stopped (the 2-core host was shared with other jobs)"})
+    merged: dict[tuple, dict] = {}  # one entry per configuration, its reasons joined
+    for s in skipped:
+        k = (s["model"], s["devices"], s["split"], s["dtype"], s["remat"])
+        if k not in done:
+            if k in merged and s["reason"] not in merged[k]["reason"]:
+                merged[k]["reason"] += "; " + s["reason"]
+            merged.setdefault(k, dict(s))
+    skipped = sorted(merged.values(), key=_order)
     meta = {**parts[0]["meta"], "combined_from": [str(f) for f in files],
             "wall_s_per_run": [p["meta"].get("wall_s") for p in parts]}
     meta.pop("wall_s", None)
+    meta.pop("in_progress", None)
     _write(out, meta, rows, skipped)
     print(out.with_suffix(".md").read_text())
     return 0
@@ -368,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                    "to split the plan over several processes (then --combine their outputs)")
     p.add_argument("--combine", nargs="+", metavar="JSON", help="merge the outputs of earlier runs into --out "
                    "(rows in plan order, MFU recomputed) and exit")
+    p.add_argument("--lower-only", action="store_true", help="lower without compiling: whole-step FLOPs from "
+                   "Lowered.cost_analysis() and per-device input bytes, no temporaries (minutes instead of hours)")
     p.add_argument("--budget-s", type=float, default=None, help="start no compile after this many seconds")
     p.add_argument("--fast-compile", action=argparse.BooleanOptionalAction, default=True,
                    help="skip LLVM's expensive passes (same program, memory and cost analysis; faster compile)")
@@ -401,17 +460,21 @@ def main(argv: list[str] | None = None) -> int:
                             "was spent on the rows above"})
             _write(out, meta, rows, skipped)
             continue
+        meta["in_progress"] = {**what, "started_utc": time.strftime("%H:%M:%S", time.gmtime()),
+                               "after_s": round(time.perf_counter() - t0)}
+        _write(out, meta, rows, skipped)
         try:
             if model == "svp_sample":
-                row = compile_sample(n, split, dtype, args.per_device_batch)
+                row = compile_sample(n, split, dtype, args.per_device_batch, args.lower_only)
             else:
-                row = compile_step(model, n, split, dtype, args.per_device_batch, remat)
+                row = compile_step(model, n, split, dtype, args.per_device_batch, remat, args.lower_only)
         except Exception as e:  # noqa: BLE001 - one configuration failing must not lose the others
             skipped.append({**what, "reason": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"})
             print(f"  {what}: failed: {skipped[-1]['reason']}", file=sys.stderr, flush=True)
         else:
             rows.append(row)
             print(json.dumps(row), flush=True)
+        meta.pop("in_progress")
         meta["wall_s"] = time.perf_counter() - t0
         _write(out, meta, rows, skipped)
     print(table(rows))
