@@ -168,3 +168,15 @@ def shard_batch(batch: Mapping[str, Any] | Any, mesh: Mesh) -> Any:
         return put(x, mesh, batch_sharding(mesh, x.ndim), global_shape)
 
     return jax.tree.map(put_rows, batch)
+
+
+def one_or_many(inputs: Any, kind: type, owner: str, noun: str) -> tuple[list, bool]:
+    """A pipeline call's inputs as a list, and whether one bare input was given (both products' `Pipeline` take one
+    input or a sequence; a single input gives a single result). Empty or wrongly typed inputs: one clear error."""
+    single = isinstance(inputs, kind)
+    items = [inputs] if single else list(inputs)
+    if not items:
+        raise ValueError(f"{owner}: no {noun} given")
+    if not all(isinstance(x, kind) for x in items):
+        raise TypeError(f"{owner}: pass one {kind.__name__} or a sequence of them")
+    return items, single

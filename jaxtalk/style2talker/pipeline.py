@@ -435,12 +435,7 @@ class Style2TalkerPipeline:
         """One `Style2TalkerInputs` -> one `Style2TalkerResult`; a sequence -> a list of results, in order (each
         input checked before any is generated). The same convention as `SVPPipeline`. Input i samples with seed
         + i (seed defaults to `inference.seed`), so the first input of a batch samples as it would alone."""
-        single = isinstance(inputs, Style2TalkerInputs)
-        items = [inputs] if single else list(inputs)
-        if not items:
-            raise ValueError("Style2TalkerPipeline: no inputs given")
-        if not all(isinstance(x, Style2TalkerInputs) for x in items):
-            raise TypeError("Style2TalkerPipeline: pass one Style2TalkerInputs or a sequence of them")
+        items, single = parallel.one_or_many(inputs, Style2TalkerInputs, "Style2TalkerPipeline", "inputs")
         seed = self.cfg.inference.seed if seed is None else int(seed)
         for item in items:
             self.check(item)

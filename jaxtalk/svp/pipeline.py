@@ -642,12 +642,7 @@ class SVPPipeline:
         data-parallel batch (clips of different lengths are cut to the shortest: one compiled loop). The same
         convention as `Style2TalkerPipeline`. Input i uses the key fold_in(key(seed), i) (seed defaults to the
         config's), so the first input of a batch samples as it would alone; `keys` gives one key per input."""
-        single = isinstance(inputs, ClipInputs)
-        clips = [inputs] if single else list(inputs)
-        if not clips:
-            raise ValueError("SVPPipeline: no clips given")
-        if not all(isinstance(c, ClipInputs) for c in clips):
-            raise TypeError("SVPPipeline: pass one ClipInputs or a sequence of them")
+        clips, single = parallel.one_or_many(inputs, ClipInputs, "SVPPipeline", "clips")
         if keys is None:
             keys = clip_keys(self.cfg.seed if seed is None else seed, len(clips))
         if keys.shape[0] != len(clips):
