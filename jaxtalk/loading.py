@@ -17,7 +17,7 @@ SYSTEMS = {"svp": "jaxtalk.svp.loading", "style2talker": "jaxtalk.style2talker.l
 
 def load_models(directory: str | os.PathLike, **kwargs: Any) -> Any:
     """The models of the bundle in `directory` (SVP or Style2Talker, from its manifest); `kwargs` go to the
-    product's `load_models` (SVP: `mesh`, `overrides`, `cfg`; Style2Talker: `cfg`)."""
+    product's `load_models` (both: `cfg`, `mesh`; SVP also `overrides`)."""
     import importlib
 
     system = bundle.read_manifest(directory).get("system")

@@ -10,8 +10,13 @@ the only thing it adds is the web side:
   answered at once with a "busy" message.
 * uploads are size-limited (gradio refuses bigger files; the handlers check again) and live only in a private
   temporary folder (uploads, results and gradio's cache), removed when the server stops.
-* bad input (no face, silent or corrupt audio, too long, ...) shows the library's one-line error in the page;
-  an internal failure shows one line too and the traceback goes to the server log only.
+* faces: the page passes the uploaded photo (and driving video, retarget strategy) to `generate(face="auto")`,
+  which crops / keypoints / aligns it like `jaxtalk generate`; its `on_note` lines (which face, which keypoint
+  strategy, the photo used as given when no face is found) are shown under the video. The "Detected face"
+  picture is a preview only (`face_preview`: `jaxtalk.faces.analyze` + `overlay`).
+* bad input (silent or corrupt audio, too long, a photo without a face in the preview, ...) shows the library's
+  one-line error in the page; an internal failure shows one line too and the traceback goes to the server log
+  only.
 * progress: `generate(on_progress=...)` reports every context window of every sampler step (SVP) or every frame
   batch (Style2Talker); the page's progress bar follows it.
 """
@@ -37,10 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from jaxtalk.faces.retargeting import STRATEGIES as RETARGET_STRATEGIES
+
 log = logging.getLogger("jaxtalk.serve")
 
 DEFAULT_WEIGHTS = "default weights"
-RETARGET_STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
 EMOTION_EXAMPLES = (
     "She is happy, pulling up the lip corners and raising the cheeks.",
     "He is angry, lowering the brows and pressing the lips together.",
@@ -217,25 +223,29 @@ class Engine:
         driving_path = self.check_upload(driving, "driving video", required=False)
         if audio_path is None and driving_path is None:
             raise InputError("no audio given; upload or record speech, or give a driving video with sound")
-        wav = self.load_audio(audio_path if audio_path is not None else driving_path)
+        self.load_audio(audio_path if audio_path is not None else driving_path)  # the length limit
         style_paths = [self.check_upload(s, "style clip") for s in styles if s]
         if len(style_paths) > 2:
             raise InputError("give one style clip, or two to mix with the slider")
+        if retarget not in RETARGET_STRATEGIES:
+            raise InputError(f"retarget strategy {retarget!r}: choose one of {', '.join(RETARGET_STRATEGIES)}")
         notes: list[str] = []
+        if driving_path is None and retarget != "fix_face":  # the dropdown's choice only applies to a driving video
+            notes.append(f"Retarget strategy {retarget} needs a driving video; the photo's keypoints are held still.")
+            retarget = "fix_face"
         overrides = []
         if guidance is not None:
             overrides.append(f"guidance.scale={float(guidance)}")
         if resolution:
             overrides += [f"video.height={int(resolution)}", f"video.width={int(resolution)}"]
-        with self.admit(on_wait):  # face analysis runs on the device too
-            face = prepare_svp_face(image_path, wav, driving_path, retarget, notes)
+        with self.admit(on_wait):  # face analysis (inside generate) runs on the device too
             models = self.models("svp", weights)
             t0 = time.perf_counter()
-            out = pipeline.generate(face["image"], wav, self.new_result_path(), style=style_paths or None,
-                                    style_mix=style_mix, kps=face["kps"], overrides=overrides, seed=seed,
-                                    steps=steps, models=models, progress=False, on_progress=on_progress,
-                                    face="off")
-        return {**out, "notes": notes, "seconds": time.perf_counter() - t0}
+            out = pipeline.generate(image_path, audio_path, self.new_result_path(), style=style_paths or None,
+                                    style_mix=style_mix, driving=driving_path, face="auto", retarget=retarget,
+                                    overrides=overrides, seed=seed, steps=steps, models=models, progress=False,
+                                    on_progress=on_progress, on_note=notes.append)
+        return {**out, "notes": [page_note(n) for n in notes], "seconds": time.perf_counter() - t0}
 
     def generate_style2talker(self, image: Any, audio: Any, emotion: str, *, style: Any = None,
                               style_index: int | None = None, intensity: float | None = None,
@@ -249,42 +259,27 @@ class Engine:
         image_path = self.check_upload(image, "photo")
         audio_path = self.check_upload(audio, "audio")
         style_path = self.check_upload(style, "art style code", required=False)
-        wav = self.load_audio(audio_path)
+        self.load_audio(audio_path)  # the length limit
         notes: list[str] = []
         overrides = [] if intensity is None else [f"inference.style_degree={float(intensity)}"]
         art = style_path if style_path is not None else (None if style_index is None else int(style_index))
         with self.admit(on_wait):
-            face = prepare_style2talker_face(image_path, wav, notes)
             models = self.models("style2talker", weights)
             t0 = time.perf_counter()
-            out = pipeline.generate(face["image"], wav, emotion, self.new_result_path(), style=art,
+            out = pipeline.generate(image_path, audio_path, emotion, self.new_result_path(), style=art, face="auto",
                                     overrides=overrides, seed=seed, models=models, progress=False,
-                                    on_progress=on_progress, pose=face.get("pose"),
-                                    identity_expression=face.get("identity_expression"),
-                                    parsing=face.get("parsing"), face="off")
-        return {**out, "notes": notes, "seconds": time.perf_counter() - t0}
+                                    on_progress=on_progress, on_note=notes.append)
+        return {**out, "notes": [page_note(n) for n in notes], "seconds": time.perf_counter() - t0}
 
 
 # ------------------------------------------------------------------------------------------------ faces
 
 
-def _faces() -> Any | None:
-    """`jaxtalk.faces` when this build has it."""
-    try:
-        from jaxtalk import faces
-    except ImportError:
-        return None
-    return faces
-
-
-NO_FACES_NOTE = ("Face detection (jaxtalk.faces) is not part of this build: the photo is used as given (centre "
-                 "the face in a square photo), without keypoints.")
-
-
 def face_preview(image_path: str | os.PathLike | None) -> tuple[np.ndarray | None, str]:
     """The picture shown before generating: the detected face box, landmarks and keypoints drawn on the photo
-    (`jaxtalk.faces.analyze` + `overlay`), else the photo itself with a note. A photo the library refuses (no
-    face, several faces, unreadable) gives its one-line error under the picture."""
+    (`jaxtalk.faces.analyze` + `overlay`). Analysis only: the generation prepares the face itself, inside
+    `generate()`. A photo the library refuses (no face, several faces, unreadable) gives its one-line error under
+    the picture."""
     from jaxtalk.data import media
 
     if not image_path:
@@ -293,9 +288,8 @@ def face_preview(image_path: str | os.PathLike | None) -> tuple[np.ndarray | Non
         image = media.load_image(image_path)
     except media.MediaError as e:
         return None, f"**Error:** {one_line(e, Path(image_path).parent.parent)}"
-    faces = _faces()
-    if faces is None or not hasattr(faces, "analyze"):
-        return image, NO_FACES_NOTE
+    from jaxtalk import faces
+
     try:
         analysis = faces.analyze(image)
     except _bad_input_types() as e:
@@ -305,44 +299,12 @@ def face_preview(image_path: str | os.PathLike | None) -> tuple[np.ndarray | Non
         "keypoints in their condition colours.")
 
 
-def prepare_svp_face(image_path: Path, audio: np.ndarray, driving_path: Path | None, retarget: str,
-                     notes: list[str]) -> dict[str, Any]:
-    """The reference and its keypoint track through `jaxtalk.faces.prepare_svp` (V-Express crop; keypoints from
-    the driving video with the retarget strategy, or the photo's own held still). Without `jaxtalk.faces`: the
-    photo as given and no keypoints, with a note."""
-    from jaxtalk.data import media
-
-    if retarget not in RETARGET_STRATEGIES:
-        raise InputError(f"retarget strategy {retarget!r}: choose one of {', '.join(RETARGET_STRATEGIES)}")
-    faces = _faces()
-    if faces is None or not hasattr(faces, "prepare_svp"):
-        notes.append(NO_FACES_NOTE)
-        if driving_path is not None:
-            notes.append("The driving video gives the speech only (its head motion needs jaxtalk.faces).")
-        return {"image": media.load_image(image_path), "kps": None}
-    if driving_path is None and retarget != "fix_face":
-        notes.append(f"Retarget strategy {retarget} needs a driving video; the photo's keypoints are held still.")
-        retarget = "fix_face"
-    prep = faces.prepare_svp(str(image_path), audio=audio, driving_video=None if driving_path is None
-                             else str(driving_path), retarget_strategy=retarget)
-    notes.append(f"Face found (score {float(prep.analysis.score):.2f}); keypoints: {prep.meta.get('retarget')}.")
-    return {"image": prep.reference, "kps": prep.kps}
-
-
-def prepare_style2talker_face(image_path: Path, audio: np.ndarray, notes: list[str]) -> dict[str, Any]:
-    """The identity FFHQ-aligned with its head pose by `jaxtalk.faces.prepare_style2talker`; without it the
-    photo as given, with a note."""
-    from jaxtalk.data import media
-
-    faces = _faces()
-    if faces is None or not hasattr(faces, "prepare_style2talker"):
-        notes.append(NO_FACES_NOTE)
-        return {"image": media.load_image(image_path)}
-    prep = faces.prepare_style2talker(str(image_path), audio=audio)
-    notes.append(f"Face found (score {float(prep.analysis.score):.2f}), aligned for pSp; head pose from the photo.")
-    return {"image": prep.reference, "pose": prep.pose,
-            "identity_expression": prep.extras.get("identity_exp") if prep.extras else None,
-            "parsing": prep.extras.get("parsing") if prep.extras else None}
+def page_note(line: str) -> str:
+    """One of `generate()`'s `on_note` lines as the page shows it: without the CLI's "note: " prefix and its
+    advice in terms of command-line flags, capitalised."""
+    line = re.sub(r"\s*\(--[^)]*\)", "", line.strip())
+    line = line[len("note: "):] if line.startswith("note: ") else line
+    return line[:1].upper() + line[1:]
 
 
 # ------------------------------------------------------------------------------------------------ the page

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,22 @@ def test_one_bounded_compile_cache_for_both_pipelines():
     compile_cache.compiled(cache, "double", double, (jnp.zeros(4),))
     compile_cache.compiled(cache, "double", double, (jnp.zeros(5),))
     assert len(cache) == 2 and compile_cache.compiled(cache, "double", double, (np.zeros(3, np.float32),)) is not one
+
+
+def test_both_models_modules_read_alike():
+    """The same helpers, in the same order, in both products' models modules; both bundles place on a mesh."""
+    import inspect
+
+    from jaxtalk.style2talker import models as s2t_models
+    from jaxtalk.svp import models as svp_models
+
+    helpers = ("ModelLoadError", "build_modules", "init_functions", "abstract_params")
+    for module in (svp_models, s2t_models):
+        lines = [inspect.getsourcelines(getattr(module, name))[1] for name in helpers]
+        assert lines == sorted(lines), (module.__name__, dict(zip(helpers, lines)))
+    for cls in (svp_models.SVPModels, s2t_models.Style2TalkerModels):
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert fields[:3] == ["config", "modules", "params"] and {"mesh", "shardings", "source"} <= set(fields)
+        assert list(inspect.signature(cls.on_mesh).parameters) == ["self", "mesh"]
+    for fn in (svp_models.abstract_params, s2t_models.abstract_params):
+        assert list(inspect.signature(fn).parameters) == ["cfg", "modules", "mesh"]

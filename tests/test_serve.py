@@ -265,6 +265,15 @@ def test_progress_follows_every_window_of_every_step(server, files):
     assert denoise == [(k, 2 * windows) for k in range(1, 2 * windows + 1)]
     assert [e for e in events if e[0] == "prepare"] == [("prepare", k, 3) for k in range(4)]
     assert events[-1] == ("decode", 1, 1)
+    # the face was prepared by generate() itself (face="auto" on the uploaded photo), its notes shown on the page
+    assert any(n.startswith("Face: box") and "keypoints fix_face" in n for n in out["notes"]), out["notes"]
+
+
+def test_generate_notes_read_as_page_text():
+    assert serve.page_note("note: no face found in photo.png; using the image as given, without keypoints (--face "
+                           "on makes this an error)") == ("No face found in photo.png; using the image as given, "
+                                                          "without keypoints")
+    assert serve.page_note("face: box [1, 2, 3, 4] score 0.90") == "Face: box [1, 2, 3, 4] score 0.90"
 
 
 def _num_windows(out) -> int:

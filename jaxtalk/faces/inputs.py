@@ -153,7 +153,8 @@ def style2talker_inputs(image: Any, audio: Any = None, *, pose: Any = None, iden
     write_debug(debug_dir, prep)
     for line in prep.meta.get("notes", []):
         _note(on_note, f"note: {line}")
-    return (prep.reference, prep.audio, pose if pose is not None else prep.pose, identity_expression,
+    return (prep.reference, prep.audio, pose if pose is not None else prep.pose,
+            identity_expression if identity_expression is not None else prep.extras.get("identity_exp"),
             (prep.image, prep.matrix, prep.reference.shape[0]), prep.extras.get("parsing"))
 
 

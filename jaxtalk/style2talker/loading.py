@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxtalk import config as config_lib
 from jaxtalk import interop
@@ -41,6 +42,7 @@ from jaxtalk.style2talker.models import (
     SUFFIXES,
     ModelLoadError,
     Style2TalkerModels,
+    abstract_params,
     build_modules,
 )
 from jaxtalk.style2talker.style_a import AudioDrivenVToonify
@@ -123,8 +125,9 @@ def _kind_config(component: str, cfg: Style2TalkerConfig) -> Any:
     return None
 
 
-def random_models(cfg: Style2TalkerConfig, seed: int = 0) -> Style2TalkerModels:
-    """Every component with random weights (host numpy, see the module docstring) and a random Z+ style bank."""
+def random_models(cfg: Style2TalkerConfig, seed: int = 0, *, mesh: Mesh | None = None) -> Style2TalkerModels:
+    """Every component with random weights (host numpy, see the module docstring) and a random Z+ style bank;
+    replicated on `mesh` when one is given (`Style2TalkerModels.on_mesh`)."""
     modules = build_modules(cfg)
     params = {}
     for i, (component, kind) in enumerate(KINDS.items()):
@@ -134,8 +137,9 @@ def random_models(cfg: Style2TalkerConfig, seed: int = 0) -> Style2TalkerModels:
     a = cfg.style_a
     bank_rng = np.random.default_rng(np.random.SeedSequence([seed, len(KINDS)]))
     bank = bank_rng.standard_normal((RANDOM_BANK_SIZE, a.n_latent, a.style_dim), dtype=np.float32)
-    return Style2TalkerModels(cfg, modules, params, bank, tuple(f"random_{k}" for k in range(RANDOM_BANK_SIZE)),
-                              source=f"random init (seed {seed}): untrained weights, the frames show no face")
+    models = Style2TalkerModels(cfg, modules, params, bank, tuple(f"random_{k}" for k in range(RANDOM_BANK_SIZE)),
+                                source=f"random init (seed {seed}): untrained weights, the frames show no face")
+    return models if mesh is None else models.on_mesh(mesh)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -219,14 +223,12 @@ def save_models(models: Style2TalkerModels, directory: str | os.PathLike, **prov
     return bundle.write(directory, models.config, models.params, system="style2talker", files=files, **provenance)
 
 
-def _load_bundle(directory: Path, cfg: Style2TalkerConfig | None) -> Style2TalkerModels:
-    """An orbax-layout bundle: its config (or `cfg`, whose model sections must match the stored params)."""
+def _load_bundle(directory: Path, cfg: Style2TalkerConfig | None, mesh: Mesh | None) -> Style2TalkerModels:
+    """An orbax-layout bundle: its config (or `cfg`, whose model sections must match the stored params), the
+    params restored straight into their replicated shardings when a mesh is given."""
     cfg = cfg or config_lib.load(directory / CONFIG_FILE, cls=Style2TalkerConfig)
     modules = build_modules(cfg)
-    target = {}
-    for component, kind in KINDS.items():
-        variables = abstract_variables(get_kind(kind), modules[component])
-        target[component] = variables["params"] if set(variables) == {"params"} else variables
+    target = abstract_params(cfg, modules, mesh)
     try:
         params = bundle.restore(directory, target)
     except bundle.BundleError as e:
@@ -234,16 +236,18 @@ def _load_bundle(directory: Path, cfg: Style2TalkerConfig | None) -> Style2Talke
     bank, names = None, ()
     if (directory / STYLE_BANK_FILE).is_file():
         bank, names = load_style_bank(directory / STYLE_BANK_FILE, cfg.style_a.n_latent, cfg.style_a.style_dim)
-    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"bundle {directory}",
-                              uses_parsing=_trained_with_parsing(directory))
+    shardings = None if mesh is None else jax.tree.map(lambda s: s.sharding, target)
+    return Style2TalkerModels(cfg, modules, dict(params), bank, names, source=f"bundle {directory}",
+                              uses_parsing=_trained_with_parsing(directory), mesh=mesh, shardings=shardings)
 
 
-def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = None) -> Style2TalkerModels:
+def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = None, *,
+                mesh: Mesh | None = None) -> Style2TalkerModels:
     """Read every component from `directory`: a bundle (orbax layout), or a folder of torch-layout checkpoints
     (see the module docstring; a bundle manifest with layout "torch-safetensors" describes such a folder). For the
     torch layout the architecture is the checkpoints': where the given config (or the directory's `config.yaml`,
     else the paper preset) describes the same network it is kept as written, otherwise its section is replaced
-    by the sizes read off the checkpoint."""
+    by the sizes read off the checkpoint. `mesh`: the params replicated on it (`Style2TalkerModels.on_mesh`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelLoadError(f"{directory}: checkpoint directory not found; pass the folder holding the "
@@ -254,7 +258,7 @@ def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = N
         except bundle.BundleError as e:
             raise ModelLoadError(str(e)) from None
         if manifest["layout"] == "orbax":
-            return _load_bundle(directory, cfg)
+            return _load_bundle(directory, cfg, mesh)
     if cfg is None:
         cfg_path = directory / CONFIG_FILE
         cfg = config_lib.load(cfg_path if cfg_path.is_file() else "style2talker_paper", cls=Style2TalkerConfig)
@@ -279,8 +283,9 @@ def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = N
     bank, names = None, ()
     if (directory / STYLE_BANK_FILE).is_file():
         bank, names = load_style_bank(directory / STYLE_BANK_FILE, cfg.style_a.n_latent, cfg.style_a.style_dim)
-    return Style2TalkerModels(cfg, modules, params, bank, names, source=f"checkpoints in {directory}",
-                              uses_parsing=_trained_with_parsing(directory))
+    models = Style2TalkerModels(cfg, modules, params, bank, names, source=f"checkpoints in {directory}",
+                                uses_parsing=_trained_with_parsing(directory))
+    return models if mesh is None else models.on_mesh(mesh)
 
 
 def with_text_encoder(models: Style2TalkerModels, source: str | os.PathLike) -> Style2TalkerModels:

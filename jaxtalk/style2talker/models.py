@@ -1,9 +1,10 @@
 """`Style2TalkerModels`: the Style2Talker components (Flax modules + params) bundled for generation. Getting
 weights in is `jaxtalk.style2talker.loading`:
 
-    models = random_models(cfg, seed=0)                 # random weights at a config (tiny preset: tests, demo)
-    models = load_models("ckpt/style2talker")           # PyTorch checkpoints, one file per component
-    save_checkpoints(models, "ckpt/style2talker")       # the inverse (safetensors in the original layouts)
+    models = random_models(cfg, seed=0, mesh=mesh)      # random weights at a config (tiny preset: tests, demo)
+    models.on_mesh(mesh)                                # the same weights, replicated on every device of the mesh
+    models = load_models("ckpt/style2talker")           # a bundle, or PyTorch checkpoints one file per component
+    save_checkpoints(models, "ckpt/style2talker")       # the original layouts (safetensors per component)
 
 Components (each read strictly through its interop kind): `clip_text` (`clip_text`, CLIP ViT-B/32 text tower),
 `style_e` (`style2talker_style_e`), `audio2exp` (`sadtalker_audio2exp`, variables with batch statistics), `psp`
@@ -29,16 +30,19 @@ takes minutes to compile on XLA:CPU; this takes seconds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxtalk._moved import forward
 from jaxtalk.backbones.clip_text import CLIPTextEncoder
-from jaxtalk.style2talker.audio2exp import SimpleWrapperV2
+from jaxtalk.compile_cache import CompileCache
+from jaxtalk.style2talker.audio2exp import MEL_STEP_SIZE, NUM_MELS, SimpleWrapperV2
 from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.style2talker.psp import GradualStyleEncoder
 from jaxtalk.style2talker.style_a import AudioDrivenVToonify
@@ -88,9 +92,30 @@ def build_modules(cfg: Style2TalkerConfig) -> dict[str, nn.Module]:
     }
 
 
+def init_functions(cfg: Style2TalkerConfig, modules: Mapping[str, nn.Module]) -> dict[str, Callable[[jax.Array], Any]]:
+    """`rng -> variables` per component, with the smallest inputs that create every param (the inputs the
+    components' interop kinds init with)."""
+    e, p, a = cfg.style_e, modules["psp"], modules["style_a"]
+    window = lambda d: jnp.zeros((1, e.window, d))
+    motion = 2 ** a.motion_encoder_layers
+    return {
+        "clip_text": lambda r: modules["clip_text"].init(r, jnp.zeros((1, cfg.clip.max_length), jnp.int32)),
+        "style_e": lambda r: modules["style_e"].init(r, window(e.nfeats), jnp.zeros((1,), jnp.int32),
+                                                     window(e.sparse_dim), window(e.text_dim)),
+        "audio2exp": lambda r: modules["audio2exp"].init(r, jnp.zeros((1, NUM_MELS, MEL_STEP_SIZE)),
+                                                         jnp.zeros((1, 64)), jnp.zeros((1,))),
+        "psp": lambda r: p.init(r, jnp.zeros((1, p.input_size, p.input_size, p.input_nc))),
+        "style_a": lambda r: a.init(
+            r, jnp.zeros((1, a.in_size, a.in_size, a.img_channels)),
+            jnp.zeros((1, cfg.style_a.n_latent, a.style_dim)), jnp.zeros((1, motion, motion, a.img_channels)),
+            jnp.zeros((1, 7 + 6 * a.mapping_layers, a.coeff_nc))),
+    }
+
+
 @dataclasses.dataclass
 class Style2TalkerModels:
-    """Modules, params per component, the art-style bank (Z+ codes) and where the weights came from."""
+    """Modules, params per component, the art-style bank (Z+ codes), where the weights came from, and (after
+    `on_mesh`) the mesh the params are replicated on with their shardings."""
 
     config: Style2TalkerConfig
     modules: dict[str, nn.Module]
@@ -99,6 +124,8 @@ class Style2TalkerModels:
     style_names: tuple[str, ...] = ()
     source: str = "random init"
     uses_parsing: bool = True  # False for weights trained with zeros in the content encoder's parsing channels
+    mesh: Mesh | None = None
+    shardings: dict[str, Any] | None = None
 
     # The components by name, as `SVPModels` names its own (a typo is an AttributeError).
     @property
@@ -129,6 +156,14 @@ class Style2TalkerModels:
     def num_params(self) -> int:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))
 
+    def on_mesh(self, mesh: Mesh) -> Style2TalkerModels:
+        """The same weights placed on `mesh`, replicated on every device. Style2Talker's components are small
+        (Style-A, the largest, is ~0.1 B params at the paper size), so unlike SVP's fsdp / tensor shardings they
+        are not split: the pipeline splits the frame batches over the mesh instead."""
+        placed = {name: _place(self.params[name], mesh) for name in self.params}
+        return dataclasses.replace(self, params={k: v[0] for k, v in placed.items()}, mesh=mesh,
+                                   shardings={k: v[1] for k, v in placed.items()})
+
 
 def exstyle_from_bank(models: Style2TalkerModels, index: int) -> np.ndarray:
     """Z+ code (n_latent, D) number `index` of the model's style bank."""
@@ -140,6 +175,46 @@ def exstyle_from_bank(models: Style2TalkerModels, index: int) -> np.ndarray:
         raise ValueError(f"style index {index} is out of range: the style bank holds {k} styles (0..{k - 1}: "
                          f"{', '.join(models.style_names[:8])}{', ...' if k > 8 else ''})")
     return models.style_bank[index]
+
+
+# ------------------------------------------------------------------------------------------------ construction
+
+
+def _place(variables: Any, mesh: Mesh | None) -> tuple[Any, Any]:
+    """Host params -> (params, shardings): replicated on `mesh` when one is given."""
+    if mesh is None:
+        return variables, None
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = jax.tree.map(lambda _: replicated, variables)
+    return jax.device_put(variables, shardings), shardings
+
+
+# `jax.eval_shape` of each component's init, per (component, module): tracing Style-A's init takes seconds.
+_SHAPES = CompileCache("style2talker.models.shapes", maxsize=32)
+
+
+def _variable_shapes(name: str, module: nn.Module, init_fn: Callable) -> Any:
+    """A component's variables as ShapeDtypeStructs: its 'params' collection, or every collection when it has
+    more (audio2exp and pSp keep BatchNorm statistics), as the interop kinds return them."""
+    key = (name, module)
+    if key not in _SHAPES:
+        variables = nn.meta.unbox(dict(jax.eval_shape(init_fn, jax.random.key(0))))
+        _SHAPES[key] = variables["params"] if set(variables) == {"params"} else variables
+    return _SHAPES[key]
+
+
+def abstract_params(cfg: Style2TalkerConfig, modules: Mapping[str, nn.Module] | None = None,
+                    mesh: Mesh | None = None) -> dict[str, Any]:
+    """ShapeDtypeStructs of every component's params, without drawing weights (replicated shardings when a mesh
+    is given, as `Style2TalkerModels.on_mesh` places them)."""
+    modules = build_modules(cfg) if modules is None else modules
+    replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    out = {}
+    for name, fn in init_functions(cfg, modules).items():
+        shapes = _variable_shapes(name, modules[name], fn)
+        out[name] = shapes if mesh is None else jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+    return out
 
 
 # Every way weights get in (random init through the interop kinds, original checkpoint folders, the art-style bank)

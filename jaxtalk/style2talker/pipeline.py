@@ -296,26 +296,30 @@ class Style2TalkerPipeline:
     (`compile_cache.compiled`, keyed on the module configs and shapes), so a second call with the same clip length
     and batch size compiles nothing.
 
-    `mesh` (a `jaxtalk.parallel.make_mesh` mesh): Style-A frame batches are split over its batch axes (data, fsdp)
-    with the Style-A params and the cached identity features replicated; `inference.batch_size` must be a multiple
-    of data x fsdp. The text / expression / identity stages are small and run on the default device.
+    `mesh` (a `jaxtalk.parallel.make_mesh` mesh; default: the one the bundle was placed on, or none): the params
+    are replicated on it (`Style2TalkerModels.on_mesh`) and Style-A frame batches are split over its batch axes
+    (data, fsdp) with the cached identity features replicated; `inference.batch_size` must be a multiple of
+    data x fsdp. The text / expression / identity stages are small and run replicated.
     """
 
     def __init__(self, models: Style2TalkerModels, *, progress: bool = True, mesh: Mesh | None = None,
                  on_progress: Callable[[str, int, int], None] | None = None):
         """`progress`: a tqdm bar over frame batches. `on_progress(stage, done, total)`: a listener (e.g. a web
         page's progress bar), told of each stage ("prepare" 0..3) and each Style-A frame batch ("render")."""
+        mesh = models.mesh if mesh is None else mesh
+        if mesh is not None:
+            split = mesh.shape["data"] * mesh.shape["fsdp"]
+            if models.config.inference.batch_size % split:
+                raise ValueError(f"inference.batch_size={models.config.inference.batch_size} must be a multiple of "
+                                 f"the mesh's data x fsdp = {split} devices the frame batches are split over")
+            if mesh is not models.mesh:
+                models = models.on_mesh(mesh)
         self.models = models
         self.cfg = models.config
         self.progress = progress
         self.on_progress = on_progress
         self.tokenizer = CLIPTokenizer(context_length=self.cfg.clip.max_length)
         self.mesh = mesh
-        if mesh is not None:
-            split = mesh.shape["data"] * mesh.shape["fsdp"]
-            if self.cfg.inference.batch_size % split:
-                raise ValueError(f"inference.batch_size={self.cfg.inference.batch_size} must be a multiple of the "
-                                 f"mesh's data x fsdp = {split} devices the frame batches are split over")
 
     # -- stages --------------------------------------------------------------------------------------------
 
@@ -323,8 +327,8 @@ class Style2TalkerPipeline:
                  in_shardings: Any = None, **flags: Any) -> Any:
         """`fn(*args)` (a closure over the named modules) compiled once per (stage, modules, mesh, flags, arg
         shapes); with `in_shardings` under this pipeline's mesh."""
-        key = ("style2talker", stage, tuple(self.models.modules[m] for m in modules),
-               mesh_key(self.mesh) if in_shardings is not None else None, tuple(sorted(flags.items())))
+        key = ("style2talker", stage, tuple(self.models.modules[m] for m in modules), mesh_key(self.mesh),
+               tuple(sorted(flags.items())))
         return compiled(_COMPILED, key, fn, args, in_shardings=in_shardings,
                         mesh=self.mesh if in_shardings is not None else None)
 

@@ -32,8 +32,7 @@ a bug, keeps only the last batch; the two agree for clips up to 256 windows = 81
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -41,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.compile_cache import memoized
+from jaxtalk.compile_cache import CompileCache, compiled, memoized
 from jaxtalk.diffusion.ddim import DDIMCoefficients, ddim_step
 from jaxtalk.diffusion.respaced import (
     RespacedCoefficients,
@@ -469,10 +468,18 @@ def window_plan(num_frames: int, window: int = 32) -> WindowPlan:
     return WindowPlan(F, T, gather, scatter)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "sampling", "num_frames"))
-def _generate(module, params, sparse, text, key, sampling, num_frames):
+# The public entry points below compile through `compile_cache.compiled`, like both pipelines: one program per
+# (entry, modules, sampler config, argument shapes and shardings) in this bounded cache. Called inside a trace (a
+# pipeline stage or a bench's jit), they run as plain traceable code and the caller's compile covers them.
+_COMPILED = CompileCache("style2talker.style_e", maxsize=16)
+
+
+def _sample_clips(module: StyleE, params: Any, sparse: jax.Array, text: jax.Array, key: jax.Array,
+                  sampling: StyleESamplerConfig) -> jax.Array:
+    """(B, F, sparse_dim) conditions and (B, text_dim) features -> (B, F, nfeats): every window of every clip
+    sampled as one batch, then reassembled per clip (traceable)."""
     c = module.config
-    plan = window_plan(num_frames, c.window)
+    plan = window_plan(int(sparse.shape[1]), c.window)
     b = sparse.shape[0]
     windows = sparse[:, plan.gather]  # (B, N, T, S)
     flat = windows.reshape(b * plan.num_windows, c.window, c.sparse_dim)
@@ -480,6 +487,24 @@ def _generate(module, params, sparse, text, key, sampling, num_frames):
     out = sample_windows(module, params, flat, text, key, sampling=sampling)
     out = out.reshape(b, plan.num_windows * c.window, c.nfeats)
     return out[:, plan.scatter]
+
+
+def _clip_texts(c: StyleEConfig, text: Any, batch: int, where: str) -> jax.Array:
+    """The text feature(s) (text_dim,) or (batch, text_dim) as (batch, text_dim) float32."""
+    text = jnp.asarray(text, jnp.float32)
+    text = text[None] if text.ndim == 1 else text
+    if text.ndim != 2 or text.shape[-1] != c.text_dim or text.shape[0] not in (1, batch):
+        raise ValueError(f"{where}: text must be ({c.text_dim},) or (batch, {c.text_dim}), got {text.shape}")
+    return jnp.broadcast_to(text, (batch, c.text_dim))
+
+
+def _run(key: Any, fn: Callable, args: tuple) -> Any:
+    """`fn(*args)`: traced inline under a caller's trace, else compiled once per (`key`, shapes, shardings)."""
+    leaves = jax.tree.leaves(args)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return fn(*args)
+    shardings = tuple(getattr(leaf, "sharding", None) for leaf in leaves)
+    return compiled(_COMPILED, (key, shardings), fn, args)(*args)
 
 
 def generate_expression(
@@ -494,7 +519,8 @@ def generate_expression(
     """Stylised expression for whole clips: `sparse` (F, sparse_dim) or (B, F, sparse_dim) — audio2exp's
     output — and `text` (text_dim,) or (B, text_dim) → (F, nfeats) / (B, F, nfeats) float32.
 
-    Compiled once per (module, sampling, F); the same `key` gives the same result.
+    Compiled once per (module, sampling, argument shapes) through `compile_cache.compiled` (traced inline when
+    called inside a jit); the same `key` gives the same result.
     """
     c = module.config
     sparse = jnp.asarray(sparse, jnp.float32)
@@ -504,19 +530,10 @@ def generate_expression(
     if sparse.ndim != 3 or sparse.shape[-1] != c.sparse_dim:
         raise ValueError(f"generate_expression: sparse must be (frames, {c.sparse_dim}) or "
                          f"(batch, frames, {c.sparse_dim}), got {sparse.shape}")
-    text = jnp.asarray(text, jnp.float32)
-    if text.ndim == 1:
-        text = text[None]
-    if text.ndim != 2 or text.shape[-1] != c.text_dim or text.shape[0] not in (1, sparse.shape[0]):
-        raise ValueError(f"generate_expression: text must be ({c.text_dim},) or (batch, {c.text_dim}), got {text.shape}")
-    text = jnp.broadcast_to(text, (sparse.shape[0], c.text_dim))
-    out = _generate(module, params, sparse, text, key, sampling, int(sparse.shape[1]))
+    text = _clip_texts(c, text, sparse.shape[0], "generate_expression")
+    out = _run(("generate_expression", module, sampling),
+               lambda p, s, t, k: _sample_clips(module, p, s, t, k, sampling), (params, sparse, text, key))
     return out[0] if single else out
-
-
-@functools.partial(jax.jit, static_argnames=("a2e_module",))
-def _audio_condition(a2e_module, a2e_variables, mels, identity_expression, blink):
-    return audio2exp(a2e_module, a2e_variables, mels, identity_expression, blink)
 
 
 def expression_from_audio(
@@ -551,6 +568,11 @@ def expression_from_audio(
     ref = jnp.asarray(identity_expression, jnp.float32)
     ref = jnp.broadcast_to(ref, (b, ref.shape[-1])) if ref.ndim == 1 else ref
     blink = jnp.zeros((b, f), jnp.float32) if blink is None else jnp.asarray(blink, jnp.float32).reshape(b, f)
-    sparse = _audio_condition(a2e_module, a2e_variables, mels, ref, blink)
-    out = generate_expression(module, params, sparse, text, key, sampling=sampling)
+    text = _clip_texts(module.config, text, b, "expression_from_audio")
+
+    def chain(p, av, m, r, bl, t, k):
+        return _sample_clips(module, p, audio2exp(a2e_module, av, m, r, bl), t, k, sampling)
+
+    out = _run(("expression_from_audio", module, a2e_module, sampling), chain,
+               (params, a2e_variables, mels, ref, blink, text, key))
     return out[0] if single else out

@@ -112,6 +112,12 @@ def test_bundle_is_the_one_format_of_both_products(files, models, tmp_path):
     back = dict(jax.tree.leaves_with_path(loaded.params))
     for key, value in jax.tree.leaves_with_path(models.params):
         np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(value), err_msg=jax.tree_util.keystr(key))
+    mesh = parallel.make_mesh(data=2, fsdp=1, tensor=1, devices=jax.devices()[:2])
+    on_mesh = jaxtalk.loading.load_models(path, mesh=mesh)  # restored straight into replicated shardings
+    assert on_mesh.mesh is mesh
+    for key, value in jax.tree.leaves_with_path(on_mesh.params):
+        assert value.sharding.is_fully_replicated and set(value.sharding.device_set) == set(mesh.devices.flat)
+        np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(value), err_msg=jax.tree_util.keystr(key))
     (path / "exstyle_code.npz").unlink()
     with pytest.raises(ValueError, match="missing: exstyle_code.npz"):
         load_models(path)
@@ -119,6 +125,28 @@ def test_bundle_is_the_one_format_of_both_products(files, models, tmp_path):
         from jaxtalk.svp.loading import load_models as load_svp
 
         load_svp(path)
+
+
+def test_abstract_params_and_on_mesh_as_svp_models_have_them(models):
+    """`abstract_params` gives every component's param shapes without drawing weights (as SVP's does), equal to
+    the random weights' own; `on_mesh` places the same values replicated on a mesh, and a pipeline given that
+    bundle runs on its mesh."""
+    from jaxtalk.style2talker.models import abstract_params
+
+    shapes = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)
+    assert shapes(abstract_params(CFG)) == shapes(models.params)
+    mesh = parallel.make_mesh(data=2, fsdp=1, tensor=1, devices=jax.devices()[:2])
+    abstract = abstract_params(CFG, mesh=mesh)
+    assert shapes(abstract) == shapes(models.params)
+    assert all(s.sharding.is_fully_replicated and s.sharding.mesh == mesh for s in jax.tree.leaves(abstract))
+    placed = models.on_mesh(mesh)
+    assert placed.mesh is mesh and models.mesh is None and placed.style_names == models.style_names
+    leaves = jax.tree.leaves
+    for before, after, sharding in zip(leaves(models.params), leaves(placed.params), leaves(placed.shardings),
+                                       strict=True):
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+        assert after.sharding == sharding and sharding.is_fully_replicated
+    assert Style2TalkerPipeline(placed, progress=False).mesh is mesh
 
 
 @pytest.fixture(scope="module")

@@ -151,6 +151,7 @@ def test_generate_expression_tiles_samples_and_reassembles(fixture_model):
     sparse[1] = sparse[0, ::-1]
     text = rng.standard_normal((2, 24)).astype(np.float32)
     key = jax.random.key(3)
+    style_e._COMPILED.clear()
     out = style_e.generate_expression(module, params, sparse, text, key)
     assert out.shape == (2, frames, 64)
     # reference: the released split per clip, all windows in one batch (clip-major), merged back per clip
@@ -166,7 +167,11 @@ def test_generate_expression_tiles_samples_and_reassembles(fixture_model):
     np.testing.assert_array_equal(np.asarray(out), np.asarray(again))
     other = style_e.generate_expression(module, params, sparse, text, jax.random.key(4))
     assert float(jnp.max(jnp.abs(other - out))) > 1e-3
-    assert style_e._generate._cache_size() == 1
+    assert len(style_e._COMPILED) == 1  # through compile_cache.compiled, one program for this shape
+    # inside a caller's jit the same function traces inline (no nested compile) and gives the same clips
+    inline = jax.jit(lambda p, s, t, k: style_e.generate_expression(module, p, s, t, k))(params, sparse, text, key)
+    np.testing.assert_allclose(np.asarray(inline), np.asarray(out), rtol=0, atol=1e-5)
+    assert len(style_e._COMPILED) == 1
 
 
 def test_expression_from_audio_chains_audio2exp_and_style_e(fixture_model, s2t_dir):
