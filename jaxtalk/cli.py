@@ -163,7 +163,9 @@ def _inspect(args: argparse.Namespace) -> int:
     from jaxtalk.interop.convert import inspect
 
     if args.kinds:
-        for name, summary in sorted(interop.KINDS.items()):
+        from jaxtalk.loading import PRODUCT_KINDS
+
+        for name, summary in sorted({**interop.KINDS, **PRODUCT_KINDS}.items()):
             print(f"{name}: {summary}")
         return 0
     if args.checkpoint is None:
@@ -174,7 +176,16 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from jaxtalk.interop.convert import run
+    from jaxtalk.loading import PRODUCT_KINDS, import_product
 
+    if args.kind in PRODUCT_KINDS:
+        if len(args.weights) != 1:
+            raise ValueError(f"--kind {args.kind}: give one --weights folder")
+        import_product(args.kind, args.weights[0], args.out, config=args.config, vae=args.vae,
+                       audio_encoder=args.audio_encoder, overwrite=args.overwrite)
+        return 0
+    if args.vae or args.audio_encoder:
+        raise ValueError(f"--vae / --audio-encoder: only --kind vexpress takes them, not {args.kind}")
     run(args.kind, args.weights, args.config, args.out, args.overwrite)
     return 0
 
@@ -274,14 +285,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face-score", type=float, default=0.5, help="face detector confidence threshold")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=_prepare_dataset)
-    p = sub.add_parser("convert", help="a PyTorch checkpoint into a jaxtalk checkpoint directory (strict)")
-    p.add_argument("--kind", required=True, help="interop kind (`jaxtalk inspect --kinds` lists them)")
+    p = sub.add_parser("convert", help="a PyTorch checkpoint (one component, or a whole V-Express / Style2Talker "
+                       "folder) into a jaxtalk bundle (strict)")
+    p.add_argument("--kind", required=True, help="interop kind, or vexpress / style2talker for a whole product's "
+                   "checkpoint folder (`jaxtalk inspect --kinds` lists them)")
     p.add_argument("--weights", required=True, action="append", help="checkpoint file or folder; several are "
                    "merged into one state dict (e.g. V-Express's denoising_unet.bin and motion_module.bin)")
     p.add_argument("--config", help="the source's own config (.json / .yaml) or a preset name the kind knows "
                    "(default: config.json beside the weights, else inferred from the tensor shapes)")
-    p.add_argument("--out", required=True, help="output directory (loads back with interop.checkpoint."
-                   "load_converted)")
+    p.add_argument("--out", required=True, help="output bundle folder (loads back with jaxtalk.loading."
+                   "load_models; a product bundle is a --checkpoint for generate)")
+    p.add_argument("--vae", help="--kind vexpress: SD's VAE (weights file, diffusers folder or cached model id)")
+    p.add_argument("--audio-encoder", help="--kind vexpress: the wav2vec2 encoder (file, folder or cached id)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing converted checkpoint")
     p.set_defaults(fn=_convert)
     p = sub.add_parser("serve", help="web page (gradio) over generate() for SVP and Style2Talker")
@@ -298,8 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="versions, devices, codecs, face model and shipped weights of this install")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(fn=_doctor)
-    p = sub.add_parser("inspect", help="what a checkpoint holds: a PyTorch file's tensors (read safely) or a "
-                       "converted directory's kind, config and arrays")
+    p = sub.add_parser("inspect", help="what a checkpoint holds: a PyTorch file's tensors (read safely), a "
+                       "component bundle's kind, config and arrays, or a product bundle's manifest and arrays")
     p.add_argument("checkpoint", nargs="?")
     p.add_argument("--kinds", action="store_true", help="list every interop kind with its call convention")
     p.set_defaults(fn=_inspect)

@@ -54,3 +54,23 @@ def test_stylegan2_runner_uses_the_recorded_truncation(fixtures_dir):
     entry["calls"][1] = entry["calls"][1].replace("truncation=0.7", "truncation=0.5")
     with pytest.raises(AssertionError, match="img_from_z"):
         fixture_harness.run("style2talker", "stylegan2_generator", fixtures_dir, entry=entry)
+
+
+def test_missing_fixtures_fail_under_ci_and_are_listed_locally(tmp_path):
+    """Without the golden fixture folder a parity test fails under CI=true and, locally, is skipped and listed
+    loudly at the end of the run (run in a child pytest pointed at a folder that does not exist)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    test = "tests/test_fixture_harness.py::test_waived_fields_are_named_with_a_reason"
+    env = {**os.environ, "JAXTALK_FIXTURES": str(tmp_path / "no_fixtures")}
+    env.pop("CI", None)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q", test]
+    local = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout[-2000:]
+    assert "GOLDEN FIXTURES MISSING" in local.stdout and test in local.stdout
+    ci = subprocess.run(argv, cwd=REPO_ROOT, env={**env, "CI": "true"}, capture_output=True, text=True, timeout=300)
+    assert ci.returncode != 0 and "CI=true: the parity checks may not be skipped" in ci.stdout, ci.stdout[-2000:]

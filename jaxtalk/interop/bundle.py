@@ -1,9 +1,13 @@
-"""The one on-disk format of a product's weights (SVP and Style2Talker alike; converted, imported or trained):
+"""The one on-disk format of jaxtalk weights: a product's (SVP and Style2Talker alike; converted, imported or
+trained) and a single converted component's (`jaxtalk convert --kind K`):
 
-    <folder>/config.yaml     the resolved product config (`system: svp` / `system: style2talker`)
+    <folder>/config.yaml     the resolved config: the product config (`system: svp` / `system: style2talker`), or
+                             for a component `{kind: K, config: <the kind's resolved source config>}`
     <folder>/manifest.json   {"format": "jaxtalk-bundle/1", "system", "layout", "components": {name: params},
-                              "files": [extra files], ...provenance (source, training record, evaluation)}
-    <folder>/params/         layout "orbax": every component's variables in flax names, one orbax tree
+                              "files": [extra files], ...provenance (source, training record, evaluation)};
+                             a component bundle has "system": null and "component": K
+    <folder>/params/         layout "orbax": `{name: variables}` in flax names, one orbax tree (a component
+                             bundle holds one name, its kind)
     <folder>/<extra files>   e.g. the Style2Talker art-style bank `exstyle_code.npz`
 
 Why orbax: it restores each array straight into its mesh sharding (no full host copy on multi-host runs), keeps
@@ -78,6 +82,10 @@ def read_manifest(directory: str | os.PathLike, system: str | None = None) -> di
         raise BundleError(f"{path}: format {manifest['format']!r} is not {FORMAT!r}; this jaxtalk cannot read it")
     if manifest.get("layout") not in LAYOUTS:
         raise BundleError(f"{path}: layout {manifest.get('layout')!r} is not one of {', '.join(LAYOUTS)}")
+    if system is not None and manifest.get("component"):
+        raise BundleError(f"{d}: holds one converted component ({manifest['component']}, jaxtalk convert --kind), "
+                          f"not {system} model weights; load it with jaxtalk.loading.load_models or "
+                          "interop.checkpoint.load_converted (SVP also reads a folder of such parts)")
     if system is not None and manifest.get("system") != system:
         raise BundleError(f"{d}: holds {manifest.get('system')} weights, not {system}; pass it as --system "
                           f"{manifest.get('system')}")
@@ -130,12 +138,40 @@ def write(directory: str | os.PathLike, config: Any, params: Mapping[str, Any], 
     return d
 
 
+def write_component(directory: str | os.PathLike, kind: str, config: Any, variables: Any,
+                    **provenance: Any) -> Path:
+    """Write a component bundle: one interop kind's variables under `params/{kind}`, `config.yaml` with the kind
+    and its resolved source config (JSON-able), and `manifest.json` naming the component (written last)."""
+    import orbax.checkpoint as ocp
+    import yaml
+
+    d = Path(directory).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(d / PARAMS, {kind: variables}, force=True)
+    with atomic_path(d / CONFIG) as tmp:
+        Path(tmp).write_text(yaml.safe_dump({"kind": kind, "config": config}, sort_keys=False))
+    manifest = {"format": FORMAT, "system": None, "component": kind, "layout": "orbax",
+                "components": {kind: _count(variables)}, "num_params": _count(variables), "files": [],
+                **provenance}
+    with atomic_path(d / MANIFEST) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    return d
+
+
+def stored_tree(directory: str | os.PathLike) -> dict[str, Any]:
+    """The stored `{name: variables}` tree of an orbax bundle as shape / dtype metadata (nothing is read)."""
+    import orbax.checkpoint as ocp
+
+    return dict(ocp.StandardCheckpointer().metadata(Path(directory).resolve() / PARAMS).item_metadata.tree)
+
+
 def update_manifest(directory: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Merge `fields` (provenance: training record, evaluation) into a bundle's manifest, atomically; the format
     keys themselves cannot be changed this way."""
     d = Path(directory)
     manifest = read_manifest(d)
-    fixed = {"format", "system", "layout", "components", "files"} & set(fields)
+    fixed = {"format", "system", "component", "layout", "components", "files"} & set(fields)
     if fixed:
         raise BundleError(f"update_manifest: {sorted(fixed)} describe the stored weights; write the bundle again")
     manifest.update(fields)

@@ -1,14 +1,17 @@
-"""Converted checkpoints on disk: orbax params plus a `jaxtalk_kind.json` naming the kind and resolved config.
+"""Converted checkpoints of one interop kind on disk: a component bundle (`jaxtalk.interop.bundle`, the format
+of product weights too) with the kind and its resolved source config.
 
     module, params = interop.from_torch("sd_unet", "unet/diffusion_pytorch_model.safetensors", config)
     save_converted("ckpt/sd15_unet", "sd_unet", params, resolved_config)
     module, params = load_converted("ckpt/sd15_unet")                       # on one device
     module, params = load_converted("ckpt/sd15_unet", shardings=shardings)   # straight into a sharded layout
 
-Layout of DIR: `params/` (orbax `StandardCheckpointer`) and `jaxtalk_kind.json`
-(`{"format": 1, "kind": ..., "config": ...}`). Loading rebuilds the module with the kind's `build(config, state)`,
-given the saved config and a shape-only view of the torch state (`jax.ShapeDtypeStruct`s under the torch keys), so
-kinds whose resolved config is JSON-able (a dict or a dataclass) reload without the original weights.
+Layout of DIR: `manifest.json` (`"component": kind`), `config.yaml` (`{kind, config}`) and `params/` (orbax,
+`{kind: params}`). Folders written before the bundle format (`params/` holding the bare tree and
+`jaxtalk_kind.json` = `{"format": 1, "kind", "config"}`) still load. Loading rebuilds the module with the kind's
+`build(config, state)`, given the saved config and a shape-only view of the torch state (`jax.ShapeDtypeStruct`s
+under the torch keys), so kinds whose resolved config is JSON-able (a dict or a dataclass) reload without the
+original weights.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from jaxtalk.config import to_dict
+from jaxtalk.interop import bundle
 from jaxtalk.interop.registry import get_kind
 
-FORMAT = 1
+FORMAT = 1  # of the older folders' jaxtalk_kind.json
 META_NAME = "jaxtalk_kind.json"
-PARAMS_NAME = "params"
+PARAMS_NAME = bundle.PARAMS
 
 
 def _jsonable(config: Any) -> Any:
@@ -42,38 +46,61 @@ def _jsonable(config: Any) -> Any:
     return config
 
 
+def _legacy(directory: pathlib.Path) -> bool:
+    """A folder written before the bundle format (`jaxtalk_kind.json` + bare params/)."""
+    return (directory / META_NAME).is_file() and not (directory / bundle.MANIFEST).is_file()
+
+
+def is_converted(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds one converted component (a component bundle, or an older jaxtalk_kind.json
+    folder)."""
+    d = pathlib.Path(directory)
+    if _legacy(d):
+        return True
+    try:
+        return bool(bundle.read_manifest(d).get("component"))
+    except bundle.BundleError:
+        return False
+
+
 def save_converted(directory: str | os.PathLike, kind: str, params: Any, config: Any,
-                   *, overwrite: bool = False) -> pathlib.Path:
-    """Write `params` (a pytree of arrays, boxed or not) and `{kind, config}` into `directory`."""
+                   *, overwrite: bool = False, **provenance: Any) -> pathlib.Path:
+    """Write `params` (a pytree of arrays, boxed or not) of `kind` with its resolved `config` as a component
+    bundle in `directory`; keywords are recorded in the manifest (e.g. the source files)."""
     get_kind(kind)  # fail early on an unknown kind
     directory = pathlib.Path(directory).resolve()
-    meta_path = directory / META_NAME
-    if meta_path.exists() and not overwrite:
+    if (is_converted(directory) or bundle.claims_bundle(directory)) and not overwrite:
         raise FileExistsError(f"{directory} already holds a converted checkpoint; pass overwrite=True to replace it")
     try:
-        meta = json.dumps({"format": FORMAT, "kind": kind, "config": _jsonable(config)}, indent=1)
+        config = json.loads(json.dumps(_jsonable(config)))
     except TypeError as e:
         raise TypeError(f"config of kind {kind!r} is not JSON-serialisable ({e}); pass a dict or a dataclass") from None
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / PARAMS_NAME, nn.meta.unbox(params), force=overwrite)
-    checkpointer.wait_until_finished()
+    path = bundle.write_component(directory, kind, config, nn.meta.unbox(params), **provenance)
     if jax.process_index() == 0:
-        tmp = meta_path.with_name(META_NAME + ".tmp")
-        tmp.write_text(meta)
-        os.replace(tmp, meta_path)
-    return directory
+        (path / META_NAME).unlink(missing_ok=True)  # an older folder overwritten: the bundle alone describes it
+    return path
 
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
-    """The `{format, kind, config}` record of a converted checkpoint."""
-    path = pathlib.Path(directory) / META_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {META_NAME}; not a checkpoint written by save_converted")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r} is not supported (expected {FORMAT})")
-    return meta
+    """The `{format, kind, config}` record of a converted checkpoint (either layout)."""
+    import yaml
+
+    directory = pathlib.Path(directory)
+    if _legacy(directory):
+        path = directory / META_NAME
+        meta = json.loads(path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {meta.get('format')!r} is not supported (expected {FORMAT})")
+        return meta
+    try:
+        manifest = bundle.read_manifest(directory)
+    except bundle.BundleError as e:
+        raise FileNotFoundError(f"{e}; not a checkpoint written by jaxtalk convert / save_converted") from None
+    if not manifest.get("component"):
+        raise ValueError(f"{directory}: a {manifest.get('system')} model bundle, not one converted component; "
+                         "load it with jaxtalk.loading.load_models")
+    saved = yaml.safe_load((directory / bundle.CONFIG).read_text()) or {}
+    return {"format": manifest["format"], "kind": manifest["component"], "config": saved.get("config")}
 
 
 def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -98,7 +125,7 @@ def _torch_shapes(kind: Any, tree: Any) -> dict[str, jax.ShapeDtypeStruct]:
 
 
 def load_converted(directory: str | os.PathLike, *, shardings: Any = None) -> tuple[nn.Module, Any]:
-    """Rebuild `(module, params)` from `save_converted` output.
+    """Rebuild `(module, params)` from `save_converted` output (or an older jaxtalk_kind.json folder).
 
     `shardings`: None (every array on the first local device) or a pytree of `jax.sharding.Sharding` matching
     the params, restored shard by shard (e.g. the shardings from `jaxtalk.parallel.init_sharded`).
@@ -106,8 +133,10 @@ def load_converted(directory: str | os.PathLike, *, shardings: Any = None) -> tu
     directory = pathlib.Path(directory).resolve()
     meta = read_meta(directory)
     kind = get_kind(meta["kind"])
+    legacy = _legacy(directory)
     checkpointer = ocp.StandardCheckpointer()
-    tree = checkpointer.metadata(directory / PARAMS_NAME).item_metadata.tree
+    stored = checkpointer.metadata(directory / PARAMS_NAME).item_metadata.tree
+    tree = stored if legacy else stored[meta["kind"]]
     flat = traverse_util.flatten_dict(tree)
     module, _ = kind.build(meta["config"], _torch_shapes(kind, tree))
     if shardings is None:
@@ -120,5 +149,6 @@ def load_converted(directory: str | os.PathLike, *, shardings: Any = None) -> tu
                              f"({len(flat_sh)} vs {len(flat)} leaves)")
         target = {path: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=flat_sh[path])
                   for path, m in flat.items()}
-    params = checkpointer.restore(directory / PARAMS_NAME, traverse_util.unflatten_dict(target))
-    return module, params
+    target = traverse_util.unflatten_dict(target)
+    params = checkpointer.restore(directory / PARAMS_NAME, target if legacy else {meta["kind"]: target})
+    return module, params if legacy else params[meta["kind"]]

@@ -1,5 +1,5 @@
-"""`jaxtalk convert` and `jaxtalk inspect`: PyTorch checkpoints into jaxtalk checkpoint directories, and a
-listing of what a checkpoint file or directory holds.
+"""`jaxtalk convert` and `jaxtalk inspect` for one interop kind: a PyTorch checkpoint into a component bundle
+(`jaxtalk.interop.bundle`, the one on-disk format), and a listing of what a checkpoint file or folder holds.
 
     jaxtalk convert --kind KIND --weights FILE_OR_DIR [--weights MORE] [--config CFG] --out DIR
     jaxtalk inspect FILE_OR_DIR
@@ -7,7 +7,9 @@ listing of what a checkpoint file or directory holds.
 Several `--weights` are merged into one state dict first (e.g. a V-Express `denoising_unet.pth` with its
 `motion_module.pth`). `--config` is a JSON / YAML file in the source's own config format, or a preset string the
 kind understands; without it the `config.json` beside the weights is used when there is one, else the config is
-inferred from tensor shapes. The result loads back with `jaxtalk.interop.checkpoint.load_converted(DIR)`.
+inferred from tensor shapes. The result loads back with `jaxtalk.interop.checkpoint.load_converted(DIR)` or
+`jaxtalk.loading.load_models(DIR)`. Whole products (`--kind vexpress`, `--kind style2talker`) are imported by
+`jaxtalk.loading.import_product` into product bundles; `inspect` lists both kinds of bundle.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import numpy as np
 import yaml
 from flax import traverse_util
 
+from jaxtalk.interop import bundle
 from jaxtalk.interop.checkpoint import (
-    META_NAME,
     _jsonable,
     _torch_shapes,
+    is_converted,
     load_converted,
     read_meta,
     save_converted,
@@ -74,10 +77,11 @@ def _reloadable_config(kind: str, module: Any, params: Any, resolved: Any, given
 
 
 def convert(kind: str, weights: Sequence[str], config: Any, out: str, overwrite: bool = False) -> pathlib.Path:
-    """Import strictly and write an orbax checkpoint directory with `jaxtalk_kind.json` beside it."""
+    """Import strictly and write a component bundle (orbax params, config.yaml with the kind and its resolved
+    config, manifest.json)."""
     module, params, resolved = from_torch(kind, merged_state(weights), config, return_config=True)
     path = save_converted(out, kind, params, _reloadable_config(kind, module, params, resolved, config),
-                          overwrite=overwrite)
+                          overwrite=overwrite, source=[str(w) for w in weights])
     leaves = jax.tree.leaves(params)
     print(f"{kind}: {len(leaves)} tensors, {sum(np.size(x) for x in leaves) / 1e6:.2f}M params -> {path}")
     return path
@@ -96,18 +100,32 @@ def run(kind: str, weights: Sequence[str], config: str | None, out: str, overwri
         raise ValueError(f"{e}; pass --overwrite") from None
 
 
+def _array_lines(tree: Any, prefix: str = "") -> tuple[list[str], int, int]:
+    flat = traverse_util.flatten_dict(dict(tree))
+    lines = [f"{prefix}{'/'.join(k)} {tuple(v.shape)} {v.dtype}" for k, v in sorted(flat.items())]
+    return lines, len(flat), sum(int(np.prod(v.shape)) for v in flat.values())
+
+
 def inspect(path: str | pathlib.Path) -> list[str]:
-    """Lines describing a checkpoint: a converted directory's kind, config and param shapes, or a PyTorch file's
-    (or shard folder's) tensors, read safely."""
+    """Lines describing a checkpoint: a component bundle's (or older converted folder's) kind, config and param
+    shapes; a product bundle's system, layout, provenance and arrays; or a PyTorch file's (or shard folder's)
+    tensors, read safely."""
     path = pathlib.Path(path)
-    if (path / META_NAME).is_file():
+    if is_converted(path):
         meta = read_meta(path)
         _, params = load_converted(path)
-        flat = traverse_util.flatten_dict(dict(params))
-        lines = [f"kind {meta['kind']} (format {meta['format']})", f"config {json.dumps(meta['config'])}"]
-        lines += [f"{'/'.join(k)} {tuple(v.shape)} {v.dtype}" for k, v in sorted(flat.items())]
-        total = sum(int(np.size(v)) for v in flat.values())
-        return [*lines, f"{len(flat)} arrays, {total:,} elements"]
+        lines, count, total = _array_lines(params)
+        header = [f"kind {meta['kind']} (format {meta['format']})", f"config {json.dumps(meta['config'])}"]
+        return [*header, *lines, f"{count} arrays, {total:,} elements"]
+    if bundle.claims_bundle(path):
+        manifest = bundle.read_manifest(path)
+        header = [f"system {manifest.get('system')} (format {manifest['format']}, layout {manifest['layout']})"]
+        header += [f"{key} {json.dumps(manifest[key], default=str)}" for key in ("source", "num_params", "files")
+                   if key in manifest]
+        if manifest["layout"] != "orbax":
+            return [*header, *[f"{p.name}" for p in sorted(path.iterdir()) if p.is_file()]]
+        lines, count, total = _array_lines(bundle.stored_tree(path))
+        return [*header, *lines, f"{count} arrays, {total:,} elements"]
     state = read_state_dict(path)
     lines = [f"{name} {tuple(value.shape)} {value.dtype}" for name, value in sorted(state.items())]
     return [*lines, f"{len(state)} tensors, {sum(v.size for v in state.values()):,} elements"]

@@ -220,6 +220,8 @@ def save_models(models: Style2TalkerModels, directory: str | os.PathLike, **prov
                 np.savez(f, **dict(zip(models.style_names, models.style_bank)))
         files.append(STYLE_BANK_FILE)
     provenance.setdefault("source", models.source)
+    if not models.uses_parsing:  # read back by `_trained_with_parsing`
+        provenance.setdefault("replacements", {"face parsing (BiSeNet)": "zeros"})
     return bundle.write(directory, models.config, models.params, system="style2talker", files=files, **provenance)
 
 

@@ -30,7 +30,7 @@ from jaxtalk import config as config_lib
 from jaxtalk import interop
 from jaxtalk.backbones.wav2vec2 import Wav2Vec2Model
 from jaxtalk.interop import bundle
-from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
+from jaxtalk.interop.checkpoint import is_converted, load_converted, read_meta
 from jaxtalk.interop.kinds.vexpress import load_vexpress_unet
 from jaxtalk.svp.config import SVPConfig
 from jaxtalk.svp.models import (
@@ -164,13 +164,13 @@ def _assemble(cfg: SVPConfig, imported: Mapping[str, tuple[nn.Module, Any]], mes
 
 def load_converted_parts(directory: str | os.PathLike, *, cfg: SVPConfig | None = None, mesh: Mesh | None = None,
                          seed: int = 0) -> SVPModels:
-    """A folder of per-kind converted checkpoints (`jaxtalk convert --out DIR/<part>`, each with
-    `jaxtalk_kind.json`); components without one are randomly initialised and `source` lists them."""
+    """A folder of per-kind converted checkpoints (`jaxtalk convert --out DIR/<part>`: component bundles, or
+    older `jaxtalk_kind.json` folders); components without one are randomly initialised and `source` lists them."""
     d = Path(directory)
     cfg = cfg or config_lib.load("svp_vexpress", cls=SVPConfig)
     imported: dict[str, tuple[nn.Module, Any]] = {}
     sources = []
-    for sub in sorted(p for p in d.iterdir() if (p / META_NAME).is_file()):
+    for sub in sorted(p for p in d.iterdir() if is_converted(p)):
         kind = read_meta(sub)["kind"]
         if kind not in KIND_COMPONENTS:
             raise ModelLoadError(f"{sub}: kind {kind!r} is not an SVP component ({', '.join(KIND_COMPONENTS)})")
@@ -180,13 +180,13 @@ def load_converted_parts(directory: str | os.PathLike, *, cfg: SVPConfig | None 
         imported[name] = load_converted(sub)
         sources.append(f"{name} {sub}")
     if not imported:
-        raise ModelLoadError(f"{d}: no converted checkpoints (sub-folders with {META_NAME}) found")
+        raise ModelLoadError(f"{d}: no converted checkpoints (sub-folders written by jaxtalk convert) found")
     return _assemble(cfg, imported, mesh, seed, sources)
 
 
 def is_converted_parts(directory: str | os.PathLike) -> bool:
     d = Path(directory)
-    return d.is_dir() and any((p / META_NAME).is_file() for p in d.iterdir())
+    return d.is_dir() and any(is_converted(p) for p in d.iterdir())
 
 
 def _find(directory: Path, stem: str) -> Path:

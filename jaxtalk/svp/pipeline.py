@@ -769,7 +769,7 @@ def resolve_config(checkpoint: str | os.PathLike | None = None, config: str | os
                                  or svp_loading.is_vexpress_folder(ckpt)):
         raise ModelLoadError(
             f"--checkpoint {ckpt}: not a checkpoint folder; expected a saved SVP bundle (config.yaml + params/), "
-            "folders written by jaxtalk convert (jaxtalk_kind.json), or V-Express's five .bin files")
+            "folders written by jaxtalk convert --kind (one per component), or V-Express's five .bin files")
     if ckpt is not None and svp_loading.is_converted_checkpoint(ckpt):
         return config_lib.load(ckpt / "config.yaml", overrides=overrides, cls=SVPConfig)
     name = config or ("svp_vexpress" if ckpt is not None else "svp_tiny")

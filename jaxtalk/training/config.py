@@ -82,7 +82,7 @@ class InitSource:
 
     kind "run": a jaxtalk training run (its workdir, or its `checkpoints/` folder), newest step; every component
     the two param trees share is loaded (or only `component`). Any other kind is a `jaxtalk.interop` kind read
-    into `component`: `path` is a converted checkpoint folder (`jaxtalk_kind.json`) or a PyTorch / safetensors
+    into `component`: `path` is a converted checkpoint folder (`jaxtalk convert` output) or a PyTorch / safetensors
     file (with `config`, the source's config, where shapes do not tell, e.g. a motion module's head count). Every
     loaded tensor must land on a param of the same shape; params the source lacks keep their init.
     """

@@ -40,10 +40,10 @@ def load_interop(kind: str, path: str | pathlib.Path, config: str | pathlib.Path
     when there is one, else the kind infers the config from shapes.
     """
     from jaxtalk import interop
-    from jaxtalk.interop.checkpoint import META_NAME, load_converted, read_meta
+    from jaxtalk.interop.checkpoint import is_converted, load_converted, read_meta
 
     path = pathlib.Path(path)
-    if (path / META_NAME).is_file():
+    if is_converted(path):
         saved = read_meta(path)["kind"]
         if saved != kind:
             raise ValueError(f"{path}: a converted {saved!r} checkpoint, but the init source says kind {kind!r}")

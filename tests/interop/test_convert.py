@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+import jaxtalk.loading
 from jaxtalk import cli, interop
 from jaxtalk.interop.checkpoint import load_converted, read_meta
 from jaxtalk.interop.convert import merged_state
@@ -40,7 +41,11 @@ def test_convert_command_roundtrip(tmp_path, fixtures_dir, kind, fixture, entry)
         argv += ["--config", str(tmp_path / "cfg.json")]
     assert cli.main(argv) == 0
     assert read_meta(out)["kind"] == kind
+    manifest = json.loads((out / "manifest.json").read_text())  # the bundle format of product weights too
+    assert (manifest["format"], manifest["component"], manifest["layout"]) == ("jaxtalk-bundle/1", kind, "orbax")
+    assert (out / "config.yaml").is_file() and not (out / "jaxtalk_kind.json").exists()
     module, params = load_converted(out)
+    assert jaxtalk.loading.load_models(out)[0] == module
     expected_module, expected = interop.from_torch(kind, weights, constructor)
     assert module == expected_module
     flat, flat_expected = traverse_util.flatten_dict(dict(params)), traverse_util.flatten_dict(dict(expected))
@@ -51,6 +56,33 @@ def test_convert_command_roundtrip(tmp_path, fixtures_dir, kind, fixture, entry)
     original = interop.read_state_dict(weights)
     for k, v in back.items():
         np.testing.assert_array_equal(v, original[k])
+
+
+def test_folders_written_before_the_bundle_format_still_load(tmp_path, fixtures_dir, capsys):
+    """An older converted folder (bare orbax params + jaxtalk_kind.json) loads as before, also as a part of an
+    SVP checkpoint folder; a component bundle is refused, with the way to load it, where a product is expected."""
+    import orbax.checkpoint as ocp
+
+    from jaxtalk.interop.checkpoint import is_converted
+    from jaxtalk.svp.loading import is_converted_parts, load_models
+
+    kind, weights = "vexpress_kps_guider", fixtures_dir / "svp" / "vx_v_kps_guider.safetensors"
+    module, params = interop.from_torch(kind, weights)
+    old = tmp_path / "parts" / "old"
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(old.resolve() / "params", params)
+    (old / "jaxtalk_kind.json").write_text(json.dumps({"format": 1, "kind": kind, "config": None}))
+    assert is_converted(old) and is_converted_parts(old.parent)
+    loaded_module, loaded = load_converted(old)
+    assert loaded_module == module
+    for k, v in traverse_util.flatten_dict(dict(params)).items():
+        np.testing.assert_array_equal(np.asarray(traverse_util.flatten_dict(dict(loaded))[k]), v)
+    assert cli.main(["inspect", str(old)]) == 0
+    assert capsys.readouterr().out.startswith(f"kind {kind} (format 1)")
+    new = tmp_path / "new"
+    assert cli.main(["convert", "--kind", kind, "--weights", str(weights), "--out", str(new)]) == 0
+    with pytest.raises(ValueError, match=r"holds one converted component \(vexpress_kps_guider"):
+        load_models(new)
 
 
 def test_convert_merges_weights_and_rejects_clashes(tmp_path, fixtures_dir, capsys):

@@ -93,7 +93,7 @@ def test_checkpoint_folder_round_trips_exactly(files, models):
         np.testing.assert_array_equal(np.asarray(back[path]), np.asarray(value), err_msg=jax.tree_util.keystr(path))
 
 
-def test_bundle_is_the_one_format_of_both_products(files, models, tmp_path):
+def test_bundle_is_the_one_format_of_both_products(files, models, tmp_path, capsys):
     """save_models writes the bundle SVP uses too (orbax params + config.yaml + manifest.json, plus the style
     bank); one loader reads it back exactly, and still reads the torch-layout folder."""
     import json
@@ -118,6 +118,21 @@ def test_bundle_is_the_one_format_of_both_products(files, models, tmp_path):
     for key, value in jax.tree.leaves_with_path(on_mesh.params):
         assert value.sharding.is_fully_replicated and set(value.sharding.device_set) == set(mesh.devices.flat)
         np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(value), err_msg=jax.tree_util.keystr(key))
+    # the importer of an original checkpoint folder writes the same format
+    assert main(["convert", "--kind", "style2talker", "--weights", str(files["checkpoint"]), "--out",
+                 str(tmp_path / "imported")]) == 0
+    imported = jaxtalk.loading.load_models(tmp_path / "imported")
+    assert json.loads((tmp_path / "imported" / "manifest.json").read_text())["layout"] == "orbax"
+    assert imported.config == CFG and imported.style_names == models.style_names
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "imported")]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0] == "system style2talker (format jaxtalk-bundle/1, layout orbax)"
+    assert any(line.startswith("style_e/") for line in listing) and listing[-1].endswith("elements")
+    got = dict(jax.tree.leaves_with_path(imported.params))
+    for key, value in jax.tree.leaves_with_path(models.params):
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(value), rtol=0, atol=1e-6,
+                                   err_msg=jax.tree_util.keystr(key))
     (path / "exstyle_code.npz").unlink()
     with pytest.raises(ValueError, match="missing: exstyle_code.npz"):
         load_models(path)

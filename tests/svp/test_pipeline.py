@@ -274,6 +274,19 @@ def test_vexpress_files_and_saved_bundles_load_exactly(tmp_path, models):
     assert all(np.array_equal(a[k], b[k]) for k in b if k not in style)
     assert all(not np.any(a[k]) for k in style if "to_out_0" in k)  # V-Express has no style layers: zero output
 
+    # the importer writes the same bundle format: `jaxtalk convert --kind vexpress` on the V-Express folder
+    from jaxtalk import cli, config
+
+    config.save(models.config, tmp_path / "svp.yaml")
+    assert cli.main(["convert", "--kind", "vexpress", "--weights", str(tmp_path / "vx"), "--config",
+                     str(tmp_path / "svp.yaml"), "--out", str(tmp_path / "imported")]) == 0
+    imported = jaxtalk.loading.load_models(tmp_path / "imported")
+    assert imported.config == models.config
+    assert json.loads((tmp_path / "imported" / "manifest.json").read_text())["importer"] == "vexpress"
+    for name in ("unet", "reference_net", "kps_guider", "audio_projection"):
+        a, b = _leaves(imported.params[name]), _leaves(loaded.params[name])
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
+
     bundle = svp_models.save_models(models, tmp_path / "bundle")
     again = jaxtalk.loading.load_models(bundle)  # one loader for both products' bundles
     assert again.config == models.config and again.source.startswith("converted checkpoint")
