@@ -48,6 +48,10 @@ SPLITS = ("data", "fsdp", "fsdp_tensor")
 COMPILER_OPTIONS: dict = {}
 
 
+def _chunk_value() -> str:
+    return "null" if ATTENTION["chunk"] is None else str(ATTENTION["chunk"])
+
+
 def _split(name: str, n: int) -> tuple[int, int, int]:
     if name == "data":
         return n, 1, 1
@@ -59,6 +63,9 @@ def _split(name: str, n: int) -> tuple[int, int, int]:
     raise ValueError(f"split {name!r}: choose from {SPLITS}")
 
 
+ATTENTION: dict = {"chunk": None}  # --attention-chunk: model.attention_chunk of the SVP rows
+
+
 def _task(model: str, dtype: str, remat: str = "none"):
     from jaxtalk import config
     from jaxtalk.training.style_e import StyleETask
@@ -66,7 +73,8 @@ def _task(model: str, dtype: str, remat: str = "none"):
 
     if model.startswith("svp_stage"):
         cfg = config.load(f"train_svp_stage{model[-1]}_paper", ["init=[]", f"model.dtype={dtype}",
-                                                                 f"model.remat={remat}"])
+                                                                 f"model.remat={remat}",
+                                                                 f"model.attention_chunk={_chunk_value()}"])
         return cfg, SVPTask.from_config(cfg)
     if model == "style_e":
         cfg = config.load("train_style_e_paper", [f"dtype={dtype}"])
@@ -185,7 +193,7 @@ def _sample_step(devices: int, split: str, dtype: str, per_device_batch: int):
 
     data, fsdp, tensor = _split(split, devices)
     mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:devices])
-    cfg = config.load("svp_paper", [f"dtype={dtype}"], cls=SVPConfig)
+    cfg = config.load("svp_paper", [f"dtype={dtype}", f"attention_chunk={_chunk_value()}"], cls=SVPConfig)
     mods = svp_models.build_modules(cfg)
     params = svp_models.abstract_params(cfg, mods, mesh)
     params = {k: params[k] for k in ("unet", "kps_guider")}
@@ -249,6 +257,7 @@ def _row(model: str, devices: int, split: str, mesh: tuple, dtype: str, global_b
     peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
     step_s = flops / (EFFICIENCY * H100_BF16_FLOPS)
     return {"model": model, "devices": devices, "split": split, "source": "compiled",
+            "attention_chunk": None if model == "style_e" else ATTENTION["chunk"],
             "mesh": dict(zip(("data", "fsdp", "tensor"), mesh)), "dtype": dtype, "remat": remat,
             "global_batch": global_batch, "per_device_gib": peak / 2**30,
             "arguments_gib": mem.argument_size_in_bytes / 2**30, "temporaries_gib": mem.temp_size_in_bytes / 2**30,
@@ -279,6 +288,7 @@ def _lowered_row(model: str, devices: int, split: str, mesh: tuple, dtype: str, 
     step_s = flops / (EFFICIENCY * H100_BF16_FLOPS)
     args = _shard_bytes(inputs)
     return {"model": model, "devices": devices, "split": split, "source": "lowered",
+            "attention_chunk": None if model == "style_e" else ATTENTION["chunk"],
             "mesh": dict(zip(("data", "fsdp", "tensor"), mesh)), "dtype": dtype, "remat": remat,
             "global_batch": global_batch, "per_device_gib": None, "arguments_gib": args / 2**30,
             "temporaries_gib": None, "flops_per_device": flops, "h100_step_s_at_50pct": step_s,
@@ -302,9 +312,9 @@ def add_mfu(rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | GPUs | data x fsdp x tensor | dtype | remat | batch | measured | GiB / device (params + "
-            "optimiser + batch) | TFLOP / device / step | H100 step (ms, 50 %) | samples/s | MFU |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| model | GPUs | data x fsdp x tensor | dtype | remat | attention | batch | measured | GiB / device "
+            "(params + optimiser + batch) | TFLOP / device / step | H100 step (ms, 50 %) | samples/s | MFU |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         m = r["mesh"]
@@ -312,8 +322,10 @@ def table(rows: list[dict]) -> str:
         peak = "-" if r["per_device_gib"] is None else f"{r['per_device_gib']:.3g}"
         source = r.get("source", "compiled")
         what = "compiled" if source == "compiled" else "lowered (FLOPs / N, no temporaries)"
+        chunk = r.get("attention_chunk")
+        attention = "-" if r["model"] == "style_e" else ("whole" if chunk is None else f"chunk {chunk}")
         lines.append(f"| {r['model']} | {r['devices']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['dtype']} | "
-                     f"{r.get('remat', 'none')} | {r['global_batch']} | {what} | {peak} "
+                     f"{r.get('remat', 'none')} | {attention} | {r['global_batch']} | {what} | {peak} "
                      f"({r['arguments_gib']:.3g}) | {r['flops_per_device'] / 1e12:.3g} | "
                      f"{r['h100_step_s_at_50pct'] * 1e3:.3g} | {r['samples_per_s']:.3g} | {mfu} |")
     return head + "\n".join(lines) + "\n"
@@ -365,7 +377,8 @@ def _write(out: pathlib.Path, meta: dict, rows: list[dict], skipped: list[dict])
     text = table(rows)
     if skipped:
         text += "\nNot compiled:\n\n" + "\n".join(
-            f"- {s['model']} {s['devices']} {s['split']} {s['dtype']} remat={s['remat']}: {s['reason']}"
+            f"- {s['model']} {s['devices']} {s['split']} {s['dtype']} remat={s['remat']}"
+            + (f" attention_chunk={s['attention_chunk']}" if s.get("attention_chunk") else "") + f": {s['reason']}"
             for s in skipped) + "\n"
     out.with_suffix(".md").write_text(text)
 
@@ -379,7 +392,8 @@ def combine(files: list[pathlib.Path], out: pathlib.Path) -> int:
     """One table from several runs' JSON (e.g. a plan split over processes); a configuration measured in any
     run is not listed as not compiled."""
     parts = [json.loads(f.read_text()) for f in files]
-    key = lambda r: (r["model"], r["devices"], r["split"], r["dtype"], r.get("remat", "none"))
+    key = lambda r: (r["model"], r["devices"], r["split"], r["dtype"], r.get("remat", "none"),
+                     r.get("attention_chunk"))
     rows = [r for p in parts for r in p["rows"]]
     compiled = {key(r) for r in rows if r.get("source", "compiled") == "compiled"}
     rows = sorted((r for r in rows if r.get("source", "compiled") == "compiled" or key(r) not in compiled),
@@ -394,7 +408,7 @@ def combine(files: list[pathlib.Path], out: pathlib.Path) -> int:
                             "before the run was stopped (the 2-core host was shared with other jobs)"})
     merged: dict[tuple, dict] = {}  # one entry per configuration, its reasons joined
     for s in skipped:
-        k = (s["model"], s["devices"], s["split"], s["dtype"], s["remat"])
+        k = (s["model"], s["devices"], s["split"], s["dtype"], s["remat"], s.get("attention_chunk"))
         if k not in done:
             if k in merged and s["reason"] not in merged[k]["reason"]:
                 merged[k]["reason"] += "; " + s["reason"]
@@ -431,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast-compile", action=argparse.BooleanOptionalAction, default=True,
                    help="skip LLVM's expensive passes (same program, memory and cost analysis; faster compile)")
     p.add_argument("--per-device-batch", type=int, default=1)
+    p.add_argument("--attention-chunk", type=int, default=None,
+                   help="model.attention_chunk of the SVP rows: query-chunked, checkpointed attention, whose memory "
+                   "is that of a flash kernel (the cuDNN one that model.attention=auto picks on an H100 for "
+                   "bfloat16); without it XLA:CPU materialises every (batch, heads, queries, keys) attention")
     p.add_argument("--sim-devices", type=int, default=64, help="simulated CPU devices (>= the largest mesh)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "scale_plan"), help="path stem of .json/.md")
     args = p.parse_args(argv)
@@ -444,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     jax.config.update("jax_num_cpu_devices", args.sim_devices)
+    ATTENTION["chunk"] = args.attention_chunk
     if args.fast_compile:
         COMPILER_OPTIONS.update(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True)
     out = pathlib.Path(args.out)
@@ -454,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[dict] = []
     t0 = time.perf_counter()
     for model, n, split, dtype, remat in planned:
-        what = dict(model=model, devices=n, split=split, dtype=dtype, remat=remat)
+        what = dict(model=model, devices=n, split=split, dtype=dtype, remat=remat,
+                    attention_chunk=None if model == "style_e" else args.attention_chunk)
         if args.budget_s is not None and time.perf_counter() - t0 > args.budget_s:
             skipped.append({**what, "reason": f"not started: the {args.budget_s:.0f} s compile budget of this run "
                             "was spent on the rows above"})

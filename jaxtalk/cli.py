@@ -97,7 +97,8 @@ def _generate(args: argparse.Namespace) -> int:
     distributed.initialize(distributed.config_from_args(args))
     if args.json:  # one JSON object on stdout for scripts; the human lines go to stderr, no progress bars
         args.quiet = True
-    note = lambda line: print(line, flush=True)
+    main = distributed.is_main()  # a multi-process run: process 0 alone prints, writes the video and --debug-dir
+    note = (lambda line: print(line, flush=True)) if main else (lambda line: None)
     faces = dict(driving=args.driving, face=args.face, face_index=args.face_index,
                  min_face_score=args.min_face_score, debug_dir=args.debug_dir, paste_back=args.paste_back)
     common = dict(checkpoint=args.checkpoint, config=args.config, overrides=args.overrides, seed=args.seed,
@@ -124,6 +125,8 @@ def _generate(args: argparse.Namespace) -> int:
                                     devices=args.devices, vae=args.vae, audio_encoder=args.audio_encoder,
                                     **faces, **common)
         summary = out["summary"]
+        if not main:
+            return 0
         untrained = " (--config without --checkpoint: untrained weights, the video is not a face)" if (
             args.checkpoint is None and args.config is not None and args.system == "svp") else ""
         print(f"weights: {summary['weights']}{untrained}")

@@ -260,3 +260,20 @@ def sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def host_copy(tree: object) -> object:
+    """`tree` with every array as a whole numpy array on this process (`jax.device_get`), arrays sharded over
+    other processes' devices gathered first. A collective when such arrays are present: every process must call
+    it with the same tree."""
+    import jax
+
+    leaves, treedef = jax.tree.flatten(tree)
+    remote = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_addressable]
+    if remote:
+        from jax.experimental import multihost_utils
+
+        gathered = multihost_utils.process_allgather([leaves[i] for i in remote], tiled=True)
+        for i, x in zip(remote, gathered):
+            leaves[i] = x
+    return jax.tree.unflatten(treedef, jax.device_get(leaves))

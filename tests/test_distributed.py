@@ -97,6 +97,25 @@ def test_only_process_0_writes_outputs(tmp_path, monkeypatch):
     assert paths["video"].is_file() and paths["config"].is_file()
 
 
+def test_only_process_0_writes_the_debug_dir(tmp_path, monkeypatch):
+    """`--debug-dir` of `jaxtalk generate`: every process prepares the same face, process 0 alone writes it."""
+    from jaxtalk.faces import inputs
+
+    class Prep:  # what write_debug reads of a face preparation
+        def overlay(self):
+            return np.full((8, 8, 3), 200, np.uint8)
+
+        def crop_overlay(self):
+            return np.zeros((4, 4, 3), np.uint8)
+
+    monkeypatch.setattr(distributed, "_RANK", {"index": 1, "count": 2})
+    inputs.write_debug(tmp_path / "debug", Prep())
+    assert not (tmp_path / "debug").exists()
+    monkeypatch.setattr(distributed, "_RANK", {"index": 0, "count": 2})
+    inputs.write_debug(tmp_path / "debug", Prep())
+    assert sorted(p.name for p in (tmp_path / "debug").iterdir()) == ["crop_overlay.png", "overlay.png"]
+
+
 _WORKER = """
 import argparse, os, signal, sys, time
 from jaxtalk import distributed

@@ -35,8 +35,12 @@ def _check_face_mode(face: str) -> None:
 
 
 def write_debug(debug_dir: str | os.PathLike | None, prep: Any) -> None:
-    """overlay.png (detections on the photo) and crop_overlay.png (keypoints on the crop) in `debug_dir`."""
-    if debug_dir:
+    """overlay.png (detections on the photo) and crop_overlay.png (keypoints on the crop) in `debug_dir`. In a
+    multi-process run (`jaxtalk.distributed`) process 0 alone writes them: every process prepares the same face
+    from the same inputs, so the others have nothing different to show."""
+    from jaxtalk import distributed
+
+    if debug_dir and distributed.is_main():
         from PIL import Image
 
         Path(debug_dir).mkdir(parents=True, exist_ok=True)

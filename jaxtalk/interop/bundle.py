@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from jaxtalk import config as config_lib
+from jaxtalk import distributed
 from jaxtalk.data.atomic import atomic_path
 
 FORMAT = "jaxtalk-bundle/1"
@@ -129,6 +130,8 @@ def write(directory: str | os.PathLike, config: Any, params: Mapping[str, Any], 
     d.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(d / PARAMS, dict(params), force=True)
+    if not distributed.is_main():  # a multi-process run: all write the params together, process 0 the rest
+        return d
     config_lib.save(config, d / CONFIG)
     manifest = {"format": FORMAT, "system": system, "layout": "orbax",
                 "components": {name: _count(tree) for name, tree in params.items()},

@@ -54,7 +54,8 @@ def dot_product_attention(
 
     `implementation`: "auto" (cuDNN flash on GPU for bf16/fp16, XLA otherwise), "xla", "cudnn" or "reference".
     `query_chunk_size`: when set and smaller than Lq, queries are processed in chunks under `lax.map`, so the
-    logits never exceed (B, H, chunk, Lk) — the memory-bounded path for long sequences (e.g. 64x64 latents).
+    logits never exceed (B, H, chunk, Lk), in the backward pass too (each chunk is recomputed there) — the
+    memory-bounded path for long sequences (e.g. 64x64 latents) where no flash kernel applies.
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"attention expects (batch, length, heads, head_dim) arrays, got {q.shape}, {k.shape}, {v.shape}")
@@ -101,7 +102,9 @@ def _chunked(q, k, v, *, scale, mask, bias, implementation, chunk):
             mask=mask_fixed if mc is None else mc, bias=bias_fixed if bc is None else bc,
         )
 
-    out = jax.lax.map(one, (split(q, 1), mask_chunks, bias_chunks))  # (n, B, chunk, H, Dv)
+    # Checkpointed: differentiating the map would otherwise keep every chunk's probabilities for the backward pass
+    # (the whole (B, H, Lq, Lk) again); this way the backward recomputes one chunk at a time.
+    out = jax.lax.map(jax.checkpoint(one), (split(q, 1), mask_chunks, bias_chunks))  # (n, B, chunk, H, Dv)
     return jnp.moveaxis(out, 0, 1).reshape(b, n * chunk, h, v.shape[-1])[:, :lq]
 
 

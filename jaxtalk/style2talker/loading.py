@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxtalk import config as config_lib
-from jaxtalk import interop
+from jaxtalk import distributed, interop
 from jaxtalk.data.atomic import atomic_path
 from jaxtalk.interop import bundle
 from jaxtalk.interop.registry import abstract_variables, get_kind
@@ -214,10 +214,11 @@ def save_models(models: Style2TalkerModels, directory: str | os.PathLike, **prov
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = []
-    if models.style_bank is not None:
+    if models.style_bank is not None and distributed.is_main():  # multi-process: process 0 writes the files
         with atomic_path(directory / STYLE_BANK_FILE) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **dict(zip(models.style_names, models.style_bank)))
+    if models.style_bank is not None:
         files.append(STYLE_BANK_FILE)
     provenance.setdefault("source", models.source)
     if not models.uses_parsing:  # read back by `_trained_with_parsing`

@@ -150,6 +150,9 @@ class SVPModelConfig:
     dtype: Dtype = cfg.field("float32", doc="compute dtype; params, gradients and AdamW moments stay float32 "
                              "(bfloat16 needs no loss scaling: it has float32's exponent range)")
     attention: Literal["auto", "xla", "cudnn", "reference"] = "auto"
+    attention_chunk: int | None = cfg.field(None, min=1, doc="query chunk of attention where no flash kernel applies "
+                                            "(off GPU, head_dim > 128): bounds each attention's logits to (batch, "
+                                            "heads, chunk, keys) in the forward and backward passes")
     remat: RematPolicy = cfg.field("none", doc="jax.checkpoint policy of the UNet and ReferenceNet blocks: none, "
                                    "full (recompute each block in the backward pass), dots (keep matmul / conv "
                                    "outputs), dots_no_batch (keep weight matmuls only)")

@@ -366,33 +366,56 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def main(argv: list[str] | None, system: str, make_task: Any, description: str = "") -> TrainResult:
-    """The body of the `train/*.py` entry scripts: `--config PRESET_OR_PATH [--steps N] [--workdir DIR]
-    [--coordinator HOST:PORT --num-processes N --process-id I] [key=value ...]` (dotted overrides, YAML values),
-    for the root config named `system`. Joins the multi-process run first (`jaxtalk.distributed`)."""
+def entry_parser(description: str = "", steps: bool = True) -> Any:
+    """The command line every training script shares: `--config PRESET_OR_PATH [--steps N] [--workdir DIR]
+    [--coordinator HOST:PORT --num-processes N --process-id I] [key=value ...]`. Scripts add their own options
+    before `overrides` is parsed (argparse takes options in any order)."""
     import argparse
 
     from jaxtalk import distributed
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML preset name (jaxtalk/presets/) or path")
-    parser.add_argument("--steps", type=int, default=None, help="total steps (train.steps)")
+    if steps:
+        parser.add_argument("--steps", type=int, default=None, help="total steps (train.steps)")
     parser.add_argument("--workdir", default=None, help="run folder (train.workdir)")
     distributed.add_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=8")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def start(args: Any, system: str, *, prefix: str = "train") -> Any:
+    """Load the root config named `system` from parsed `entry_parser` arguments, join the multi-process run
+    (`jaxtalk.distributed`: the flags, else `<prefix>.distributed.*`, else cluster auto-detection) and set up
+    rank-aware logging. `prefix`: the config section holding `steps`, `workdir` and `distributed` (`train` for
+    one-task trainers, "" for a root that holds them itself). Call inside `distributed.entry_point`."""
+    from jaxtalk import distributed
+
     distributed.announce(args.process_id, args.num_processes)
+    dot = f"{prefix}." if prefix else ""
     overrides = list(args.overrides)
-    if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
+    if getattr(args, "steps", None) is not None:
+        overrides.append(f"{dot}steps={args.steps}")
     if args.workdir is not None:
-        overrides.append(f"train.workdir={args.workdir}")
-    overrides += distributed.overrides_from_args(args, "train.distributed")
+        overrides.append(f"{dot}workdir={args.workdir}")
+    overrides += distributed.overrides_from_args(args, f"{dot}distributed")
+    cfg = config_lib.load(args.config, overrides)
+    name = config_lib.root_name(cfg)
+    if name != system:
+        raise config_lib.ConfigError(f"{args.config}: a `system: {name}` config; this script trains `{system}`")
+    section = getattr(cfg, prefix) if prefix else cfg
+    distributed.initialize(section.distributed)
+    distributed.setup_logging(logging.INFO)
+    return cfg
+
+
+def main(argv: list[str] | None, system: str, make_task: Any, description: str = "") -> TrainResult:
+    """The body of the one-task `train/*.py` entry scripts (`entry_parser`'s command line) for the root config
+    named `system`. Joins the multi-process run first (`start`)."""
+    from jaxtalk import distributed
+
+    parser = entry_parser(description)
+    args = parser.parse_args(argv)
     with distributed.entry_point(parser.prog):  # bad config / data / batch: one line, exit 2, no traceback
-        cfg = config_lib.load(args.config, overrides)
-        name = config_lib.root_name(cfg)
-        if name != system:
-            raise config_lib.ConfigError(f"{args.config}: a `system: {name}` config; this script trains `{system}`")
-        distributed.initialize(cfg.train.distributed)
-        distributed.setup_logging(logging.INFO)
+        cfg = start(args, system)
         return train(make_task(cfg), cfg)

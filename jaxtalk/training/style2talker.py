@@ -105,26 +105,29 @@ def multi_positive_nce(a: jax.Array, b: jax.Array, labels: jax.Array, temperatur
 
 
 class TextBatches:
+    """Text-encoder batches: per row a condition present in the split, a clip of it, an expression window of the
+    clip and a training description of the condition. Rows are pure functions of (seed, batch, row), so each
+    process makes only its rows of every global batch (`style2talker_data.RowBatches`)."""
+
     def __init__(self, arrays: dict[str, np.ndarray], ids: np.ndarray, conds: np.ndarray, batch_size: int,
-                 window: int, seed: int):
-        self.a, self.ids, self.batch_size, self.window, self.seed = arrays, ids, batch_size, window, seed
+                 window: int, seed: int, rows: Any = None):
+        self.a, self.ids, self.window = arrays, ids, window
         self.text_of = {c: np.flatnonzero(conds == c) for c in range(len(emotion_phrases.CONDITIONS))}
         self.present = np.unique(arrays["condition"])  # conditions with clips (all 22 in the full split)
         self.clips_of = {int(c): np.flatnonzero(arrays["condition"] == c) for c in self.present}
+        self.batches = sd.RowBatches(self.row, batch_size, seed, rows)
+
+    def row(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        n = self.a["expression"].shape[1]
+        c = int(rng.choice(self.present))
+        clip = int(rng.choice(self.clips_of[c]))
+        s = int(rng.integers(n - self.window + 1))
+        return {"ids": self.ids[int(rng.choice(self.text_of[c]))].astype(np.int32),
+                "window": self.a["expression"][clip, s:s + self.window].astype(np.float32),
+                "condition": np.int32(c)}
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        rng = sd.batch_rng(self.seed, index)
-        n = self.a["expression"].shape[1]
-        ids, wins, labels = [], [], []
-        for _ in range(self.batch_size):
-            c = int(rng.choice(self.present))
-            clip = int(rng.choice(self.clips_of[c]))
-            s = int(rng.integers(n - self.window + 1))
-            ids.append(self.ids[int(rng.choice(self.text_of[c]))])
-            wins.append(self.a["expression"][clip, s:s + self.window])
-            labels.append(c)
-        return {"ids": np.stack(ids).astype(np.int32), "window": np.stack(wins).astype(np.float32),
-                "condition": np.asarray(labels, np.int32)}
+        return self.batches(index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,21 +197,27 @@ def reference_expressions(arrays: dict[str, np.ndarray], seed: int) -> np.ndarra
 
 
 class Audio2ExpBatches:
-    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int):
-        self.a, self.batch_size, self.seed = arrays, batch_size, seed
+    """audio2exp batches: per row a random frame of a random clip (mel window, blink ratio, target expression)
+    and the expression of a random frame of a clip of the same identity as `ref`; rows made per process as
+    `TextBatches`."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int, rows: Any = None):
+        self.a = arrays
         ident = arrays["identity"]
         self.mates = {int(i): np.flatnonzero(ident == i) for i in np.unique(ident)}
+        self.batches = sd.RowBatches(self.row, batch_size, seed, rows)
 
-    def __call__(self, index: int) -> dict[str, np.ndarray]:
-        rng = sd.batch_rng(self.seed, index)
+    def row(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         a = self.a
         num_clips, n = a["expression"].shape[:2]
-        c = rng.integers(num_clips, size=self.batch_size)
-        f = rng.integers(n, size=self.batch_size)
-        ref_clip = np.array([int(rng.choice(self.mates[int(a["identity"][k])])) for k in c])
-        ref_frame = rng.integers(n, size=self.batch_size)
+        c, f = int(rng.integers(num_clips)), int(rng.integers(n))
+        ref_clip = int(rng.choice(self.mates[int(a["identity"][c])]))
+        ref_frame = int(rng.integers(n))
         return {"mels": a["mel"][c, f].astype(np.float32), "ref": a["expression"][ref_clip, ref_frame],
-                "ratio": a["eye"][c, f].astype(np.float32), "target": a["expression"][c, f]}
+                "ratio": np.float32(a["eye"][c, f]), "target": a["expression"][c, f]}
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        return self.batches(index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,24 +274,26 @@ def audio2exp_predictions(width_scale: float, variables: Any, arrays: dict[str, 
 
 
 class StyleEBatches:
+    """Style-E batches: per row an expression window of a random clip (x0), audio2exp's prediction for the same
+    window (sparse) and the text feature of a training description of the clip's condition; rows made per
+    process as `TextBatches`."""
+
     def __init__(self, arrays: dict[str, np.ndarray], sparse: np.ndarray, features: np.ndarray, conds: np.ndarray,
-                 batch_size: int, window: int, seed: int):
-        self.a, self.sparse, self.features = arrays, sparse, features
-        self.batch_size, self.window, self.seed = batch_size, window, seed
+                 batch_size: int, window: int, seed: int, rows: Any = None):
+        self.a, self.sparse, self.features, self.window = arrays, sparse, features, window
         self.text_of = {c: np.flatnonzero(conds == c) for c in range(len(emotion_phrases.CONDITIONS))}
+        self.batches = sd.RowBatches(self.row, batch_size, seed, rows)
+
+    def row(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        num_clips, n = self.a["expression"].shape[:2]
+        c = int(rng.integers(num_clips))
+        s = int(rng.integers(n - self.window + 1))
+        return {"x0": self.a["expression"][c, s:s + self.window].astype(np.float32),
+                "sparse": self.sparse[c, s:s + self.window].astype(np.float32),
+                "text": self.features[int(rng.choice(self.text_of[int(self.a["condition"][c])]))].astype(np.float32)}
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        rng = sd.batch_rng(self.seed, index)
-        num_clips, n = self.a["expression"].shape[:2]
-        x0, sparse, text = [], [], []
-        for _ in range(self.batch_size):
-            c = int(rng.integers(num_clips))
-            s = int(rng.integers(n - self.window + 1))
-            x0.append(self.a["expression"][c, s:s + self.window])
-            sparse.append(self.sparse[c, s:s + self.window])
-            text.append(self.features[int(rng.choice(self.text_of[int(self.a["condition"][c])]))])
-        return {"x0": np.stack(x0).astype(np.float32), "sparse": np.stack(sparse).astype(np.float32),
-                "text": np.stack(text).astype(np.float32)}
+        return self.batches(index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,9 +325,11 @@ class SyntheticStyleETask(StyleETask):
 
 @dataclasses.dataclass(frozen=True)
 class StageRunConfig:
-    """What the generic loop reads for one stage (saved as the stage's config.yaml)."""
+    """What the generic loop reads for one stage (saved as the stage's config.yaml); `batch_size` is the global
+    batch, of which each process reads the rows its devices hold (`loop.data_rows`)."""
 
     stage: str
+    batch_size: int
     optimizer: OptimizerConfig
     train: LoopConfig
     mesh: MeshConfig
@@ -326,7 +339,7 @@ def _loop_config(cfg: TrainStyle2TalkerConfig, stage: str) -> LoopConfig:
     s = getattr(cfg, stage)
     return LoopConfig(steps=max(s.steps, 1), log_every=s.log_every, checkpoint_every=s.checkpoint_every,
                       seed=cfg.seed, workdir=str(Path(cfg.workdir) / stage), resume=True, progress=cfg.progress,
-                      num_threads=0, fast_compile=cfg.fast_compile)
+                      num_threads=0, fast_compile=cfg.fast_compile, distributed=cfg.distributed)
 
 
 def style_a_config(cfg: TrainStyle2TalkerConfig) -> TrainStyleAConfig:
@@ -420,7 +433,7 @@ def restore_params(task: loop.Task, run_cfg: Any) -> tuple[Any, int]:
 
     _, tx = loop.optimizer_of(task, run_cfg.optimizer)
     abstract = jax.eval_shape(lambda p: create_state(p, tx), loop.abstract_params(task))
-    device = SingleDeviceSharding(jax.devices()[0])
+    device = SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
     ckpt = Checkpointer(Path(run_cfg.train.workdir) / "checkpoints")
     try:
@@ -436,17 +449,32 @@ def restore_params(task: loop.Task, run_cfg: Any) -> tuple[Any, int]:
 def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool = False) -> dict[str, Any]:
     """Run (or continue) every stage, then export weights, manifest and curves. Returns the manifest. With
     `export_only`, every stage's newest checkpoint is exported as it is (a run stopped early for its wall
-    budget; the manifest records the steps actually trained)."""
+    budget; the manifest records the steps actually trained).
+
+    Multi-process runs (after `jaxtalk.distributed.initialize`): every stage is the generic loop's (each process
+    reads its rows of every global batch, orbax writes each process's shards); the files between stages
+    (`text/features.npz`, `audio2exp/sparse.npy`), the data cache, `config.yaml`, `wall_times.json`, the curves and
+    the manifest are written by process 0 alone, the others reading them from the shared workdir after a barrier;
+    the export's orbax params are written by all processes together."""
+    from jaxtalk import distributed
+
     cfg.model.validate()
+    main_process = distributed.is_main()
     work = Path(cfg.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    config_lib.save(cfg, work / "config.yaml")
+    if main_process:
+        config_lib.save(cfg, work / "config.yaml")
     times_path = work / "wall_times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    say = (lambda msg: print(f"[style2talker] {msg}", flush=True)) if cfg.progress else (lambda msg: None)
+    show = cfg.progress and main_process
+    say = (lambda msg: print(f"[style2talker] {msg}", flush=True)) if show else (lambda msg: None)
 
     t0 = time.perf_counter()
-    arrays = sd.load_or_build(cfg.train_split, work / "data", progress=cfg.progress)
+    if main_process:  # the others read the cache process 0 wrote (or build it alone without shared storage)
+        arrays = sd.load_or_build(cfg.train_split, work / "data", progress=show)
+    distributed.sync("style2talker data")
+    if not main_process:
+        arrays = sd.load_or_build(cfg.train_split, work / "data")
     times["data"] = round(times.get("data", 0.0) + time.perf_counter() - t0, 1)
     say(f"training split: {len(arrays['condition'])} clips, {len(arrays['clip'])} rendered, "
         f"{len(np.unique(arrays['identity']))} identities")
@@ -459,7 +487,8 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
         if stage == "style_a":
             run_cfg: Any = style_a_config(cfg)
         else:
-            run_cfg = StageRunConfig(stage, OptimizerConfig(learning_rate=s.learning_rate, weight_decay=0.0),
+            run_cfg = StageRunConfig(stage, s.batch_size, OptimizerConfig(learning_rate=s.learning_rate,
+                                                                          weight_decay=0.0),
                                      _loop_config(cfg, stage), cfg.mesh)
         t = time.perf_counter()
         say(f"stage {stage}: {s.steps} steps, batch {s.batch_size}")
@@ -471,31 +500,40 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
         if s.steps == 0:
             task = tasks[stage]
             mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-            params[stage] = jax.device_get(loop.init_params(task, mesh, cfg.seed))
+            options = loop.FAST_COMPILE if cfg.fast_compile else ()
+            params[stage] = distributed.host_copy(loop.init_params(task, mesh, cfg.seed, options))
             history[stage] = {}
         else:
             result = loop.train(tasks[stage], run_cfg)
-            params[stage] = jax.device_get(result.state.params)
-            history[stage] = _final(loop.read_metrics(work / stage))
+            params[stage] = distributed.host_copy(result.state.params)
+            # metrics.jsonl (process 0's) holds the rows of earlier invocations too; the others keep their own
+            history[stage] = _final(loop.read_metrics(work / stage) if main_process else result.history)
         steps_done[stage] = int(history[stage].get("step", 0))
         elapsed = round(time.perf_counter() - t, 1)
         times[stage] = round(times.get(stage, 0.0) + elapsed, 1)  # summed over invocations (resumes)
-        times_path.write_text(json.dumps(times, indent=1))
+        if main_process:
+            times_path.write_text(json.dumps(times, indent=1))
         if stage == "text":
             texts, conds = training_texts()
             feats = encode_texts(cfg.model.clip, params["text"]["clip_text"], texts)
-            np.savez(work / "text" / "features.npz", texts=np.asarray(texts), conditions=conds, features=feats)
+            if main_process:
+                (work / "text").mkdir(parents=True, exist_ok=True)
+                np.savez(work / "text" / "features.npz", texts=np.asarray(texts), conditions=conds, features=feats)
         if stage == "audio2exp":
             refs = reference_expressions(arrays, cfg.seed)
             variables = {"params": params["audio2exp"]["audio2exp"],
                          "batch_stats": params["audio2exp"]["audio2exp_stats"]}
             sparse = audio2exp_predictions(cfg.model.audio2exp.width_scale, variables, arrays, refs)
-            (work / "audio2exp").mkdir(parents=True, exist_ok=True)
-            np.save(work / "audio2exp" / "sparse.npy", sparse)
+            if main_process:
+                (work / "audio2exp").mkdir(parents=True, exist_ok=True)
+                np.save(work / "audio2exp" / "sparse.npy", sparse)
+        distributed.sync(f"style2talker stage {stage}")  # its files are written before a later stage reads them
         say(f"stage {stage} done in {elapsed} s: {history[stage]}")
 
     export_dir = work / "export"
-    export(cfg, params, export_dir)
+    export(cfg, params, export_dir)  # every process: orbax's save is collective
+    if not main_process:
+        return {}
     curves = write_curves(work)
     manifest = {
         "system": "style2talker",
@@ -529,24 +567,16 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """`train/style2talker.py --config PRESET [--workdir DIR] [key=value ...]`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Train every Style2Talker component from nothing on synthetic data")
-    parser.add_argument("--config", required=True, help="YAML preset name (configs/) or path")
-    parser.add_argument("--workdir", default=None, help="run folder (workdir)")
-    parser.add_argument("--export-only", action="store_true",
-                        help="export every stage's newest checkpoint without training (a run stopped early)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. style_a.steps=10")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"workdir={args.workdir}"] if args.workdir else [])
+    """`train/style2talker.py --config PRESET [--workdir DIR] [--export-only] [--coordinator HOST:PORT
+    --num-processes N --process-id I] [key=value ...]`: the one-task trainers' command line and multi-process
+    start-up (`loop.entry_parser`, `loop.start`; config keys `distributed.*`)."""
     from jaxtalk import distributed
 
+    parser = loop.entry_parser("Train every Style2Talker component from nothing on synthetic data", steps=False)
+    parser.add_argument("--export-only", action="store_true",
+                        help="export every stage's newest checkpoint without training (a run stopped early)")
+    args = parser.parse_args(argv)
     with distributed.entry_point(parser.prog):  # bad config / data: one line, exit 2, no traceback
-        cfg = config_lib.load(args.config, overrides)
-        if config_lib.root_name(cfg) != "train_style2talker":
-            raise config_lib.ConfigError(f"{args.config}: a `system: {config_lib.root_name(cfg)}` config; this "
-                                         "script trains `train_style2talker`")
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        cfg = loop.start(args, "train_style2talker", prefix="")
         command = " ".join(["python", "train/style2talker.py", *(argv if argv is not None else sys.argv[1:])])
         return train_all(cfg, command, export_only=args.export_only)

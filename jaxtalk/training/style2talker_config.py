@@ -13,6 +13,7 @@ import dataclasses
 
 from jaxtalk import config as cfg
 from jaxtalk.config import MeshConfig
+from jaxtalk.distributed import DistributedConfig
 from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.training.config import DiffusionTrainConfig, LoopConfig
 from jaxtalk.training.state import OptimizerConfig
@@ -96,3 +97,6 @@ class TrainStyle2TalkerConfig:
     fast_compile: bool = cfg.field(False)
     progress: bool = cfg.field(True)
     mesh: MeshConfig = cfg.field(default_factory=lambda: MeshConfig(data=1, fsdp=-1, tensor=1))
+    distributed: DistributedConfig = cfg.field(default_factory=DistributedConfig,
+                                               doc="multi-host start-up (jaxtalk.distributed; the flags "
+                                               "--coordinator --num-processes --process-id set these)")

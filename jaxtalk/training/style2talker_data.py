@@ -12,8 +12,10 @@ identity and its gender; for the first `rendered_identities` identities also the
 the Style-A input size. `build_split` makes it (deterministic in the config) and `load_or_build` caches it as one
 `.npz` per config (no pickles).
 
-Batches for the trainers are pure functions of (seed, batch index): `index_dataset` turns such a function into a
-grain `MapDataset`, so the loop's checkpointed iterator position reproduces the batches on resume.
+Batches for the trainers are pure functions of (seed, batch index), each row of (seed, batch index, row)
+(`RowBatches`: every process makes only the rows its devices hold): `index_dataset` turns such a function into a
+grain `MapDataset`, so the loop's checkpointed iterator position reproduces the batches on resume, on any number
+of processes.
 """
 
 from __future__ import annotations
@@ -150,10 +152,6 @@ def coefficient_windows(expression: np.ndarray, pose: np.ndarray, centres: np.nd
     coeffs = np.concatenate([expression, pose, crop], axis=1).astype(np.float32)
     idx = np.clip(np.asarray(centres)[:, None] + np.arange(-radius, radius + 1)[None], 0, n - 1)
     return coeffs[idx]
-
-
-def batch_rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 0x5E2]))
 
 
 def row_rng(seed: int, index: int, row: int) -> np.random.Generator:

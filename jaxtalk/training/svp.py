@@ -103,9 +103,11 @@ class SVPTask(Task):
         m = self.model
         kw = dict(dtype=_dtype(m.dtype), param_dtype=jnp.float32)
         mods: dict[str, nn.Module] = {
-            "unet": SVPUNet(m.unet, attention_implementation=m.attention, remat=m.remat, **kw),
-            "reference_net": ReferenceNet(m.unet.unet, attention_implementation=m.attention, remat=m.remat, **kw),
-            "vae": AutoencoderKL(m.vae, implementation=m.attention, **kw),
+            "unet": SVPUNet(m.unet, attention_implementation=m.attention, query_chunk_size=m.attention_chunk,
+                            remat=m.remat, **kw),
+            "reference_net": ReferenceNet(m.unet.unet, attention_implementation=m.attention,
+                                          query_chunk_size=m.attention_chunk, remat=m.remat, **kw),
+            "vae": AutoencoderKL(m.vae, implementation=m.attention, query_chunk_size=m.attention_chunk, **kw),
             "kps_guider": m.kps_guider.module(**kw),
             "audio_projection": m.audio_projection.module(**kw),
         }

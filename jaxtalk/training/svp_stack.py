@@ -118,16 +118,21 @@ def _task(cfg: Any) -> loop.Task:
 
 
 def _write_latent_scale(cfg: Any, result: loop.TrainResult, root: Path) -> None:
+    """The VAE's latent scale over 16 whole global batches (the same on every process; process 0 writes it)."""
+    import numpy as np
+
+    from jaxtalk import distributed
     from jaxtalk.training import data as data_lib
     from jaxtalk.training.vae import VAETask, latent_scale
 
     task = VAETask.from_config(cfg)
-    it = data_lib.make_iterator(task.dataset(), 0)
+    with data_lib.process_rows(np.arange(cfg.data.batch_size)):
+        it = data_lib.make_iterator(task.dataset(), 0)
     batches = [{k: v for k, v in next(it).items() if k in task.device_fields()} for _ in range(16)]
-    import jax
-
-    scale = latent_scale(task, jax.device_get(result.state.params), batches)
-    (root / "vae" / "latent_scale.json").write_text(json.dumps({"scaling_factor": scale, "batches": 16}))
+    scale = latent_scale(task, distributed.host_copy(result.state.params), batches)
+    if distributed.is_main():
+        (root / "vae" / "latent_scale.json").write_text(json.dumps({"scaling_factor": scale, "batches": 16}))
+    distributed.sync("svp_stack latent scale")
     log.info("vae latent scaling_factor %.4f", scale)
 
 
@@ -142,7 +147,10 @@ def _git_commit() -> str:
 def train_stack(root: str | Path, scale: float = 1.0, only: tuple[str, ...] = (), extra: tuple[str, ...] = ()
                 ) -> dict:
     """Train (or resume) every run of the stack under `root` (or the runs named in `only`); returns the stack record
-    (also in stack.json)."""
+    (also in stack.json). Multi-process: each run joins the run described by its `train.distributed` keys (the
+    first one starts it, `jaxtalk.distributed.initialize`); process 0 alone writes stack.json."""
+    from jaxtalk import distributed
+
     names = [run.name for run in RUNS]
     unknown = [name for name in only if name not in names]
     if unknown:
@@ -158,6 +166,7 @@ def train_stack(root: str | Path, scale: float = 1.0, only: tuple[str, ...] = ()
         if only and run.name not in only:
             continue
         cfg, overrides = run_config(run, root, scale, extra)
+        distributed.initialize(cfg.train.distributed)
         workdir = Path(cfg.train.workdir)
         if _done(workdir, cfg.train.steps) and (run.name != "vae" or (root / "vae" / "latent_scale.json").is_file()):
             log.info("%s: complete (%d steps), skipped", run.name, cfg.train.steps)
@@ -170,7 +179,8 @@ def train_stack(root: str | Path, scale: float = 1.0, only: tuple[str, ...] = ()
         entry.update({"preset": run.preset, "overrides": overrides, "steps": cfg.train.steps,
                       "final": result.history[-1] if result.history else None})
         entry["wall_s"] = float(entry.get("wall_s", 0.0)) + time.time() - t0
-        record_path.write_text(json.dumps(record, indent=1))
+        if distributed.is_main():
+            record_path.write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -183,12 +193,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=(), help="train only these runs (names in order; put overrides "
                         "before --only or after --)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jaxtalk import distributed
 
+    distributed.add_arguments(parser)
+    args = parser.parse_args(argv)
+    distributed.announce(args.process_id, args.num_processes)
+    distributed.setup_logging(logging.INFO)
+    extra = (*args.overrides, *distributed.overrides_from_args(args, "train.distributed"))
     with distributed.entry_point(parser.prog):  # bad config / data: one line, exit 2, no traceback
-        return train_stack(args.root, args.scale, tuple(args.only), tuple(args.overrides))
+        return train_stack(args.root, args.scale, tuple(args.only), extra)
 
 
 # ------------------------------------------------------------------------------------------------ export

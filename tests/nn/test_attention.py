@@ -38,6 +38,23 @@ def test_attention_key_padding_mask(chunk):
     assert_close(out, _torch_ref(q, k, v, mask=keep), name="attention[mask]")
 
 
+def test_chunked_attention_gradients_equal_the_whole():
+    """The checkpointed chunks (recomputed one at a time in the backward pass) give the unchunked gradients."""
+    import jax
+    import jax.numpy as jnp
+
+    q, k, v = _inputs(seed=2)
+    w = np.random.default_rng(3).standard_normal(q.shape).astype(np.float32)
+
+    def grads(chunk):
+        loss = lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, implementation="xla",
+                                                             query_chunk_size=chunk) * w)
+        return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+    for whole, chunked in zip(grads(None), grads(8)):
+        np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-5, atol=1e-6)
+
+
 def test_attention_rejects_wrong_rank():
     q, k, v = _inputs()
     with pytest.raises(ValueError, match="batch, length, heads, head_dim"):
