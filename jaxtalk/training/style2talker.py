@@ -446,10 +446,12 @@ def restore_params(task: loop.Task, run_cfg: Any) -> tuple[Any, int]:
     return jax.device_get(state.params), int(step)
 
 
-def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool = False) -> dict[str, Any]:
+def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool = False,
+              only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run (or continue) every stage, then export weights, manifest and curves. Returns the manifest. With
     `export_only`, every stage's newest checkpoint is exported as it is (a run stopped early for its wall
-    budget; the manifest records the steps actually trained).
+    budget; the manifest records the steps actually trained). With `only`, just those stages run (a later
+    stage reads the files of the earlier ones, which must exist) and nothing is exported; returns {}.
 
     Multi-process runs (after `jaxtalk.distributed.initialize`): every stage is the generic loop's (each process
     reads its rows of every global batch, orbax writes each process's shards); the files between stages
@@ -458,6 +460,9 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
     the export's orbax params are written by all processes together."""
     from jaxtalk import distributed
 
+    unknown = [name for name in only if name not in STAGES]
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)}: not a stage (stages: {', '.join(STAGES)})")
     cfg.model.validate()
     main_process = distributed.is_main()
     work = Path(cfg.workdir)
@@ -483,6 +488,8 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
     history: dict[str, dict] = {}
     steps_done: dict[str, int] = {}
     for stage in STAGES:
+        if only and stage not in only:
+            continue
         s = getattr(cfg, stage)
         if stage == "style_a":
             run_cfg: Any = style_a_config(cfg)
@@ -530,6 +537,9 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
         distributed.sync(f"style2talker stage {stage}")  # its files are written before a later stage reads them
         say(f"stage {stage} done in {elapsed} s: {history[stage]}")
 
+    if only:
+        say(f"stages {', '.join(only)} done; nothing exported (--only)")
+        return {}
     export_dir = work / "export"
     export(cfg, params, export_dir)  # every process: orbax's save is collective
     if not main_process:
@@ -567,7 +577,7 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """`train/style2talker.py --config PRESET [--workdir DIR] [--export-only] [--coordinator HOST:PORT
+    """`train/style2talker.py --config PRESET [--workdir DIR] [--export-only] [--only STAGE ...] [--coordinator HOST:PORT
     --num-processes N --process-id I] [key=value ...]`: the one-task trainers' command line and multi-process
     start-up (`loop.entry_parser`, `loop.start`; config keys `distributed.*`)."""
     from jaxtalk import distributed
@@ -575,8 +585,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = loop.entry_parser("Train every Style2Talker component from nothing on synthetic data", steps=False)
     parser.add_argument("--export-only", action="store_true",
                         help="export every stage's newest checkpoint without training (a run stopped early)")
+    parser.add_argument("--only", nargs="+", default=(), metavar="STAGE",
+                        help=f"run only these stages ({', '.join(STAGES)}; later ones read the earlier ones' "
+                        "files) and export nothing; put dotted overrides before it")
     args = parser.parse_args(argv)
     with distributed.entry_point(parser.prog):  # bad config / data: one line, exit 2, no traceback
         cfg = loop.start(args, "train_style2talker", prefix="")
         command = " ".join(["python", "train/style2talker.py", *(argv if argv is not None else sys.argv[1:])])
-        return train_all(cfg, command, export_only=args.export_only)
+        return train_all(cfg, command, export_only=args.export_only, only=tuple(args.only))
