@@ -366,19 +366,20 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def entry_parser(description: str = "", steps: bool = True) -> Any:
+def entry_parser(description: str = "", steps: bool = True, prefix: str = "train") -> Any:
     """The command line every training script shares: `--config PRESET_OR_PATH [--steps N] [--workdir DIR]
     [--coordinator HOST:PORT --num-processes N --process-id I] [key=value ...]`. Scripts add their own options
-    before `overrides` is parsed (argparse takes options in any order)."""
+    before `overrides` is parsed (argparse takes options in any order). `prefix`: as in `start`."""
     import argparse
 
     from jaxtalk import distributed
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML preset name (jaxtalk/presets/) or path")
+    dot = f"{prefix}." if prefix else ""
     if steps:
-        parser.add_argument("--steps", type=int, default=None, help="total steps (train.steps)")
-    parser.add_argument("--workdir", default=None, help="run folder (train.workdir)")
+        parser.add_argument("--steps", type=int, default=None, help=f"total steps ({dot}steps)")
+    parser.add_argument("--workdir", default=None, help=f"run folder ({dot}workdir)")
     distributed.add_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=8")
     return parser

@@ -582,7 +582,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start-up (`loop.entry_parser`, `loop.start`; config keys `distributed.*`)."""
     from jaxtalk import distributed
 
-    parser = loop.entry_parser("Train every Style2Talker component from nothing on synthetic data", steps=False)
+    parser = loop.entry_parser("Train every Style2Talker component from nothing on synthetic data", steps=False,
+                               prefix="")
     parser.add_argument("--export-only", action="store_true",
                         help="export every stage's newest checkpoint without training (a run stopped early)")
     parser.add_argument("--only", nargs="+", default=(), metavar="STAGE",
