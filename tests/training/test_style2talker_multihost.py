@@ -1,7 +1,7 @@
 """Style2Talker's whole-stack trainer beyond one process: each stage's host batches are made per process (the
 shares of 2 or 4 processes put together are the 1-process global batch), and 2 local JAX processes (gloo, 2
 simulated CPU devices each) started through `train/style2talker.py --coordinator ...` train the audio2exp stage
-with the losses and params of 1 process, process 0 alone writing the run's files."""
+with the losses and params of 1 process, process 0 alone writing the run's files (slow: `make test-all`)."""
 
 import dataclasses
 
@@ -96,6 +96,7 @@ def _compare_stage(one, two, logs):
     return texts
 
 
+@pytest.mark.slow  # ~60 s of CPU (3 compiles of the stage, 2 JAX start-ups); the row tests above stay fast
 def test_two_processes_train_a_style2talker_stage_like_one(root):
     """`train/style2talker.py --only audio2exp` by 2 processes x 2 devices (fsdp 4) and in this process over 8
     devices (fsdp 8): the same losses (1e-5 relative) and predictions of the trained stage; process 0 alone
