@@ -1,12 +1,16 @@
-"""Compile time of SVP sampling, and what the persistent compilation cache saves a second process.
+"""Compile time of SVP sampling and training steps, and what the persistent compilation cache saves a second process.
 
-    python bench/compile_time.py             # svp_tiny (the default CLI model without a checkpoint)
-    python bench/compile_time.py --config svp_paper --frames 24   # SD1.5 sizes (minutes of compile on CPU)
+    python bench/compile_time.py             # svp_tiny sampling + the tiny stage-1 / stage-2 train steps
+    python bench/compile_time.py --config svp_paper --frames 24 --train train_svp_stage1_paper
+                                             # SD1.5 sizes (tens of minutes of compile on 2 CPU cores)
+    python bench/compile_time.py --train     # sampling only
 
-Runs the same child three times with one fresh cache folder: (1) cache off, (2) cache on and empty (writes it),
-(3) cache on and filled, as a second `jaxtalk generate` would find it. Each child builds random weights, then
-times the first SVP clip (compile + run) and a second clip (run only); compile ≈ first − second.
-Writes bench/results/compile_time.json.
+Sampling: runs the same child three times with one fresh cache folder: (1) cache off, (2) cache on and empty
+(writes it), (3) cache on and filled, as a second `jaxtalk generate` would find it. Each child builds random
+weights, then times the first SVP clip (compile + run) and a second clip (run only); compile ≈ first − second.
+Training: per preset, a child lowers and compiles the train step (the trainer's step: loss, grads, clipped AdamW,
+non-finite guard; abstract state, one device, the preset's batch) with the cache off, then cold, then warm.
+Writes bench/results/compile_time.json with the load average next to every figure.
 """
 
 from __future__ import annotations
@@ -50,29 +54,93 @@ print(json.dumps({"random_init_s": init_s, "first_clip_s": first, "second_clip_s
                   "compile_estimate_s": first - second, "process_total_s": time.perf_counter() - t_start}))
 """
 
+TRAIN_CHILD = r"""
+import json, sys, time
+t_start = time.perf_counter()
+cache, preset, repo = sys.argv[1], sys.argv[2], sys.argv[3]
+from jaxtalk.compile_cache import enable_compile_cache
+if cache != "off":
+    enable_compile_cache(cache)
+import flax.linen as nn
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+sys.path.insert(0, repo + "/bench")
+from scale_plan import _batch, abstract_state
+from jaxtalk import config, parallel
+from jaxtalk.training import loop, state as state_lib
+from jaxtalk.training.svp import SVPTask
+cfg = config.load(preset, ["init=[]"])
+task = SVPTask.from_config(cfg)
+mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+state = abstract_state(task, cfg.optimizer, mesh)
+batch = _batch("svp", cfg, task, cfg.data.batch_size)
+batch_sh = {k: parallel.batch_sharding(mesh, len(v.shape)) for k, v in batch.items()}
+batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k]) for k, v in batch.items()}
+replicated = NamedSharding(mesh, P())
+rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
+mask, _ = loop.optimizer_of(task, cfg.optimizer)
+step = loop.guarded_step(state_lib.make_train_step(lambda p, b, r: task.loss(loop.freeze(p, mask), b, r)), True)
+state_sh = jax.tree.map(lambda x: x.sharding, state)
+t0 = time.perf_counter()
+with nn.logical_axis_rules(parallel.LOGICAL_RULES), jax.set_mesh(mesh):
+    lowered = jax.jit(step, in_shardings=(state_sh, batch_sh, replicated), out_shardings=(state_sh, replicated),
+                      donate_argnums=0).lower(state, batch, rng)
+    t1 = time.perf_counter()
+    lowered.compile()
+t2 = time.perf_counter()
+print(json.dumps({"batch": cfg.data.batch_size, "lower_s": t1 - t0, "compile_s": t2 - t1,
+                  "process_total_s": time.perf_counter() - t_start}))
+"""
+
+
+def _entries(folder: pathlib.Path) -> int:
+    return len(list(folder.iterdir())) if folder.exists() else 0
+
+
+def _three_runs(label: str, child: str, child_args: list[str], cache: pathlib.Path, env: dict, show) -> dict:
+    """The child with the cache off, then on with an empty folder, then on with what the second run wrote."""
+    out: dict = {}
+    for name, folder in (("no_cache", "off"), ("cold_cache", str(cache)), ("warm_cache", str(cache))):
+        before = _entries(cache)
+        run = subprocess.run([sys.executable, "-c", child, folder, *child_args], env=env, capture_output=True,
+                             text=True)
+        if run.returncode:
+            raise SystemExit(f"{label} {name} child failed:\n{run.stderr[-3000:]}")
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        r["load_avg_1m"] = os.getloadavg()[0]
+        r["cache_entries_written"] = _entries(cache) - before
+        out[name] = r
+        print(f"{label} {name:10s}: {show(r)}, cache entries +{r['cache_entries_written']}, load "
+              f"{r['load_avg_1m']:.1f}", flush=True)
+    return out
+
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="svp_tiny")
+    p.add_argument("--config", default="svp_tiny", help="SVP sampling preset ('none' to skip sampling)")
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--train", nargs="*", default=["train_svp_stage1_tiny", "train_svp_stage2_tiny"],
+                   help="SVP training presets whose train step is compiled (none: sampling only)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "compile_time.json"))
     args = p.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    results: dict = {"config": args.config, "frames": args.frames, "load_avg_1m_at_start": os.getloadavg()[0]}
+    results: dict = {"config": args.config, "frames": args.frames, "cpu_count": os.cpu_count(),
+                     "load_avg_1m_at_start": os.getloadavg()[0], "train": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        cache = str(pathlib.Path(tmp) / "xla")
-        for name, folder in (("no_cache", "off"), ("cold_cache", cache), ("warm_cache", cache)):
-            out = subprocess.run([sys.executable, "-c", CHILD, folder, args.config, str(args.frames)], env=env,
-                                 capture_output=True, text=True)
-            if out.returncode:
-                raise SystemExit(f"{name} child failed:\n{out.stderr[-3000:]}")
-            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-            results[name]["load_avg_1m"] = os.getloadavg()[0]
-            r = results[name]
-            print(f"{name:10s}: init {r['random_init_s']:.1f} s, first clip {r['first_clip_s']:.1f} s, second "
-                  f"{r['second_clip_s']:.1f} s (compile ~{r['compile_estimate_s']:.1f} s), process "
-                  f"{r['process_total_s']:.1f} s, load {r['load_avg_1m']:.1f}", flush=True)
-        results["cache_entries"] = len(list(pathlib.Path(cache).iterdir()))
+        if args.config != "none":
+            cache = pathlib.Path(tmp) / "sample"
+            results["sampling"] = _three_runs(
+                f"sampling {args.config}", CHILD, [args.config, str(args.frames)], cache, env,
+                lambda r: (f"init {r['random_init_s']:.1f} s, first clip {r['first_clip_s']:.1f} s, second "
+                           f"{r['second_clip_s']:.1f} s (compile ~{r['compile_estimate_s']:.1f} s), process "
+                           f"{r['process_total_s']:.1f} s"))
+        for preset in args.train:
+            cache = pathlib.Path(tmp) / preset
+            results["train"][preset] = _three_runs(
+                f"train step {preset}", TRAIN_CHILD, [preset, str(REPO)], cache, env,
+                lambda r: (f"batch {r['batch']}, lower {r['lower_s']:.1f} s, compile {r['compile_s']:.1f} s, "
+                           f"process {r['process_total_s']:.1f} s"))
+    results["load_avg_1m_at_end"] = os.getloadavg()[0]
     path = pathlib.Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))

@@ -1,4 +1,4 @@
-"""Style-E and audio2exp: where the time goes, before / after the speed changes, and the ratio to PyTorch.
+"""Style-E and audio2exp: where the time goes, the speed paths against the plain ones, and the ratio to PyTorch.
 
     python bench/style_e_speed.py            # paper sizes: Style-E (8 blocks, 512 wide), 250 frames, 5 steps
     python bench/style_e_speed.py --small    # the tiny preset's Style-E
@@ -9,12 +9,16 @@ alike; the machine's 1-minute load average is recorded at every round and printe
 
 Variants:
 * Style-E sampling of 250 frames (8 windows of 32, one batch, 5-step respaced ancestral, same x_T and noises):
-  `jaxtalk` (compiled scan, sparse/text part of `conct` hoisted out of the loop), `jaxtalk_unhoisted` (the full
-  network at every step: what the sampler did before), and `torch` (a PyTorch eager MetaModel written here from
-  the published layer list, Conv1d fc0 as the original, with the same respaced ancestral update).
-* audio2exp (SadTalker SimpleWrapperV2, 250 mel windows): `jaxtalk` (32-frame chunks), `jaxtalk_one_batch`
-  (all 250 frames in one call: before) and `torch` (the independent reference in tests/style2talker).
-* per-block pieces at paper size (fc0 as a frame contraction vs the transposed Conv1d it replaced).
+  `jaxtalk` (compiled scan over `folded_denoise`: conditioning, input_process and the step embeddings folded out
+  of the loop by `fold_for_sampling`), `jaxtalk_full_network` (the whole network at every step) and `torch` (a
+  PyTorch eager MetaModel written here from the published layer list, Conv1d fc0 as the original, with the same
+  respaced ancestral update).
+* audio2exp (SadTalker SimpleWrapperV2, 250 mel windows): `jaxtalk` (`audio2exp.audio2exp`), `jaxtalk_one_batch`
+  (all 250 frames in one call) and `torch` (the independent reference in tests/style2talker).
+* the whole expression stage: `expression_from_audio` (audio2exp + Style-E, as the pipeline calls it) against the
+  torch reference's audio2exp followed by its Style-E, plus the host mel front end.
+* work: FLOPs per call (counted from the layer shapes) and XLA's fp32 matmul rate measured in the same run, which
+  give the time the stage would take if it ran at that rate (a floor for these shapes on this machine, at this load).
 Writes bench/results/style_e_speed.json.
 """
 
@@ -98,8 +102,8 @@ def torch_sample(model, coeffs, x_T, noises, sparse, text):
     return x
 
 
-def unhoisted_sample(module, params, x_T, noises, sparse, text, coeffs):
-    """The sampler as it was: the full network (sparse / text through `conct`) at every step."""
+def full_network_sample(module, params, x_T, noises, sparse, text, coeffs):
+    """The sampler without folding: the full network (sparse / text through `conct`) at every step."""
     n = sparse.shape[0]
 
     def body(x, inp):
@@ -128,6 +132,40 @@ def interleaved(fns: dict, rounds: int) -> tuple[dict, list[float]]:
             times[k].append(time.perf_counter() - t0)
         loads.append(os.getloadavg()[0])
     return {k: statistics.median(v) for k, v in times.items()}, loads
+
+
+def style_e_flops(c: se_lib.StyleEConfig, rows: int, steps: int) -> float:
+    """FLOPs of `steps` folded denoiser calls on `rows` = windows x T frames (matmuls only, 2 per multiply-add)."""
+    windows = rows // c.window
+    per_step = 2 * rows * (c.nfeats * c.latent_dim + c.latent_dim * c.nfeats)  # folded input, output_process
+    per_step += c.num_layers * 2 * (rows * c.latent_dim * c.latent_dim + windows * c.window ** 2 * c.latent_dim)
+    return float(steps * per_step)
+
+
+def audio2exp_flops(frames: int) -> float:
+    """FLOPs of the full-width SadTalker audio encoder + mapping1 on `frames` mel windows (80 x 16)."""
+    h, w, cin, total = a2e.NUM_MELS, a2e.MEL_STEP_SIZE, 1, 0
+    for cout, k, (sh, sw), pad, _ in a2e.ENCODER_UNITS:
+        h, w = (h + 2 * pad - k) // sh + 1, (w + 2 * pad - k) // sw + 1
+        total += 2 * h * w * cout * k * k * cin
+        cin = cout
+    return float(frames * (total + 2 * (cin + a2e.EXP_DIM + 1) * a2e.EXP_DIM))
+
+
+def matmul_rate(rounds: int) -> tuple[float, list[float]]:
+    """XLA's fp32 rate (FLOP/s) on Style-E's matmul shape (256 x 512 @ 512 x 512, 8 chained), median of rounds."""
+    rng = np.random.default_rng(3)
+    h = jnp.asarray(rng.standard_normal((256, 512)), jnp.float32)
+    ws = [jnp.asarray(rng.standard_normal((512, 512)) / np.sqrt(512), jnp.float32) for _ in range(8)]
+
+    def chain(h, ws):
+        for w in ws:
+            h = jnp.tanh(h @ w)
+        return h
+
+    f = jax.jit(chain).lower(h, ws).compile()
+    med, loads = interleaved({"mm": lambda: jax.block_until_ready(f(h, ws))}, rounds)
+    return 8 * 2 * 256 * 512 * 512 / med["mm"], loads
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -163,33 +201,39 @@ def main(argv: list[str] | None = None) -> dict:
                      "note": "timings interleaved in one process; read ratios, not absolute times, on a loaded machine"}
 
     t0 = time.perf_counter()
-    hoisted = jax.jit(lambda p, s, t, x, z: se_lib.sample_windows(module, p, s, t, sampling=cfg.sampler, x_T=x,
-                                                                   noises=z)).lower(params, sparse, text, x_T,
-                                                                                    noises).compile()
-    compile_hoisted = time.perf_counter() - t0
-    plain = jax.jit(lambda p, s, t, x, z: unhoisted_sample(module, p, x, z, s, t, coeffs)).lower(
+    folded = jax.jit(lambda p, s, t, x, z: se_lib.sample_windows(module, p, s, t, sampling=cfg.sampler, x_T=x,
+                                                                  noises=z)).lower(params, sparse, text, x_T,
+                                                                                   noises).compile()
+    compile_folded = time.perf_counter() - t0
+    plain = jax.jit(lambda p, s, t, x, z: full_network_sample(module, p, x, z, s, t, coeffs)).lower(
         params, sparse, text, x_T, noises).compile()
     args_j = (params, sparse, text, x_T, noises)
     ts, tt, tx, tz = (torch.from_numpy(a) for a in (sparse, text, x_T, noises))
     out = {}
     fns = {
-        "jaxtalk": lambda: out.__setitem__("jaxtalk", jax.block_until_ready(hoisted(*args_j))),
-        "jaxtalk_unhoisted": lambda: out.__setitem__("unhoisted", jax.block_until_ready(plain(*args_j))),
+        "jaxtalk": lambda: out.__setitem__("jaxtalk", jax.block_until_ready(folded(*args_j))),
+        "jaxtalk_full_network": lambda: out.__setitem__("full", jax.block_until_ready(plain(*args_j))),
         "torch": lambda: out.__setitem__("torch", torch_sample(tmodel, coeffs, tx, tz, ts, tt)),
     }
     med, loads = interleaved(fns, args.rounds)
+    rate, rate_loads = matmul_rate(max(3, args.rounds))
+    flops = style_e_flops(c, n * c.window, coeffs.num_steps)
+    results["xla_fp32_matmul_gflops"] = {"value": rate / 1e9, "load_avg_1m": rate_loads}
     results["style_e"] = {
-        "ms": {k: v * 1e3 for k, v in med.items()}, "compile_s": compile_hoisted,
+        "ms": {k: v * 1e3 for k, v in med.items()}, "compile_s": compile_folded,
         "ratio_jaxtalk_over_torch": med["jaxtalk"] / med["torch"],
-        "ratio_unhoisted_over_hoisted": med["jaxtalk_unhoisted"] / med["jaxtalk"],
+        "ratio_full_network_over_jaxtalk": med["jaxtalk_full_network"] / med["jaxtalk"],
+        "gflop": flops / 1e9, "ms_at_measured_matmul_rate": flops / rate * 1e3,
         "max_rel_diff_vs_torch": rel(out["jaxtalk"], out["torch"].numpy()),
-        "max_rel_diff_unhoisted": rel(out["jaxtalk"], out["unhoisted"]), "load_avg_1m": loads}
+        "max_rel_diff_full_network": rel(out["jaxtalk"], out["full"]), "load_avg_1m": loads}
     print(f"Style-E {args.frames} frames ({n} windows, {coeffs.num_steps} steps): jaxtalk {med['jaxtalk'] * 1e3:.0f} ms"
-          f" | unhoisted {med['jaxtalk_unhoisted'] * 1e3:.0f} ms | torch eager {med['torch'] * 1e3:.0f} ms | ratio "
-          f"{med['jaxtalk'] / med['torch']:.2f} (load {min(loads):.1f}-{max(loads):.1f}) | rel diff "
+          f" | full network {med['jaxtalk_full_network'] * 1e3:.0f} ms | torch eager {med['torch'] * 1e3:.0f} ms | "
+          f"ratio {med['jaxtalk'] / med['torch']:.2f} (load {min(loads):.1f}-{max(loads):.1f}) | rel diff "
           f"{results['style_e']['max_rel_diff_vs_torch']:.1e}", flush=True)
+    print(f"  work {flops / 1e9:.2f} GFLOP; XLA fp32 matmul {rate / 1e9:.0f} GFLOP/s now (load "
+          f"{max(rate_loads):.1f}) -> {flops / rate * 1e3:.0f} ms if all of it ran at that rate", flush=True)
 
-    if not args.small:  # the piece that changed: fc0 at paper size on the same activations
+    if not args.small:  # fc0 at paper size on the same activations: frame contraction vs transposed Conv1d
         h = jnp.asarray(rng.standard_normal((n, c.window, c.latent_dim)), jnp.float32)
         conv = layers.conv(c.window, (1,), name="fc0")
         mix = se_lib.FrameMix(c.window)
@@ -204,43 +248,81 @@ def main(argv: list[str] | None = None) -> dict:
               f"{piece['frame_contraction'] * 1e3:.2f} ms (load {max(pl):.1f})", flush=True)
 
     if not args.no_audio2exp:
-        from tests.style2talker.test_audio2exp import _TorchSimpleWrapperV2
-
-        net = _TorchSimpleWrapperV2().eval()
-        a2m, a2v = interop.from_torch("sadtalker_audio2exp", {k: v.numpy() for k, v in net.state_dict().items()})
-        mels = rng.uniform(-4, 4, (1, args.frames, 80, 16)).astype(np.float32)
-        ref = rng.standard_normal((1, 64)).astype(np.float32)
-        chunked = jax.jit(lambda v, m, r: a2e.audio2exp(a2m, v, m, r)).lower(a2v, mels, ref).compile()
-        whole = jax.jit(lambda v, m, r: a2e.audio2exp(a2m, v, m, r, chunk=None)).lower(a2v, mels, ref).compile()
-        tm = torch.from_numpy(mels[0])[:, None]
-        tr = torch.from_numpy(np.repeat(ref, args.frames, 0))
-        tq = torch.zeros(args.frames)
-        a_out = {}
-
-        def torch_a2e():
-            with torch.inference_mode():
-                a_out["torch"] = net(tm, tr, tq)
-
-        fns = {"jaxtalk": lambda: a_out.__setitem__("jax", jax.block_until_ready(chunked(a2v, mels, ref))),
-               "jaxtalk_one_batch": lambda: jax.block_until_ready(whole(a2v, mels, ref)),
-               "torch": torch_a2e}
-        amed, aloads = interleaved(fns, max(2, args.rounds // 2))
-        cost = chunked.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        results["audio2exp"] = {
-            "ms": {k: v * 1e3 for k, v in amed.items()}, "ratio_jaxtalk_over_torch": amed["jaxtalk"] / amed["torch"],
-            "ratio_one_batch_over_chunked": amed["jaxtalk_one_batch"] / amed["jaxtalk"],
-            "gflop_per_chunk_call_xla": float(cost.get("flops", 0.0)) / 1e9 if cost else None,
-            "max_rel_diff_vs_torch": rel(a_out["jax"][0], a_out["torch"].numpy()), "load_avg_1m": aloads}
-        print(f"audio2exp {args.frames} frames: jaxtalk {amed['jaxtalk'] * 1e3:.0f} ms | one batch "
-              f"{amed['jaxtalk_one_batch'] * 1e3:.0f} ms | torch eager {amed['torch'] * 1e3:.0f} ms | ratio "
-              f"{amed['jaxtalk'] / amed['torch']:.2f} (load {min(aloads):.1f}-{max(aloads):.1f})", flush=True)
+        results.update(bench_audio2exp(args, cfg, module, params, tmodel, coeffs, plan, text[0], rate))
     results["load_avg_1m_at_end"] = os.getloadavg()[0]
     path = pathlib.Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
     return results
+
+
+def bench_audio2exp(args, cfg, module, params, tmodel, coeffs, plan, text_row, rate) -> dict:
+    """audio2exp alone (jaxtalk chunked / one batch / torch), then the whole expression stage in both."""
+    from tests.style2talker.test_audio2exp import _TorchSimpleWrapperV2
+
+    rng = np.random.default_rng(5)
+    net = _TorchSimpleWrapperV2().eval()
+    a2m, a2v = interop.from_torch("sadtalker_audio2exp", {k: v.numpy() for k, v in net.state_dict().items()})
+    audio = (0.1 * rng.standard_normal(args.frames * 640)).astype(np.float32)
+    t0 = time.perf_counter()
+    mels = a2e.audio_to_mel_windows(audio)[None]
+    host_mel_s = time.perf_counter() - t0
+    ref = rng.standard_normal((1, 64)).astype(np.float32)
+    chunked = jax.jit(lambda v, m, r: a2e.audio2exp(a2m, v, m, r)).lower(a2v, mels, ref).compile()
+    whole = jax.jit(lambda v, m, r: a2e.audio2exp(a2m, v, m, r, chunk=None)).lower(a2v, mels, ref).compile()
+    tm = torch.from_numpy(mels[0])[:, None]
+    tr = torch.from_numpy(np.repeat(ref, args.frames, 0))
+    tq = torch.zeros(args.frames)
+    a_out = {}
+
+    def torch_a2e():
+        with torch.inference_mode():
+            a_out["torch"] = net(tm, tr, tq)
+        return a_out["torch"]
+
+    fns = {"jaxtalk": lambda: a_out.__setitem__("jax", jax.block_until_ready(chunked(a2v, mels, ref))),
+           "jaxtalk_one_batch": lambda: jax.block_until_ready(whole(a2v, mels, ref)),
+           "torch": torch_a2e}
+    amed, aloads = interleaved(fns, max(2, args.rounds // 2))
+    flops = audio2exp_flops(args.frames)
+    res = {"audio2exp": {
+        "ms": {k: v * 1e3 for k, v in amed.items()}, "ratio_jaxtalk_over_torch": amed["jaxtalk"] / amed["torch"],
+        "ratio_one_batch_over_chunked": amed["jaxtalk_one_batch"] / amed["jaxtalk"],
+        "gflop": flops / 1e9, "ms_at_measured_matmul_rate": flops / rate * 1e3,
+        "max_rel_diff_vs_torch": rel(a_out["jax"][0], a_out["torch"].numpy()), "load_avg_1m": aloads}}
+    print(f"audio2exp {args.frames} frames: jaxtalk {amed['jaxtalk'] * 1e3:.0f} ms | one batch "
+          f"{amed['jaxtalk_one_batch'] * 1e3:.0f} ms | torch eager {amed['torch'] * 1e3:.0f} ms | ratio "
+          f"{amed['jaxtalk'] / amed['torch']:.2f} (load {min(aloads):.1f}-{max(aloads):.1f}) | work "
+          f"{flops / 1e9:.1f} GFLOP -> {flops / rate * 1e3:.0f} ms at the measured matmul rate", flush=True)
+
+    # The whole expression stage: jaxtalk's expression_from_audio vs torch audio2exp + torch Style-E (same windows).
+    c = module.config
+    key = jax.random.key(0)
+    nw = plan.num_windows
+    x_T = torch.from_numpy(rng.standard_normal((nw, c.window, c.nfeats)).astype(np.float32))
+    noises = torch.from_numpy(rng.standard_normal((coeffs.num_steps, nw, c.window, c.nfeats)).astype(np.float32))
+    ttext = torch.from_numpy(np.repeat(text_row[None], nw, 0))
+
+    def jax_stage():
+        return jax.block_until_ready(se_lib.expression_from_audio(module, params, a2m, a2v, mels[0], ref[0],
+                                                                  text_row, key, sampling=cfg.sampler))
+
+    def torch_stage():
+        cond = torch_a2e().numpy()[plan.gather]  # (windows, T, 64)
+        x = torch_sample(tmodel, coeffs, x_T, noises, torch.from_numpy(cond), ttext)
+        return x.reshape(-1, c.nfeats)[torch.from_numpy(plan.scatter)]
+
+    smed, sloads = interleaved({"jaxtalk": jax_stage, "torch": torch_stage}, max(2, args.rounds // 2))
+    total_flops = flops + style_e_flops(c, nw * c.window, coeffs.num_steps)
+    res["expression_stage"] = {
+        "ms": {k: v * 1e3 for k, v in smed.items()}, "host_mel_ms": host_mel_s * 1e3,
+        "ratio_jaxtalk_over_torch": smed["jaxtalk"] / smed["torch"], "gflop": total_flops / 1e9,
+        "ms_at_measured_matmul_rate": total_flops / rate * 1e3, "load_avg_1m": sloads}
+    print(f"audio2exp + Style-E {args.frames} frames: jaxtalk {smed['jaxtalk'] * 1e3:.0f} ms (+ host mel "
+          f"{host_mel_s * 1e3:.0f} ms) | torch eager {smed['torch'] * 1e3:.0f} ms | ratio "
+          f"{smed['jaxtalk'] / smed['torch']:.2f} (load {min(sloads):.1f}-{max(sloads):.1f})", flush=True)
+    return res
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ to the frame's 64-d expression. BatchNorm runs on its running statistics (eval m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -45,6 +45,7 @@ MAX_ABS_VALUE = 4.0
 MEL_STEP_SIZE = 16  # mel frames per video frame window (`syncnet_mel_step_size`)
 MEL_FPS = SAMPLE_RATE / HOP_SIZE  # 80 mel frames per second
 EXP_DIM = 64
+BATCH_NORM_EPS = 1e-5
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ class ConvUnit(nn.Module):
         y = layers.conv(self.features, (self.kernel, self.kernel), strides=self.stride, padding=self.padding,
                         name="conv_block_0", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         y = nn.BatchNorm(
-            use_running_average=self.use_running_average, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+            use_running_average=self.use_running_average, momentum=0.9, epsilon=BATCH_NORM_EPS, dtype=self.dtype,
             param_dtype=self.param_dtype, use_fast_variance=False,
             scale_init=layers.partitioned(nn.initializers.ones_init(), ("norm",)),
             bias_init=layers.partitioned(nn.initializers.zeros_init(), ("norm",)), name="conv_block_1",
@@ -248,6 +249,47 @@ class SimpleWrapperV2(nn.Module):
                             param_dtype=self.param_dtype)(h)
 
 
+class FoldedEncoder(NamedTuple):
+    """SimpleWrapperV2 for inference (`fold_batch_norm`): per unit the Conv2d kernel and bias with the eval-mode
+    BatchNorm folded in, then mapping1's kernel and bias."""
+
+    kernels: tuple[jax.Array, ...]
+    biases: tuple[jax.Array, ...]
+    mapping_kernel: jax.Array
+    mapping_bias: jax.Array
+
+
+def fold_batch_norm(module: SimpleWrapperV2, variables: Any) -> FoldedEncoder:
+    """Fold every unit's running-statistics BatchNorm into its convolution: BN(conv(x) + b) = conv'(x) + b' with
+    W' = W·s, b' = (b − mean)·s + beta, s = gamma / sqrt(var + eps) — the same sums up to float rounding, one pass
+    over each activation fewer."""
+    dt = module.dtype
+    params, stats = nn.unbox(variables["params"]), variables["batch_stats"]
+    kernels, biases = [], []
+    for i in range(len(ENCODER_UNITS)):
+        conv, bn = params[f"audio_encoder_{i}"]["conv_block_0"], params[f"audio_encoder_{i}"]["conv_block_1"]
+        st = stats[f"audio_encoder_{i}"]["conv_block_1"]
+        scale = bn["scale"].astype(jnp.float32) * jax.lax.rsqrt(st["var"].astype(jnp.float32) + BATCH_NORM_EPS)
+        kernels.append((conv["kernel"].astype(jnp.float32) * scale).astype(dt))
+        biases.append(((conv["bias"].astype(jnp.float32) - st["mean"]) * scale + bn["bias"]).astype(dt))
+    m = params["mapping1"]
+    return FoldedEncoder(tuple(kernels), tuple(biases), m["kernel"].astype(dt), m["bias"].astype(dt))
+
+
+def folded_forward(folded: FoldedEncoder, mels: jax.Array, ref: jax.Array, ratio: jax.Array) -> jax.Array:
+    """`SimpleWrapperV2.apply` in eval mode from `fold_batch_norm`'s weights: mels (N, 80, 16), ref (N, 64),
+    ratio (N,) → (N, 64)."""
+    dt = folded.mapping_kernel.dtype
+    x = mels.astype(dt)[..., None]
+    for (_, _, stride, pad, residual), kernel, bias in zip(ENCODER_UNITS, folded.kernels, folded.biases):
+        y = jax.lax.conv_general_dilated(x, kernel, stride, [(pad, pad), (pad, pad)],
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+        x = nn.relu(y + x if residual else y)
+    n = x.shape[0]
+    h = jnp.concatenate([x.reshape(n, -1), ref.astype(dt), ratio.reshape(n, 1).astype(dt)], axis=-1)
+    return jnp.dot(h, folded.mapping_kernel) + folded.mapping_bias
+
+
 AUDIO2EXP_CHUNK = 32  # frames per encoder call: keeps the 80x16x32 activations (164 KB a frame) in cache
 
 
@@ -257,9 +299,10 @@ def audio2exp(module: SimpleWrapperV2, variables: Any, indiv_mels: jax.Array, re
     (B, T, 80, 16), the identity's expression `ref` (B, ≥64) or (B, 1, ≥64) — its first 64 values are used,
     repeated over T — and the blink ratio (B, T) (zeros when None). Traceable; wrap in `jax.jit`.
 
-    With running-average BatchNorm (inference) every frame is independent, so the B·T frames go through the
-    encoder `chunk` at a time under `lax.map` (None: all at once); the result is the same per frame, while the
-    activations of one chunk stay in cache (the encoder is ~169 MFLOP a frame and memory-bound at full width)."""
+    With running-average BatchNorm (inference) the BatchNorms are folded into the convolutions (`fold_batch_norm`)
+    and every frame is independent, so the B·T frames go through the encoder `chunk` at a time under `lax.map`
+    (None: all at once); the result is the same per frame, while the activations of one chunk stay in cache. The
+    encoder is ~188 MFLOP a frame at full width (8x Style-E's work per frame): it is most of this stage's time."""
     indiv_mels = jnp.asarray(indiv_mels)
     if indiv_mels.ndim == 5 and indiv_mels.shape[2] == 1:  # torch layout (B, T, 1, 80, 16)
         indiv_mels = indiv_mels[:, :, 0]
@@ -276,11 +319,15 @@ def audio2exp(module: SimpleWrapperV2, variables: Any, indiv_mels: jax.Array, re
     mels = indiv_mels.reshape(b * t, *indiv_mels.shape[2:])
     refs, ratios = ref_rep.reshape(b * t, EXP_DIM), ratio.reshape(b * t)
     n = b * t
-    if chunk is None or chunk >= n or not module.use_running_average:
+    if not module.use_running_average:  # training-mode BatchNorm: batch statistics, one call
         return module.apply(variables, mels, refs, ratios).reshape(b, t, EXP_DIM)
+    if mels.shape[1:] != (NUM_MELS, MEL_STEP_SIZE):
+        raise ValueError(f"audio2exp: mel windows must be ({NUM_MELS}, {MEL_STEP_SIZE}), got {indiv_mels.shape}")
+    folded = fold_batch_norm(module, variables)
+    if chunk is None or chunk >= n:
+        return folded_forward(folded, mels, refs, ratios).reshape(b, t, EXP_DIM)
     k = -(-n // chunk)
     pad = k * chunk - n
     padded = [jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) for a in (mels, refs, ratios)]
-    out = jax.lax.map(lambda a: module.apply(variables, *a),
-                      tuple(a.reshape(k, chunk, *a.shape[1:]) for a in padded))
+    out = jax.lax.map(lambda a: folded_forward(folded, *a), tuple(a.reshape(k, chunk, *a.shape[1:]) for a in padded))
     return out.reshape(k * chunk, EXP_DIM)[:n].reshape(b, t, EXP_DIM)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -154,8 +154,8 @@ class TimestepTable(nn.Module):
 
 class FrameMix(nn.Module):
     """`fc0` = Conv1d(T, T, 1) over (B, T, D): frames are the channels, the feature axis is the length. Written as
-    one contraction over the frame axis (the params are the Conv1d's, kernel (1, T, T), bias (T,)): the same sums
-    as the transposed 1x1 convolution, without XLA:CPU's transposes and small-channel convolution (5x faster)."""
+    a batched matrix product over the frame axis (the params are the Conv1d's, kernel (1, T, T), bias (T,)): the
+    same sums as the transposed 1x1 convolution, without XLA:CPU's transposes and small-channel convolution."""
 
     window: int
     dtype: Dtype = jnp.float32
@@ -168,30 +168,26 @@ class FrameMix(nn.Module):
                             (1, t, t), self.param_dtype)
         bias = self.param("bias", layers.partitioned(layers.zeros_init, ("conv_out",)), (t,), self.param_dtype)
         h, kernel, bias = nn.dtypes.promote_dtype(h, kernel, bias, dtype=self.dtype)
-        return jnp.einsum("btd,ts->bsd", h, kernel[0]) + bias[None, :, None]
+        # out[b] = W^T h[b]: a batched (T, T) @ (T, D) product keeps h in its (B, T, D) layout (an einsum over the
+        # middle axis made XLA:CPU transpose h and the result around one (T, B·D) matmul: 15 % of the sampler).
+        weight = jnp.broadcast_to(kernel[0].T, (h.shape[0], t, t))
+        return jax.lax.dot_general(weight, h, (((2,), (1,)), ((0,), (0,)))) + bias[None, :, None]
 
 
 class Conct(nn.Module):
-    """`conct`: Linear(2D + text_dim, D) over [sparse_process(s), input_process(x_t), text]. With `constant` (the
-    sparse and text thirds plus the bias, `hoisted_conditioning`) only the x_t third is multiplied: the sampler
-    computes the conditioning once per clip instead of at every step."""
+    """`conct`: Linear(2D + text_dim, D) over [sparse_process(s), input_process(x_t), text]. The sampler does not
+    call it: `fold_for_sampling` splits its kernel into the per-clip part and the x_t part."""
 
     features: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, constant: jax.Array | None = None) -> jax.Array:
-        d = self.features
-        if constant is not None:  # hoisted: the kernel exists already (a full call creates it at init)
-            if not self.has_variable("params", "kernel"):
-                raise ValueError("StyleE conct: the hoisted call needs initialised params (init with sparse / text)")
-            kernel = nn.unbox(self.get_variable("params", "kernel"))
-            x, kernel = nn.dtypes.promote_dtype(x, kernel[d:2 * d], dtype=self.dtype)
-            return jnp.dot(x, kernel) + constant.astype(x.dtype)
+    def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", layers.partitioned(layers.torch_default_init, ("mlp", "embed")),
-                            (x.shape[-1], d), self.param_dtype)
-        bias = self.param("bias", layers.partitioned(layers.zeros_init, ("embed",)), (d,), self.param_dtype)
+                            (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", layers.partitioned(layers.zeros_init, ("embed",)), (self.features,),
+                          self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         return jnp.dot(x, kernel) + bias
 
@@ -206,10 +202,10 @@ class MLPBlock(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, emb: jax.Array, constant: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.first:
-            x = Conct(self.latent_dim, name="conct", **kw)(x, constant)
+            x = Conct(self.latent_dim, name="conct", **kw)(x)
         x = x + layers.dense(self.latent_dim, name="emb_fc", axes=("embed", "mlp"), **kw)(nn.silu(emb))
         h = layers.layer_norm(name="norm0", **kw)(x)
         x = x + nn.silu(FrameMix(self.window, name="fc0", **kw)(h))
@@ -226,11 +222,11 @@ class _Stack(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, emb: jax.Array, constant: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
         c = self.config
         for i in range(c.num_layers):
             x = MLPBlock(c.latent_dim, c.window, first=i == 0, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name=f"mlps_{i}")(x, emb, constant if i == 0 else None)
+                         name=f"mlps_{i}")(x, emb)
         return x
 
 
@@ -240,17 +236,16 @@ class _DiffMLP(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, emb: jax.Array, constant: jax.Array | None = None) -> jax.Array:
-        return _Stack(self.config, self.dtype, self.param_dtype, name="motion_mlp")(x, emb, constant)
+    def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
+        return _Stack(self.config, self.dtype, self.param_dtype, name="motion_mlp")(x, emb)
 
 
 class StyleE(nn.Module):
     """The Style-E denoiser: `apply(v, x_t[B,T,nfeats], timesteps[B], sparse[B,T,sparse_dim], text)` → x̂_0.
 
     `text` is (B, text_dim) — repeated over the T frames, as the original does — or already (B, T, text_dim).
-    `timesteps` are ORIGINAL diffusion timesteps (0 … 999), int, shape (B,) or scalar.
-    With `conditioning` (B, T, latent_dim) from `hoisted_conditioning` the sparse / text inputs are not read (pass
-    None): the sampler computes that part once per clip.
+    `timesteps` are ORIGINAL diffusion timesteps (0 … 999), int, shape (B,) or scalar. The sampler runs the same
+    network through `fold_for_sampling` / `folded_denoise` (the step-independent work done once per clip).
     """
 
     config: StyleEConfig = StyleEConfig()
@@ -258,21 +253,9 @@ class StyleE(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_t: jax.Array, timesteps: jax.Array, sparse: jax.Array | None, text: jax.Array | None,
-                 conditioning: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x_t: jax.Array, timesteps: jax.Array, sparse: jax.Array, text: jax.Array) -> jax.Array:
         c = self.config
         b = x_t.shape[0]
-        if conditioning is not None:
-            if x_t.ndim != 3 or x_t.shape[1:] != (c.window, c.nfeats) or conditioning.shape != (b, c.window,
-                                                                                                c.latent_dim):
-                raise ValueError(f"StyleE: x_t must be (batch, {c.window}, {c.nfeats}) and conditioning "
-                                 f"(batch, {c.window}, {c.latent_dim}), got {x_t.shape} and {conditioning.shape}")
-            timesteps = jnp.broadcast_to(jnp.asarray(timesteps, jnp.int32), (b,))
-            kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-            emb = TimestepTable(c.max_timesteps, c.latent_dim, self.param_dtype, name="embed_timestep")(timesteps)
-            h = layers.dense(c.latent_dim, name="input_process", axes=(None, "embed"), **kw)(x_t)
-            h = _DiffMLP(c, **kw, name="mlp")(h, emb.astype(h.dtype), conditioning)
-            return layers.dense(c.nfeats, name="output_process", axes=("embed", None), **kw)(h)
         expected = {"x_t": (x_t, c.nfeats), "sparse": (sparse, c.sparse_dim)}
         for name, (arr, feat) in expected.items():
             if arr.ndim != 3 or arr.shape[1] != c.window or arr.shape[2] != feat or arr.shape[0] != b:
@@ -292,23 +275,69 @@ class StyleE(nn.Module):
         return layers.dense(c.nfeats, name="output_process", axes=("embed", None), **kw)(h)
 
 
-def hoisted_conditioning(module: StyleE, params: Any, sparse: jax.Array, text: jax.Array) -> jax.Array:
-    """The step-independent part of the first block's `conct`: sparse_process(s) W_s + text W_text + b, (B, T, D).
+class FoldedStyleE(NamedTuple):
+    """Style-E's step-independent work for one clip, done once before the sampling loop (`fold_for_sampling`).
 
-    `conct` multiplies [sparse_process(s), input_process(x_t), text]; only the middle third changes between
-    sampling steps, so the other two thirds (2/3 of that layer's work) are computed once per clip. `text` is
-    (B, text_dim) or (B, T, text_dim)."""
+    `x_kernel` (nfeats, D): input_process followed by the x_t third of `conct` (two linear maps, one matrix);
+    `constant` (N, T, D): everything else `conct` adds (sparse_process(s) and text through their thirds, the
+    three biases); `step_bias` (K, L, D): emb_fc_l(SiLU(pe[t_k])) for every sampling step k and block l — the
+    timestep is the same for the whole batch, so one row per step instead of one per window."""
+
+    x_kernel: jax.Array
+    constant: jax.Array
+    step_bias: jax.Array
+
+
+def fold_for_sampling(module: StyleE, params: Any, sparse: jax.Array, text: jax.Array,
+                      timesteps: jax.Array) -> FoldedStyleE:
+    """Fold the per-clip conditions and the K sampling `timesteps` (original timesteps, in sampling order) into
+    `FoldedStyleE`. `sparse` (N, T, sparse_dim); `text` (N, text_dim) or (N, 1 | T, text_dim).
+
+    The first block's `conct` multiplies [sparse_process(s), input_process(x_t), text]; only the x_t third changes
+    between steps, and input_process(x_t) W_x = x_t (W_in W_x) + b_in W_x, so one step costs a (nfeats, D) matrix
+    instead of (nfeats, D) + (D, D), and the (D, D) sparse / text products run once per clip. Same sums as the
+    network up to float rounding (tests/style2talker/test_speed_paths.py)."""
     c, dt = module.config, module.dtype
     p = nn.unbox(params)
-    sp, ct = p["sparse_process"], p["mlp"]["motion_mlp"]["mlps_0"]["conct"]
     d = c.latent_dim
+    sp, ip = p["sparse_process"], p["input_process"]
+    blocks = p["mlp"]["motion_mlp"]
+    ct = blocks["mlps_0"]["conct"]
+    kernel = ct["kernel"].astype(dt)
+    k_s, k_x, k_t = kernel[:d], kernel[d:2 * d], kernel[2 * d:]
     sparse = jnp.asarray(sparse).astype(dt)
     text = jnp.asarray(text).astype(dt)
     if text.ndim == 2:
         text = text[:, None, :]
-    s = jnp.dot(sparse, sp["kernel"].astype(dt)) + sp["bias"].astype(dt)
-    kernel = ct["kernel"].astype(dt)
-    return jnp.dot(s, kernel[:d]) + jnp.dot(text, kernel[2 * d:]) + ct["bias"].astype(dt)
+    bias = jnp.dot(sp["bias"].astype(dt), k_s) + jnp.dot(ip["bias"].astype(dt), k_x) + ct["bias"].astype(dt)
+    constant = (jnp.dot(sparse, jnp.dot(sp["kernel"].astype(dt), k_s)) + jnp.dot(text, k_t)) + bias
+    x_kernel = jnp.dot(ip["kernel"].astype(dt), k_x)
+    emb = jnp.take(jnp.asarray(p["embed_timestep"]["pe"]), jnp.asarray(timesteps, jnp.int32), axis=0)[:, 0]
+    emb = nn.silu(emb.astype(dt))  # (K, D)
+    step_bias = jnp.stack([jnp.dot(emb, blocks[f"mlps_{i}"]["emb_fc"]["kernel"].astype(dt))
+                           + blocks[f"mlps_{i}"]["emb_fc"]["bias"].astype(dt) for i in range(c.num_layers)], axis=1)
+    return FoldedStyleE(x_kernel, constant, step_bias)
+
+
+def folded_denoise(module: StyleE, params: Any, folded: FoldedStyleE, x_t: jax.Array, step: jax.Array | int
+                   ) -> jax.Array:
+    """x̂_0 for x_t (N, T, nfeats) at sampling step `step` (an index into `folded.step_bias`): the network of
+    `StyleE.__call__` with its step-independent work taken from `folded` (`fold_for_sampling`)."""
+    c, dt = module.config, module.dtype
+    p = nn.unbox(params)
+    blocks = p["mlp"]["motion_mlp"]
+    kw = dict(dtype=dt, param_dtype=module.param_dtype)
+    norm = layers.layer_norm(**kw)
+    mix = FrameMix(c.window, **kw)
+    fc = nn.Dense(c.latent_dim, **kw)
+    h = jnp.dot(x_t.astype(dt), folded.x_kernel) + folded.constant
+    for i in range(c.num_layers):
+        b = blocks[f"mlps_{i}"]
+        h = h + folded.step_bias[step, i].astype(dt)
+        h = h + nn.silu(mix.apply({"params": b["fc0"]}, norm.apply({"params": b["norm0"]}, h)))
+        h = h + nn.silu(fc.apply({"params": b["fc1"]}, norm.apply({"params": b["norm1"]}, h)))
+        h = layers.constrain(h, ("act_batch", "act_frames", "act_embed"))
+    return nn.Dense(c.nfeats, **kw).apply({"params": p["output_process"]}, h)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,7 +367,9 @@ def _coefficients(sampling: StyleESamplerConfig) -> RespacedCoefficients | DDIMC
                             alphas_cumprod_prev=rev(prev), prediction_type="sample", eta=0.0)
 
 
-def _broadcast_text(text: jax.Array, n: int, window: int, text_dim: int) -> jax.Array:
+def _text_condition(text: jax.Array, n: int, window: int, text_dim: int) -> jax.Array:
+    """`text` checked and shaped (1 | n, 1 | window, text_dim); left unbroadcast so that its product with `conct`
+    runs once per distinct row."""
     text = jnp.asarray(text)
     if text.ndim == 1:
         text = text[None]
@@ -347,7 +378,7 @@ def _broadcast_text(text: jax.Array, n: int, window: int, text_dim: int) -> jax.
     if text.ndim != 3 or text.shape[-1] != text_dim or text.shape[0] not in (1, n) or text.shape[1] not in (1, window):
         raise ValueError(f"Style-E text condition must be ({text_dim},), (1 or {n}, {text_dim}) or "
                          f"(1 or {n}, {window}, {text_dim}); got {text.shape}")
-    return jnp.broadcast_to(text, (n, window, text_dim))
+    return text
 
 
 def sample_windows(
@@ -376,7 +407,7 @@ def sample_windows(
     if sparse.ndim != 3 or sparse.shape[1:] != (c.window, c.sparse_dim):
         raise ValueError(f"sample_windows: sparse must be (num_windows, {c.window}, {c.sparse_dim}), got {sparse.shape}")
     n = sparse.shape[0]
-    text = _broadcast_text(text, n, c.window, c.text_dim)
+    text = _text_condition(text, n, c.window, c.text_dim)
     coeffs = sampler_coefficients(sampling)
     steps = coeffs.num_steps
     shape = (n, c.window, c.nfeats)
@@ -398,13 +429,11 @@ def sample_windows(
         noises = jnp.zeros((steps, 1), jnp.float32)  # unused placeholder scanned alongside the steps
         model_t = coeffs.timesteps
 
-    constant = hoisted_conditioning(module, params, sparse, text)  # once per clip, not per step
+    folded = fold_for_sampling(module, params, sparse, text, model_t)  # once per clip, not per step
 
     def body(x, inputs):
         i, noise = inputs
-        out = module.apply({"params": params}, x, jnp.full((n,), model_t[i], jnp.int32), None, None,
-                           conditioning=constant)
-        out = out.astype(jnp.float32)
+        out = folded_denoise(module, params, folded, x, i).astype(jnp.float32)
         if ancestral:
             x0 = respaced_predict_x0(coeffs, i, x, out)
             x_next = respaced_step(coeffs, i, x, out, noise=noise)

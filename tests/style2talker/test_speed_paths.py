@@ -1,5 +1,5 @@
-"""The speed paths give the same numbers as the plain ones: Style-E with the hoisted conditioning, the frame-axis
-fc0 against torch's Conv1d, and audio2exp in chunks against one batch."""
+"""The speed paths give the same numbers as the plain ones: Style-E with its per-clip work folded out of the step
+(`fold_for_sampling`), the frame-axis fc0 against torch's Conv1d, and audio2exp in chunks against one batch."""
 
 from __future__ import annotations
 
@@ -9,24 +9,25 @@ import numpy as np
 import torch
 
 from jaxtalk.style2talker import audio2exp as a2e
-from jaxtalk.style2talker.style_e import FrameMix, StyleE, StyleEConfig, hoisted_conditioning
+from jaxtalk.style2talker.style_e import FrameMix, StyleE, StyleEConfig, fold_for_sampling, folded_denoise
 from tests.parity import assert_close
 
 
-def test_hoisted_conditioning_equals_the_full_network():
+def test_folded_denoiser_equals_the_full_network():
     c = StyleEConfig(latent_dim=32, num_layers=2, text_dim=16, max_timesteps=1000)
     module = StyleE(c)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((3, c.window, c.nfeats)), jnp.float32)
     sparse = jnp.asarray(rng.standard_normal((3, c.window, c.sparse_dim)), jnp.float32)
     text = jnp.asarray(rng.standard_normal((3, c.text_dim)), jnp.float32)
-    t = jnp.asarray([5, 400, 999])
-    params = module.init(jax.random.key(0), x, t, sparse, text)["params"]
+    steps = jnp.asarray([999, 400, 5])
+    params = module.init(jax.random.key(0), x, steps, sparse, text)["params"]
     params = jax.tree.map(lambda a: a + 0.05 * jnp.asarray(rng.standard_normal(a.shape), a.dtype), params)
-    full = module.apply({"params": params}, x, t, sparse, text)
-    const = hoisted_conditioning(module, params, sparse, text)
-    hoisted = module.apply({"params": params}, x, t, None, None, conditioning=const)
-    assert_close(hoisted, full, name="style-e hoisted conditioning")
+    folded = fold_for_sampling(module, params, sparse, text, steps)
+    assert folded.step_bias.shape == (3, c.num_layers, c.latent_dim)
+    for k, t in enumerate(np.asarray(steps)):
+        full = module.apply({"params": params}, x, jnp.full((3,), t), sparse, text)
+        assert_close(folded_denoise(module, params, folded, x, k), full, name=f"style-e folded step t={t}")
 
 
 def test_frame_mix_is_torch_conv1d_over_frames():
