@@ -258,7 +258,7 @@ def export_models(root: str | Path, out_dir: str | Path, dtype: str = "float16")
     evaluation = json.loads(old.read_text()).get("evaluation") if old.is_file() else None  # bench/fidelity_svp.py's
     svp_loading.save_models(svp_models.SVPModels(cfg, modules, cast), out_dir, files=[ABLATION_FILE],
                             source="svp_synthetic: trained on jaxtalk.data.synthetic (train/svp_stack.py)",
-                            model="svp_synthetic", config=SAMPLING_PRESET, params_dtype=dtype, training=record,
+                            model="svp_synthetic", preset=SAMPLING_PRESET, params_dtype=dtype, training=record,
                             evaluation=evaluation)
     return out_dir
 
