@@ -152,6 +152,8 @@ def write_component(directory: str | os.PathLike, kind: str, config: Any, variab
     d.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(d / PARAMS, {kind: variables}, force=True)
+    if not distributed.is_main():  # as in `write`: all processes write the params, process 0 the rest
+        return d
     with atomic_path(d / CONFIG) as tmp:
         Path(tmp).write_text(yaml.safe_dump({"kind": kind, "config": config}, sort_keys=False))
     manifest = {"format": FORMAT, "system": None, "component": kind, "layout": "orbax",

@@ -27,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from jaxtalk import distributed
 from jaxtalk.config import to_dict
 from jaxtalk.interop import bundle
 from jaxtalk.interop.registry import get_kind
@@ -76,7 +77,7 @@ def save_converted(directory: str | os.PathLike, kind: str, params: Any, config:
     except TypeError as e:
         raise TypeError(f"config of kind {kind!r} is not JSON-serialisable ({e}); pass a dict or a dataclass") from None
     path = bundle.write_component(directory, kind, config, nn.meta.unbox(params), **provenance)
-    if jax.process_index() == 0:
+    if distributed.is_main():
         (path / META_NAME).unlink(missing_ok=True)  # an older folder overwritten: the bundle alone describes it
     return path
 
