@@ -140,6 +140,8 @@ def test_full_width_matches_torch_reference(full_reference):
         expected = full_reference(torch.from_numpy(mels)[:, None], torch.from_numpy(ref), torch.from_numpy(ratio))
     out = jax.jit(module.apply)(variables, mels, ref, ratio)
     assert_close(out, expected.numpy(), name="audio2exp full width")
+    folded = a2e.audio2exp(module, variables, mels[:, None], ref, ratio[:, None])  # BatchNorm folded (inference)
+    assert_close(folded[:, 0], expected.numpy(), name="audio2exp full width, BatchNorm folded")
     back = interop.to_torch("sadtalker_audio2exp", variables)
     assert set(back) == {k for k in sd if "num_batches_tracked" not in k}
     for k, v in back.items():
