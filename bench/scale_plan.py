@@ -301,7 +301,8 @@ def add_mfu(rows: list[dict]) -> None:
     N x peak x the row's step time. 50 % for the least redundant split by construction; lower where a split
     repeats work (replicated optimiser updates, activations not split over `tensor`) or remat recomputes it."""
     for r in rows:
-        same = [q for q in rows if (q["model"], q["dtype"]) == (r["model"], r["dtype"])
+        same = [q for q in rows if (q["model"], q["dtype"], q.get("attention_chunk")) ==
+                (r["model"], r["dtype"], r.get("attention_chunk"))
                 and q["flops_per_device"] and q.get("remat", "none") == "none"
                 and q.get("source", "compiled") == r.get("source", "compiled")]
         if not same or not r["h100_step_s_at_50pct"]:
