@@ -82,7 +82,7 @@ def _validate(cfg: DistributedConfig) -> None:
         missing = [n for n, g in zip(("coordinator", "num_processes", "process_id"), given) if not g]
         raise DistributedError(
             f"distributed: {', '.join(missing)} missing; give all of --coordinator HOST:PORT --num-processes N "
-            "--process-id I (or train.distributed.*), or none of them for cluster auto-detection")
+            "--process-id I (or the config's distributed.* keys), or none of them for cluster auto-detection")
     if cfg.coordinator is not None:
         host, _, port = cfg.coordinator.rpartition(":")
         if not host or not port.isdigit():
