@@ -10,9 +10,9 @@ the only thing it adds is the web side:
   answered at once with a "busy" message.
 * uploads are size-limited (gradio refuses bigger files; the handlers check again) and live only in a private
   temporary folder (uploads, results and gradio's cache), removed when the server stops.
-* faces: the page passes the uploaded photo (and driving video, retarget strategy) to `generate(face="auto")`,
-  which crops / keypoints / aligns it like `jaxtalk generate`; its `on_note` lines (which face, which keypoint
-  strategy, the photo used as given when no face is found) are shown under the video. The "Detected face"
+* faces: the page passes the uploaded photo (and driving video, retarget strategy) to `generate(face="on")`,
+  which crops / keypoints / aligns it like `jaxtalk generate` and refuses a photo without a face (one line in the
+  page); its `on_note` lines (which face, which keypoint strategy) are shown under the video. The "Detected face"
   picture is a preview only (`face_preview`: `jaxtalk.faces.analyze` + `overlay`).
 * bad input (silent or corrupt audio, too long, a photo without a face in the preview, ...) shows the library's
   one-line error in the page; an internal failure shows one line too and the traceback goes to the server log
@@ -242,7 +242,7 @@ class Engine:
             models = self.models("svp", weights)
             t0 = time.perf_counter()
             out = pipeline.generate(image_path, audio_path, self.new_result_path(), style=style_paths or None,
-                                    style_mix=style_mix, driving=driving_path, face="auto", retarget=retarget,
+                                    style_mix=style_mix, driving=driving_path, face="on", retarget=retarget,
                                     overrides=overrides, seed=seed, steps=steps, models=models, progress=False,
                                     on_progress=on_progress, on_note=notes.append)
         return {**out, "notes": [page_note(n) for n in notes], "seconds": time.perf_counter() - t0}
@@ -266,7 +266,7 @@ class Engine:
         with self.admit(on_wait):
             models = self.models("style2talker", weights)
             t0 = time.perf_counter()
-            out = pipeline.generate(image_path, audio_path, emotion, self.new_result_path(), style=art, face="auto",
+            out = pipeline.generate(image_path, audio_path, emotion, self.new_result_path(), style=art, face="on",
                                     overrides=overrides, seed=seed, models=models, progress=False,
                                     on_progress=on_progress, on_note=notes.append)
         return {**out, "notes": [page_note(n) for n in notes], "seconds": time.perf_counter() - t0}

@@ -16,6 +16,7 @@ Style2Talker tab (a second model family) are slow-marked.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -147,6 +148,9 @@ def test_uploads_are_limited_and_the_temporary_folder_is_removed(tmp_path, files
         engine.models("svp", "/etc")
     with pytest.raises(serve.InputError, match="no audio given"):
         engine.generate_svp(files["photo"], None)
+    if importlib.util.find_spec("jaxtalk.faces") is not None:  # a photo without a face is refused (the page shows this one line), not animated
+        with pytest.raises(ValueError, match="no face found"):
+            engine.generate_svp(files["noise"], files["speech"], steps=1)
     assert engine.checkpoint_choices("svp") == [serve.DEFAULT_WEIGHTS]
     engine.close()
     assert not engine.workdir.exists()
