@@ -61,32 +61,18 @@ cache, preset, repo = sys.argv[1], sys.argv[2], sys.argv[3]
 from jaxtalk.compile_cache import enable_compile_cache
 if cache != "off":
     enable_compile_cache(cache)
-import flax.linen as nn
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
 sys.path.insert(0, repo + "/bench")
-from scale_plan import _batch, abstract_state
+from scale_plan import lower_train_step
 from jaxtalk import config, parallel
-from jaxtalk.training import loop, state as state_lib
 from jaxtalk.training.svp import SVPTask
 cfg = config.load(preset, ["init=[]"])
 task = SVPTask.from_config(cfg)
 mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-state = abstract_state(task, cfg.optimizer, mesh)
-batch = _batch("svp", cfg, task, cfg.data.batch_size)
-batch_sh = {k: parallel.batch_sharding(mesh, len(v.shape)) for k, v in batch.items()}
-batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k]) for k, v in batch.items()}
-replicated = NamedSharding(mesh, P())
-rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
-mask, _ = loop.optimizer_of(task, cfg.optimizer)
-step = loop.guarded_step(state_lib.make_train_step(lambda p, b, r: task.loss(loop.freeze(p, mask), b, r)), True)
-state_sh = jax.tree.map(lambda x: x.sharding, state)
 t0 = time.perf_counter()
-with nn.logical_axis_rules(parallel.LOGICAL_RULES), jax.set_mesh(mesh):
-    lowered = jax.jit(step, in_shardings=(state_sh, batch_sh, replicated), out_shardings=(state_sh, replicated),
-                      donate_argnums=0).lower(state, batch, rng)
-    t1 = time.perf_counter()
-    lowered.compile()
+lowered, _ = lower_train_step("svp", cfg, task, mesh, cfg.data.batch_size)
+t1 = time.perf_counter()
+lowered.compile()
 t2 = time.perf_counter()
 print(json.dumps({"batch": cfg.data.batch_size, "lower_s": t1 - t0, "compile_s": t2 - t1,
                   "process_total_s": time.perf_counter() - t_start}))

@@ -133,9 +133,9 @@ def abstract_state(task, opt_cfg, mesh):
     return jax.tree_util.tree_map_with_path(place, abstract)
 
 
-def compile_step(model: str, devices: int, split: str, dtype: str, per_device_batch: int, remat: str = "none",
-                 lower_only: bool = False) -> dict:
-    """One row: compile the train step and read its memory and cost analyses."""
+def lower_train_step(model: str, cfg, task, mesh, global_batch: int):
+    """`task`'s sharded train step lowered on `mesh` from abstract state and batch (no array is allocated);
+    returns (lowered, (state, batch)). Shared with bench/compile_time.py."""
     import flax.linen as nn
     import jax
     from jax.sharding import NamedSharding
@@ -145,10 +145,6 @@ def compile_step(model: str, devices: int, split: str, dtype: str, per_device_ba
     from jaxtalk.training import loop
     from jaxtalk.training import state as state_lib
 
-    data, fsdp, tensor = _split(split, devices)
-    mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:devices])
-    cfg, task = _task(model, dtype, remat)
-    global_batch = per_device_batch * data * fsdp
     state = abstract_state(task, cfg.optimizer, mesh)
     batch = _batch(model, cfg, task, global_batch)
     batch_sh = {k: parallel.batch_sharding(mesh, len(v.shape)) for k, v in batch.items()}
@@ -159,17 +155,32 @@ def compile_step(model: str, devices: int, split: str, dtype: str, per_device_ba
     step = loop.guarded_step(state_lib.make_train_step(lambda p, b, r: task.loss(loop.freeze(p, mask), b, r)),
                              True)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
-    t0 = time.perf_counter()
     with nn.logical_axis_rules(parallel.LOGICAL_RULES), jax.set_mesh(mesh):
         lowered = jax.jit(step, in_shardings=(state_sh, batch_sh, replicated), out_shardings=(state_sh, replicated),
                           donate_argnums=0).lower(state, batch, rng)
-        t1 = time.perf_counter()
-        print(f"  lowered {model} {devices} {split} {dtype} remat={remat} in {t1 - t0:.0f} s", file=sys.stderr,
-              flush=True)
-        if lower_only:
-            return _lowered_row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, lowered,
-                                (state, batch), t1 - t0, remat)
-        compiled = lowered.compile(COMPILER_OPTIONS or None)
+    return lowered, (state, batch)
+
+
+def compile_step(model: str, devices: int, split: str, dtype: str, per_device_batch: int, remat: str = "none",
+                 lower_only: bool = False) -> dict:
+    """One row: compile the train step and read its memory and cost analyses."""
+    import jax
+
+    from jaxtalk import parallel
+
+    data, fsdp, tensor = _split(split, devices)
+    mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:devices])
+    cfg, task = _task(model, dtype, remat)
+    global_batch = per_device_batch * data * fsdp
+    t0 = time.perf_counter()
+    lowered, (state, batch) = lower_train_step(model, cfg, task, mesh, global_batch)
+    t1 = time.perf_counter()
+    print(f"  lowered {model} {devices} {split} {dtype} remat={remat} in {t1 - t0:.0f} s", file=sys.stderr,
+          flush=True)
+    if lower_only:
+        return _lowered_row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, lowered,
+                            (state, batch), t1 - t0, remat)
+    compiled = lowered.compile(COMPILER_OPTIONS or None)
     t2 = time.perf_counter()
     return _row(model, devices, split, (data, fsdp, tensor), dtype, global_batch, compiled, t1 - t0, t2 - t1,
                 remat)
