@@ -42,18 +42,19 @@ class StackRun:
     preset: str
     overrides: tuple[str, ...] = ()
     needs_scale: bool = False  # gets model.vae.scaling_factor from the VAE run
+    data_dir: str = "train"  # records under <root>/data/; the style prior and stage 3 pair clips of one identity
 
 
 RUNS = (
     StackRun("vae", "train_svp_synth_vae"),
-    StackRun("style_prior", "train_svp_synth_style_prior"),
+    StackRun("style_prior", "train_svp_synth_style_prior", data_dir="train_style"),
     StackRun("style_prior_det", "train_svp_synth_style_prior",
-             ("extractor.deterministic=true", "contrast=mean")),
+             ("extractor.deterministic=true", "contrast=mean"), data_dir="train_style"),
     StackRun("stage1", "train_svp_synth_stage1", (), True),
     StackRun("stage2", "train_svp_synth_stage2", (), True),
-    StackRun("stage3", "train_svp_synth_stage3", (), True),
+    StackRun("stage3", "train_svp_synth_stage3", (), True, "train_multi"),
     StackRun("stage3_det", "train_svp_synth_stage3",
-             ("style_sample=false", "model.style_extractor.deterministic=true"), True),
+             ("style_sample=false", "model.style_extractor.deterministic=true"), True, "train_multi"),
 )
 
 
@@ -76,7 +77,7 @@ def run_config(run: StackRun, root: Path, scale: float, extra: tuple[str, ...] =
     base = config_lib.load(run.preset)
     steps = max(2, int(math.ceil(base.train.steps * scale)))
     every = max(1, min(base.train.checkpoint_every, steps // 2))
-    overrides = [f"train.workdir={root / run.name}", f"data.record_dir={root / 'data' / 'train'}",
+    overrides = [f"train.workdir={root / run.name}", f"data.record_dir={root / 'data' / run.data_dir}",
                  f"train.steps={steps}", f"train.checkpoint_every={every}",
                  f"train.log_every={max(1, min(base.train.log_every, steps // 4 or 1))}",
                  f"data.synthetic.seed={TRAIN_SEED}", *run.overrides, *_inits(run, root), *extra]

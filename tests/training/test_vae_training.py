@@ -70,13 +70,18 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
     assert [r.name for r in svp_stack.RUNS][:3] == ["vae", "style_prior", "style_prior_det"]
     for name, cfg in cfgs.items():
         assert cfg.train.workdir == str(tmp_path / name)
-        assert cfg.data.record_dir == str(tmp_path / "data" / "train")
+        run = next(r for r in svp_stack.RUNS if r.name == name)
+        assert cfg.data.record_dir == str(tmp_path / "data" / run.data_dir)
         assert cfg.data.synthetic.seed == svp_stack.TRAIN_SEED != svp_stack.EVAL_SEED
     for name in ("stage1", "stage2", "stage3", "stage3_det"):
         assert cfgs[name].model.vae.scaling_factor == 2.5
         assert cfgs[name].model.vae == cfgs["vae"].vae.__class__(**{**cfgs["vae"].vae.__dict__,
                                                                     "scaling_factor": 2.5})
     assert [s.path for s in cfgs["stage1"].init] == [str(tmp_path / "vae")]
+    # frames for the VAE and stages 1-2 share one record set; the style prior and stage 3 pair clips of one identity
+    assert {cfgs[n].data.record_dir for n in ("vae", "stage1", "stage2")} == {str(tmp_path / "data" / "train")}
+    assert cfgs["stage3"].data.synthetic.clips_per_identity > 1 < cfgs["style_prior"].data.synthetic.clips_per_identity
+    assert cfgs["stage3"].data.record_dir == cfgs["stage3_det"].data.record_dir != cfgs["stage1"].data.record_dir
     assert [s.path for s in cfgs["stage3"].init] == [str(tmp_path / "stage2"), str(tmp_path / "style_prior")]
     assert [s.path for s in cfgs["stage3_det"].init] == [str(tmp_path / "stage2"), str(tmp_path / "style_prior_det")]
     assert cfgs["style_prior_det"].extractor.deterministic and cfgs["stage3_det"].model.style_extractor.deterministic
