@@ -262,6 +262,9 @@ class TrainVAEConfig:
     grad_weight: float = cfg.field(0.5, min=0.0)
     optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=4e-4))
     init: tuple[InitSource, ...] = ()
+    # regexes of the trained params ('/'-joined, e.g. '^vae/decoder/'); None trains everything. A decoder-only
+    # run keeps the encoder's latent space, so denoisers trained on it stay valid
+    trainable: tuple[str, ...] | None = None
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
     mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
 

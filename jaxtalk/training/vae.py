@@ -51,12 +51,13 @@ class VAETask(Task):
     mse_weight: float = 1.0
     grad_weight: float = 0.5
     init: tuple[InitSource, ...] = ()
+    trainable: tuple[str, ...] | None = None
 
     name = "vae"
 
     @classmethod
     def from_config(cls, cfg: TrainVAEConfig) -> VAETask:
-        return cls(cfg.vae, cfg.data, cfg.kl_weight, cfg.mse_weight, cfg.grad_weight, cfg.init)
+        return cls(cfg.vae, cfg.data, cfg.kl_weight, cfg.mse_weight, cfg.grad_weight, cfg.init, cfg.trainable)
 
     def module(self) -> AutoencoderKL:
         return AutoencoderKL(self.vae, param_dtype=jnp.float32)
@@ -66,8 +67,8 @@ class VAETask(Task):
         v = self.module().init(rng, jnp.zeros((1, f, f, self.vae.in_channels)))
         return {"params": {"vae": v["params"]}}
 
-    def trainable_patterns(self) -> None:
-        return None
+    def trainable_patterns(self) -> tuple[str, ...] | None:
+        return self.trainable
 
     def prepare_params(self, params: dict) -> dict:
         return sources.apply_init_sources(params, self.init)[0]
