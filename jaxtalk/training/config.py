@@ -260,6 +260,8 @@ class TrainVAEConfig:
     kl_weight: float = cfg.field(1e-6, min=0.0)
     mse_weight: float = cfg.field(1.0, min=0.0)
     grad_weight: float = cfg.field(0.5, min=0.0)
+    with_reference: bool = cfg.field(True, doc="also reconstruct each sample's reference frame (another frame of "
+                                     "the same person: on many identities a near duplicate, twice the compute)")
     optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=4e-4))
     init: tuple[InitSource, ...] = ()
     # regexes of the trained params ('/'-joined, e.g. '^vae/decoder/'); None trains everything. A decoder-only

@@ -42,14 +42,16 @@ class StackRun:
     preset: str
     overrides: tuple[str, ...] = ()
     needs_scale: bool = False  # gets model.vae.scaling_factor from the VAE run
-    data_dir: str = "train"  # records under <root>/data/; the style prior and stage 3 pair clips of one identity
+    # records under <root>/data/: train = 1500 identities x 1 clip (VAE, stages 1-2), train_small = 24 x 22 (style
+    # prior), train_multi = 400 x 4 (stage 3): the style prior and stage 3 pair clips of one identity
+    data_dir: str = "train"
 
 
 RUNS = (
     StackRun("vae", "train_svp_synth_vae"),
-    StackRun("style_prior", "train_svp_synth_style_prior", data_dir="train_style"),
+    StackRun("style_prior", "train_svp_synth_style_prior", data_dir="train_small"),
     StackRun("style_prior_det", "train_svp_synth_style_prior",
-             ("extractor.deterministic=true", "contrast=mean"), data_dir="train_style"),
+             ("extractor.deterministic=true", "contrast=mean"), data_dir="train_small"),
     StackRun("stage1", "train_svp_synth_stage1", (), True),
     StackRun("stage2", "train_svp_synth_stage2", (), True),
     StackRun("stage3", "train_svp_synth_stage3", (), True, "train_multi"),

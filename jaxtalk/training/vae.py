@@ -52,12 +52,14 @@ class VAETask(Task):
     grad_weight: float = 0.5
     init: tuple[InitSource, ...] = ()
     trainable: tuple[str, ...] | None = None
+    with_reference: bool = True
 
     name = "vae"
 
     @classmethod
     def from_config(cls, cfg: TrainVAEConfig) -> VAETask:
-        return cls(cfg.vae, cfg.data, cfg.kl_weight, cfg.mse_weight, cfg.grad_weight, cfg.init, cfg.trainable)
+        return cls(cfg.vae, cfg.data, cfg.kl_weight, cfg.mse_weight, cfg.grad_weight, cfg.init, cfg.trainable,
+                   cfg.with_reference)
 
     def module(self) -> AutoencoderKL:
         return AutoencoderKL(self.vae, param_dtype=jnp.float32)
@@ -80,11 +82,13 @@ class VAETask(Task):
         return data_lib.make_batches(d.record_dir, d.clip_window, d.batch_size, d.shuffle_seed, prep, d.stride)
 
     def device_fields(self) -> tuple[str, ...]:
-        return ("frames", "reference")
+        return ("frames", "reference") if self.with_reference else ("frames",)
 
     def images(self, batch: dict) -> jax.Array:
         frames = batch["frames"]
-        x = jnp.concatenate([frames.reshape(-1, *frames.shape[2:]), batch["reference"]])
+        x = frames.reshape(-1, *frames.shape[2:])
+        if self.with_reference:
+            x = jnp.concatenate([x, batch["reference"]])
         return x.astype(jnp.float32) / 127.5 - 1.0
 
     def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:

@@ -38,6 +38,15 @@ def test_reconstruction_improves_and_every_param_trains(run):
                                                   "vae/post_quant_conv"))
 
 
+def test_decoder_only_run_keeps_the_encoder(root):
+    cfg = load_cfg(PRESET, root, 'trainable=["^vae/decoder/", "^vae/post_quant_conv/"]')
+    task = VAETask.from_config(cfg)
+    _, before, after, losses = overfit(task, cfg, 3)
+    assert np.all(np.isfinite(losses))
+    check_mask(task, cfg, before, after, trained=("vae/decoder", "vae/post_quant_conv"),
+               frozen=("vae/encoder/", "vae/quant_conv/"))
+
+
 def test_resume_gives_the_uninterrupted_loss(root, run):
     check_resume(VAETask.from_config(run[0]), run[0], run[1], root, PRESET)
 
@@ -67,7 +76,7 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "latent_scale.json").write_text(json.dumps({"scaling_factor": 2.5}))
     cfgs = {run.name: svp_stack.run_config(run, tmp_path, 0.01)[0] for run in svp_stack.RUNS}
-    assert [r.name for r in svp_stack.RUNS][:3] == ["vae", "style_prior", "style_prior_det"]
+    assert [r.name for r in svp_stack.RUNS][:4] == ["vae", "style_prior", "style_prior_det"]
     for name, cfg in cfgs.items():
         assert cfg.train.workdir == str(tmp_path / name)
         run = next(r for r in svp_stack.RUNS if r.name == name)
@@ -78,8 +87,9 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
         assert cfgs[name].model.vae == cfgs["vae"].vae.__class__(**{**cfgs["vae"].vae.__dict__,
                                                                     "scaling_factor": 2.5})
     assert [s.path for s in cfgs["stage1"].init] == [str(tmp_path / "vae")]
-    # frames for the VAE and stages 1-2 share one record set; the style prior and stage 3 pair clips of one identity
+    # the VAE and stages 1-2 share one record set; the style prior and stage 3 pair clips of one identity
     assert {cfgs[n].data.record_dir for n in ("vae", "stage1", "stage2")} == {str(tmp_path / "data" / "train")}
+    assert cfgs["style_prior"].data.record_dir != cfgs["stage1"].data.record_dir != cfgs["stage3"].data.record_dir
     assert cfgs["stage3"].data.synthetic.clips_per_identity > 1 < cfgs["style_prior"].data.synthetic.clips_per_identity
     assert cfgs["stage3"].data.record_dir == cfgs["stage3_det"].data.record_dir != cfgs["stage1"].data.record_dir
     assert [s.path for s in cfgs["stage3"].init] == [str(tmp_path / "stage2"), str(tmp_path / "style_prior")]
