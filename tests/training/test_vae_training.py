@@ -76,7 +76,7 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "latent_scale.json").write_text(json.dumps({"scaling_factor": 2.5}))
     cfgs = {run.name: svp_stack.run_config(run, tmp_path, 0.01)[0] for run in svp_stack.RUNS}
-    assert [r.name for r in svp_stack.RUNS][:4] == ["vae", "style_prior", "style_prior_det"]
+    assert [r.name for r in svp_stack.RUNS][:3] == ["vae", "style_prior", "style_prior_det"]
     for name, cfg in cfgs.items():
         assert cfg.train.workdir == str(tmp_path / name)
         run = next(r for r in svp_stack.RUNS if r.name == name)
@@ -98,6 +98,7 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
     assert not cfgs["stage3_det"].style_sample and cfgs["stage3"].style_sample
     sampling = config.load(svp_stack.SAMPLING_PRESET)
     assert sampling.unet.unet == cfgs["stage3"].model.unet.unet
+    assert sampling.vae.block_out_channels == cfgs["vae"].vae.block_out_channels
     assert sampling.style.extractor == cfgs["stage3"].model.style_extractor
     assert sampling.audio.feature_dim == cfgs["stage2"].audio.feature_dim == 160
 
