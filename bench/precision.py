@@ -12,7 +12,8 @@ sampler update stay float32 in both). Reported per model:
 * seconds per clip after compilation for both dtypes, run interleaved (fp32 clip k, bf16 clip k, ...) in this one
   process, their ratio fp32/bf16, and the 1-minute load average next to every timing (a loaded machine inflates
   both; read the ratio).
-With --style2talker the shipped Style2Talker (jaxtalk/assets/style2talker_synthetic) is compared the same way on
+First, one 1024^3 matrix product in both dtypes: GFLOP/s and the op XLA compiled it to (on XLA:CPU a bf16 product
+is converted to f32 and multiplied in f32). With --style2talker the shipped Style2Talker (jaxtalk/assets/style2talker_synthetic) is compared the same way on
 its rendered frames. Writes bench/results/precision.json (or --out).
 """
 
@@ -148,12 +149,46 @@ def style2talker(clips: int, seed: int, frames: int) -> dict:
     return res
 
 
+def matmul_rates(n: int = 1024, repeats: int = 7) -> dict:
+    """GFLOP/s of one jitted (n, n) @ (n, n) product in float32 and in bfloat16 (median of `repeats`, interleaved),
+    and the op XLA compiled it to: shows whether bf16 reaches the CPU's bf16 units (AMX / AVX512-BF16) at all."""
+    import jax
+    import jax.numpy as jnp
+
+    out: dict = {"n": n}
+    fns, args = {}, {}
+    for name, dt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+        a = jax.random.normal(jax.random.key(0), (n, n), dt)
+        fns[name] = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
+        args[name] = (a, a)
+        header, ops = "", []  # the computation (with its operand types) that holds each dot / custom call
+        for ln in fns[name].as_text().splitlines():
+            if ln.startswith(("%", "ENTRY")) and ln.rstrip().endswith("{"):
+                header = ln.split("{")[0].strip()
+            elif " dot(" in ln or "custom-call" in ln:
+                ops.append(f"{header}: {ln.strip().split(',')[0]}")
+        out[f"{name}_ops"] = ops
+        jax.block_until_ready(fns[name](*args[name]))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k in fns:
+            t0 = time.perf_counter()
+            jax.block_until_ready(fns[k](*args[k]))
+            times[k].append(time.perf_counter() - t0)
+    for k, v in times.items():
+        out[f"{k}_gflops"] = 2 * n ** 3 / float(np.median(v)) / 1e9
+    out["ratio_fp32_over_bf16_time"] = out["bfloat16_gflops"] / out["float32_gflops"]
+    out["load_1m"] = _load()
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=3)
     p.add_argument("--seed", type=int, default=4242, help="held-out identity population")
     p.add_argument("--checkpoint", help="SVP bundle (default: the shipped jaxtalk/weights/svp_synthetic)")
     p.add_argument("--style2talker", action="store_true", help="also the shipped Style2Talker")
+    p.add_argument("--no-svp", action="store_true", help="leave SVP out (with --style2talker: that model only)")
     p.add_argument("--frames", type=int, help="frames per SVP clip (default: one context window)")
     p.add_argument("--s2t-frames", type=int, default=50, help="frames per Style2Talker clip")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "precision.json"))
@@ -162,12 +197,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict = {"backend": jax.default_backend(), "devices": str(jax.devices()[0]),
                      "cpu_count": os.cpu_count(), "load_1m_at_start": _load()}
-    print("SVP", flush=True)
-    results["svp"] = svp(args.clips, args.seed, args.checkpoint, args.frames)
-    r = results["svp"]
-    print(f"SVP bf16 vs fp32: PSNR {r['psnr_bf16_vs_fp32_db']['mean']:.2f} dB (min {r['psnr_bf16_vs_fp32_db']['min']:.2f}); "
-          f"s/clip fp32 {r['seconds_per_clip']['float32']:.2f} bf16 {r['seconds_per_clip']['bfloat16']:.2f}; "
-          f"ratio fp32/bf16 {r['ratio_fp32_over_bf16_time']:.3f}", flush=True)
+    results["matmul"] = m = matmul_rates()
+    print(f"matmul {m['n']}^3: fp32 {m['float32_gflops']:.1f} GFLOP/s, bf16 {m['bfloat16_gflops']:.1f} GFLOP/s, "
+          f"ratio fp32/bf16 time {m['ratio_fp32_over_bf16_time']:.3f} (load {m['load_1m']}); bf16 product compiled "
+          f"as: {m['bfloat16_ops']}", flush=True)
+    if not args.no_svp:
+        print("SVP", flush=True)
+        results["svp"] = svp(args.clips, args.seed, args.checkpoint, args.frames)
+        r = results["svp"]
+        print(f"SVP bf16 vs fp32: PSNR {r['psnr_bf16_vs_fp32_db']['mean']:.2f} dB (min "
+              f"{r['psnr_bf16_vs_fp32_db']['min']:.2f}); s/clip fp32 {r['seconds_per_clip']['float32']:.2f} bf16 "
+              f"{r['seconds_per_clip']['bfloat16']:.2f}; ratio fp32/bf16 {r['ratio_fp32_over_bf16_time']:.3f}",
+              flush=True)
     if args.style2talker:
         print("Style2Talker", flush=True)
         results["style2talker"] = style2talker(args.clips, args.seed, args.s2t_frames)

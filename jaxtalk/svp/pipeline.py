@@ -812,6 +812,30 @@ def resolve_models(checkpoint: str | os.PathLike | None = None, *, cfg: Any = No
     return svp_models.build_models(cfg, seed=cfg.seed, mesh=mesh)
 
 
+FAST_PRESET = "svp_synthetic_fast"
+
+
+def fast_sampling() -> tuple[str, int]:
+    """(sampler kind, steps) of the `svp_synthetic_fast` preset: the solver and fewest steps whose fidelity stayed
+    within noise of 25-step Euler on held-out clips of the shipped model (`bench/svp_steps.py`, docs/svp_steps.json).
+    """
+    from jaxtalk.svp.config import SVPConfig
+
+    s = config_lib.load(FAST_PRESET, cls=SVPConfig).sampler
+    return s.kind, s.steps
+
+
+def sampling_choice(sampler: str | None, steps: int | None, *, fast: bool = False) -> tuple[str | None, int | None]:
+    """The (sampler, steps) `generate` runs with: explicit values win; with `fast` the missing ones come from
+    `fast_sampling()` (both from it when neither is given); None = the config's own."""
+    if not fast:
+        return sampler, steps
+    kind, n = fast_sampling()
+    if sampler is not None and sampler != kind and steps is None:
+        return sampler, None  # another solver than the preset's: its step count says nothing about this one
+    return sampler or kind, steps if steps is not None else n
+
+
 def with_sampling_overrides(models: Any, overrides: Sequence[str]) -> Any:
     """`models` with `overrides` applied to its config (sampling settings: seed, sampler steps, guidance, video
     size, context windows); the weights are shared, not copied."""
