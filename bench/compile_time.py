@@ -24,6 +24,10 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import write_results  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -127,10 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                 lambda r: (f"batch {r['batch']}, lower {r['lower_s']:.1f} s, compile {r['compile_s']:.1f} s, "
                            f"process {r['process_total_s']:.1f} s"))
     results["load_avg_1m_at_end"] = os.getloadavg()[0]
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    write_results(args.out, results)
     return results
 
 

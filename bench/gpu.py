@@ -25,7 +25,6 @@ import math
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import time
 import traceback
@@ -38,6 +37,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import timed, xla_flops  # noqa: E402
 from jaxtalk import config  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
@@ -50,23 +50,6 @@ def peak_flops(kind: str) -> float | None:
     return None
 
 
-def flops_of(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call s, median of `repeats` further calls)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return first, statistics.median(ts)
 
 
 # --------------------------------------------------------------------------------------------------------- SVP
@@ -109,7 +92,7 @@ def svp_variant(base, models, dtype: str, attention: str, rng: np.random.Generat
     # XLA's cost analysis counts a loop body once: the scan over steps holds the fori_loop over windows, so the
     # compiled program's FLOPs are one guided window prediction (+ one sampler step); times windows x steps.
     plan = pipe.window_plan(frames)
-    flops = flops_of(compiled) * plan.num_windows * pipe.coeffs.num_steps
+    flops = xla_flops(compiled) * plan.num_windows * pipe.coeffs.num_steps
     peak = peak_flops(getattr(jax.devices()[0], "device_kind", ""))
     return {"attention_chunk": chunk, "compile_s": compile_s, "denoise_s": denoise_s, "decode_s": decode_s,
             "decode_first_call_s": decode_first, "s_per_frame": (denoise_s + decode_s) / frames,
@@ -212,7 +195,7 @@ def style_a_size(cfg, size: int, repeats: int) -> dict:
         compile_s = time.perf_counter() - t0
         _, median = timed(lambda c=compiled, a=args: jax.block_until_ready(c(*a)), repeats)
         entry[f"batch{batch}"] = {"frames_per_s": batch / median, "ms_per_call": median * 1e3,
-                                  "compile_s": compile_s, "tflop_per_s": flops_of(compiled) / median / 1e12}
+                                  "compile_s": compile_s, "tflop_per_s": xla_flops(compiled) / median / 1e12}
         print(f"Style-A {size}: batch {batch} {batch / median:.1f} frames/s (compile {compile_s:.0f} s)", flush=True)
     return entry
 

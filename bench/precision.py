@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -36,6 +35,7 @@ for p in (REPO, REPO / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from bench.common import write_results  # noqa: E402
 from jaxtalk.eval import metrics  # noqa: E402
 
 
@@ -217,10 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['seconds_per_clip']['float32']:.2f} bf16 {r['seconds_per_clip']['bfloat16']:.2f}; "
               f"ratio fp32/bf16 {r['ratio_fp32_over_bf16_time']:.3f}", flush=True)
     results["load_1m_at_end"] = _load()
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    write_results(args.out, results)
     return results
 
 

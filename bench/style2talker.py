@@ -24,13 +24,10 @@ max|jax - torch| / max|torch|, peak RSS and the machine's load average) are prin
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
 import platform
-import resource
-import statistics
 import sys
 import time
 
@@ -42,6 +39,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import peak_rss_mb, timed, write_results, xla_flops  # noqa: E402
 from jaxtalk import config, interop  # noqa: E402
 from jaxtalk.style2talker import audio2exp as a2e  # noqa: E402
 from jaxtalk.style2talker.config import Style2TalkerConfig  # noqa: E402
@@ -54,22 +52,6 @@ from tests.reference.stylegan_ops import fir_kernel, modulated_conv_ref, upfirdn
 
 SQRT2 = math.sqrt(2.0)
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, median seconds of `repeats` further calls)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
 
 
 FLOPS: dict[int, float] = {}  # id(output) -> XLA's flop count of the call that made it
@@ -88,9 +70,7 @@ def jax_timed(fn, args, repeats):
         out = jax.block_until_ready(compiled(*args))
 
     _, median = timed(call, repeats)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    FLOPS[id(out)] = float(cost.get("flops", 0.0)) if cost else 0.0
+    FLOPS[id(out)] = xla_flops(compiled)
     return compile_s, median, out
 
 
@@ -310,10 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
                           for s in sizes]
     results["peak_rss_mb"] = peak_rss_mb()
     results["load_avg_1m_at_end"] = os.getloadavg()[0]
-    out_path = pathlib.Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out_path}")
+    write_results(args.out, results)
     return results
 
 

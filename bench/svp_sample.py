@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import statistics
@@ -40,6 +39,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import write_results  # noqa: E402
 from jaxtalk import config, interop  # noqa: E402
 from jaxtalk.data import media  # noqa: E402
 from jaxtalk.svp import context  # noqa: E402
@@ -237,10 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  ratio jaxtalk / torch: matched {res['ratio_matched_jaxtalk_over_torch']:.2f}, full SVP "
               f"{res['ratio_full_jaxtalk_over_torch']:.2f}")
     print("  jaxtalk_full stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in res["jaxtalk_full_stage_s"].items()))
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1))
-    print(f"wrote {path}")
+    write_results(args.out, res)
     return res
 
 

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import platform
-import statistics
 import sys
 
 import jax
@@ -38,7 +36,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.unet import peak_rss_mb, timed  # noqa: E402
+from bench.common import peak_rss_mb, timed, write_results, xla_flops  # noqa: E402
 from jaxtalk import config  # noqa: E402
 from jaxtalk.svp.reference_net import ReferenceNet  # noqa: E402
 from jaxtalk.svp.video_unet import SVPUNet, SVPUNetConfig  # noqa: E402
@@ -81,13 +79,11 @@ def jaxtalk_step(cfg: SVPUNetConfig, batch: int, frames: int, size: int, repeats
     t0 = time.perf_counter()
     compiled = apply.lower(params, sample, t, audio, kwargs).compile()
     compile_s = time.perf_counter() - t0
-    first, times = timed(lambda: compiled(params, sample, t, audio, kwargs).block_until_ready(), repeats)
+    first, step_s = timed(lambda: compiled(params, sample, t, audio, kwargs).block_until_ready(), repeats)
     ma = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    out = {"compile_s": compile_s, "first_s": first, "step_s": statistics.median(times),
+    out = {"compile_s": compile_s, "first_s": first, "step_s": step_s,
            "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-           "flops": float(cost.get("flops", 0.0)) if cost else 0.0,
+           "flops": xla_flops(compiled),
            "xla_memory_mb": {"arguments": ma.argument_size_in_bytes / 2**20, "temporaries": ma.temp_size_in_bytes / 2**20,
                              "outputs": ma.output_size_in_bytes / 2**20},
            "peak_rss_mb": peak_rss_mb()}
@@ -121,8 +117,8 @@ def diffusers_step(cfg: SVPUNetConfig, batch: int, frames: int, size: int, repea
         if device == "cuda":
             torch.cuda.synchronize()
 
-    first, times = timed(call, repeats)
-    out = {"first_s": first, "step_s": statistics.median(times), "device": device,
+    first, step_s = timed(call, repeats)
+    out = {"first_s": first, "step_s": step_s, "device": device,
            "params": int(sum(p.numel() for p in model.parameters())), "torch_threads": torch.get_num_threads(),
            "peak_rss_mb": peak_rss_mb()}
     if device == "cuda":
@@ -178,10 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  ratio jaxtalk / diffusers: matched {result['ratio_matched_jaxtalk_over_diffusers']:.2f}, "
           f"full SVP step {result['ratio_svp_jaxtalk_over_diffusers']:.2f}")
     print(f"  differences: {result['differences']}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_results(args.out, result)
     return result
 
 

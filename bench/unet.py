@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import pathlib
 import platform
-import resource
-import statistics
 import sys
 import time
 
@@ -31,6 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import peak_rss_mb, timed, write_results, xla_flops  # noqa: E402
 from jaxtalk import interop  # noqa: E402
 from jaxtalk.backbones.sd_unet import SD15_UNET_CONFIG  # noqa: E402
 
@@ -43,23 +41,6 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (MiB); ru_maxrss is KiB on Linux."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, repeats: int) -> tuple[float, list[float]]:
-    """(first call seconds, steady-state seconds per call)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, times
 
 
 def bench_torch(model, x, t, ctx, repeats, compiled: bool):
@@ -75,8 +56,8 @@ def bench_torch(model, x, t, ctx, repeats, compiled: bool):
         nonlocal out
         out = run()
 
-    first, times = timed(call, repeats)
-    return first, times, out.float().permute(0, 2, 3, 1).numpy()
+    first, median = timed(call, repeats)
+    return first, median, out.float().permute(0, 2, 3, 1).numpy()
 
 
 def bench_jax(module, params, x, t, ctx, repeats):
@@ -92,11 +73,8 @@ def bench_jax(module, params, x, t, ctx, repeats):
         out = compiled(params, x, t, ctx)
         out.block_until_ready()
 
-    first, times = timed(call, repeats)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
-    return compile_s, first, times, np.asarray(out, np.float32), flops
+    first, median = timed(call, repeats)
+    return compile_s, first, median, np.asarray(out, np.float32), xla_flops(compiled)
 
 
 def device_memory() -> dict | None:
@@ -144,18 +122,17 @@ def main(argv: list[str] | None = None) -> dict:
             tm = model if dtype == "float32" else copy.deepcopy(model).to(TORCH_DTYPES[dtype])
             tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(TORCH_DTYPES[dtype])
             tctx = torch.from_numpy(ctx).to(TORCH_DTYPES[dtype])
-            first, times, ref = bench_torch(tm, tx, torch.from_numpy(t), tctx, args.repeats, compiled=False)
-            run["torch_eager"] = {"first_s": first, "median_s": statistics.median(times)}
+            first, median_t, ref = bench_torch(tm, tx, torch.from_numpy(t), tctx, args.repeats, compiled=False)
+            run["torch_eager"] = {"first_s": first, "median_s": median_t}
             if args.compile:
                 try:
-                    first_c, times_c, _ = bench_torch(tm, tx, torch.from_numpy(t), tctx, args.repeats, compiled=True)
-                    run["torch_compile"] = {"first_s": first_c, "median_s": statistics.median(times_c)}
+                    first_c, median_c, _ = bench_torch(tm, tx, torch.from_numpy(t), tctx, args.repeats, compiled=True)
+                    run["torch_compile"] = {"first_s": first_c, "median_s": median_c}
                 except Exception as e:  # torch.compile needs a working C++ toolchain; report, do not fail
                     run["torch_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
             half = module.clone(dtype=JAX_DTYPES[dtype])
             jparams = params if dtype == "float32" else jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
-            compile_s, first_j, times_j, out, flops = bench_jax(half, jparams, x, t, ctx, args.repeats)
-            median_j = statistics.median(times_j)
+            compile_s, first_j, median_j, out, flops = bench_jax(half, jparams, x, t, ctx, args.repeats)
             run["jaxtalk"] = {"compile_s": compile_s, "first_s": first_j, "median_s": median_j, "flops": flops}
             run["ratio_jax_over_torch_eager"] = median_j / run["torch_eager"]["median_s"]
             if "median_s" in run.get("torch_compile", {}):
@@ -175,10 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"peak RSS {run['peak_rss_mb']:.0f} MiB"
                   + (f" | torch.compile {run['torch_compile']}" if args.compile else ""))
             del tm
-    out_path = pathlib.Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out_path}")
+    write_results(args.out, results)
     return results
 
 
