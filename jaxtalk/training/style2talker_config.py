@@ -31,6 +31,9 @@ class StyleALossConfig:
     adversarial: float = cfg.field(0.05, min=0.0, doc="non-saturating GAN loss of the generator")
     warp: float = cfg.field(1.0, min=0.0, doc="PIRender warping loss: the flow-warped identity vs the target")
     r1: float = cfg.field(0.0, min=0.0, doc="R1 penalty weight on real images (0: off)")
+    mouth: float = cfg.field(0.0, min=0.0, doc="MSE inside the mouth box (renderer mouth landmarks + margin), added "
+                             "to the frame MSE: the mouth is ~3 % of the frame and is left a blur without it")
+    mouth_margin: float = cfg.field(0.04, min=0.0, doc="margin around the mouth landmarks' box, in frame sides")
     style_prob: float = cfg.field(0.5, min=0.0, max=1.0, doc="samples whose target is an art style (else photo)")
 
 

@@ -32,7 +32,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from jaxtalk.data import facs, synthetic
+from jaxtalk.data import facs, render, synthetic
 from jaxtalk.data.atomic import atomic_path
 from jaxtalk.style2talker import audio2exp as a2e
 from jaxtalk.style2talker.emotion_phrases import CONDITIONS
@@ -142,6 +142,23 @@ def load_or_build(split: SplitConfig, cache_dir: str | os.PathLike, progress: bo
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     return arrays
+
+
+def mouth_boxes(split: SplitConfig, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(rendered clips, F, 4) float32 mouth boxes [x0, y0, x1, y1] of every rendered frame, in units of the frame
+    side (0..1): the bounding box of the renderer's 8 mouth landmarks, exact because the controls are recovered
+    from the stored expression coefficients (`facs.controls_from_expression`) and the geometry from the stored
+    pose and the identity's face style."""
+    ids = synthetic.make_identities(split.num_identities, split.identity_seed)
+    side = split.resolution
+    out = np.zeros((len(arrays["clip"]), arrays["frames"].shape[1], 4), np.float32)
+    for r, c in enumerate(arrays["clip"]):
+        style = ids[int(arrays["identity"][c])].style
+        controls = facs.controls_from_expression(arrays["expression"][c])
+        for f in range(out.shape[1]):
+            pts = render.mouth_landmarks(style, controls[f], render.Geometry(style, arrays["pose"][c, f], side, side))
+            out[r, f] = np.concatenate([pts.min(0), pts.max(0)]) / side
+    return out
 
 
 def coefficient_windows(expression: np.ndarray, pose: np.ndarray, centres: np.ndarray, radius: int = 13

@@ -81,6 +81,25 @@ def test_splits_are_disjoint_seeds_and_data_is_consistent(tmp_path):
     np.testing.assert_allclose(win[1, -1, 64:70], clip.pose[n - 1])
 
 
+
+def test_mouth_boxes_bound_the_renderers_mouth_landmarks_of_each_frame():
+    from jaxtalk.data import render
+
+    small = sd.SplitConfig(num_identities=2, conditions_per_identity=2, rendered_identities=2, rendered_conditions=1,
+                           seconds=0.4)
+    a = sd.build_split(small)
+    boxes = sd.mouth_boxes(small, a)
+    n = small.num_frames
+    assert boxes.shape == (2, n, 4)
+    for r in range(2):
+        c = int(a["clip"][r])
+        emotion, intensity = emotion_phrases.CONDITIONS[int(a["condition"][c])]
+        ident = synthetic.make_identity(small.identity_seed, int(a["identity"][c]))
+        clip = synthetic.generate_clip(ident, emotion, intensity, small.utterance_seed, num_frames=n, resolution=64)
+        for f in (0, n // 2, n - 1):  # landmarks from the generator's own controls and pose
+            pts = render.mouth_landmarks(ident.style, clip.controls[f], render.Geometry(ident.style, clip.pose[f], 64, 64))
+            np.testing.assert_allclose(boxes[r, f], np.concatenate([pts.min(0), pts.max(0)]) / 64, atol=1e-5)
+
 def test_multi_positive_nce_counts_every_same_label_pair():
     a = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     labels = jnp.asarray([0, 1, 0])

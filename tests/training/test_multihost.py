@@ -317,7 +317,9 @@ def test_style_a_batches_read_only_this_process_rows():
     from jaxtalk.training.style_a import StyleABatches
 
     arrays, b = _style_a_arrays(), 8
-    make = lambda rows=None: StyleABatches(arrays, b, seed=3, loss=StyleALossConfig(), radius=2, rows=rows)
+    mouth = np.random.default_rng(1).uniform(0, 1, (len(arrays["clip"]), arrays["frames"].shape[1], 4))
+    make = lambda rows=None: StyleABatches(arrays, b, seed=3, loss=StyleALossConfig(), radius=2,  # noqa: E731
+                                           mouth=mouth.astype(np.float32), rows=rows)
     whole = [make()(i) for i in range(3)]
     assert whole[0]["reference"].shape == (b, 8, 8, 3) and whole[0]["driven"].shape == (b, 5, 73)
     assert not np.array_equal(whole[0]["frame"], whole[1]["frame"])

@@ -46,6 +46,9 @@ def test_batches_pair_targets_with_styles(run):
     for k in range(b):  # the target is the frame filtered by its style at its degree
         expected = art_styles.stylise(batch["frame"][k], int(batch["style"][k]), float(batch["degree"][k]))
         np.testing.assert_allclose(batch["target"][k], expected, atol=1e-6)
+    mouth = batch["mouth"]  # mouth boxes in frame sides, inside the frame, around its lower middle
+    assert mouth.shape == (b, 4) and np.all((0 < mouth) & (mouth < 1))
+    assert np.all(mouth[:, 2] > mouth[:, 0]) and np.all(mouth[:, 3] > mouth[:, 1]) and np.all(mouth[:, 1] > 0.5)
     again = next(iter(task.dataset()))
     for k in batch:  # a pure function of (seed, index)
         np.testing.assert_array_equal(batch[k], again[k])
@@ -55,10 +58,25 @@ def test_losses_are_finite_and_logged(run):
     rows = run[1].history
     assert [r["step"] for r in rows] == [1, 2, 3]
     for r in rows:
-        for key in ("rec", "perc", "adv", "warp", "d", "loss"):
+        for key in ("rec", "mouth_psnr", "perc", "adv", "warp", "d", "loss"):
             assert np.isfinite(r[key]), (key, r)
     assert rows[-1]["rec"] < rows[0]["rec"]  # from the random init's out-of-range frames, the MSE falls at once
 
+
+
+def test_mouth_mask_covers_the_grown_box():
+    from jaxtalk.training.style_a import mouth_mask
+
+    boxes = np.array([[0.25, 0.25, 0.5, 0.75], [0.0, 0.0, 0.1, 0.1]], np.float32)
+    m = np.asarray(mouth_mask(boxes, 8, 0.0))[..., 0]  # pixel centres (i + 0.5) / 8
+    expected = np.zeros((2, 8, 8), np.float32)
+    expected[0, 2:6, 2:4] = 1.0
+    expected[1, 0, 0] = 1.0
+    np.testing.assert_array_equal(m, expected)
+    grown = np.asarray(mouth_mask(boxes, 8, 0.125))[..., 0]
+    expected[0, 1:7, 1:5] = 1.0
+    expected[1, :2, :2] = 1.0
+    np.testing.assert_array_equal(grown, expected)
 
 def test_constants_frozen_and_gan_parts_trained(run):
     cfg = run[0]
