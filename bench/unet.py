@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import pathlib
 import platform
 import sys
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="latent sizes (default 32 64)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(TORCH_DTYPES))
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after the first")
+    parser.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", "xla", "blocked", "cudnn"],
+                        help="attention implementations to time (auto: blocked on CPU from 1024 tokens)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "unet.json"))
     args = parser.parse_args(argv)
@@ -118,39 +121,42 @@ def main(argv: list[str] | None = None) -> dict:
         ctx = rng.standard_normal((1, 77, config["cross_attention_dim"])).astype(np.float32)
         t = np.array([500.0], np.float32)
         for dtype in args.dtypes:
-            run = {"latent": size, "dtype": dtype}
+            run_torch: dict = {"latent": size, "dtype": dtype}
             tm = model if dtype == "float32" else copy.deepcopy(model).to(TORCH_DTYPES[dtype])
             tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(TORCH_DTYPES[dtype])
             tctx = torch.from_numpy(ctx).to(TORCH_DTYPES[dtype])
             first, median_t, ref = bench_torch(tm, tx, torch.from_numpy(t), tctx, args.repeats, compiled=False)
-            run["torch_eager"] = {"first_s": first, "median_s": median_t}
+            run_torch["torch_eager"] = {"first_s": first, "median_s": median_t}
             if args.compile:
                 try:
                     first_c, median_c, _ = bench_torch(tm, tx, torch.from_numpy(t), tctx, args.repeats, compiled=True)
-                    run["torch_compile"] = {"first_s": first_c, "median_s": median_c}
+                    run_torch["torch_compile"] = {"first_s": first_c, "median_s": median_c}
                 except Exception as e:  # torch.compile needs a working C++ toolchain; report, do not fail
-                    run["torch_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-            half = module.clone(dtype=JAX_DTYPES[dtype])
+                    run_torch["torch_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
             jparams = params if dtype == "float32" else jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
-            compile_s, first_j, median_j, out, flops = bench_jax(half, jparams, x, t, ctx, args.repeats)
-            run["jaxtalk"] = {"compile_s": compile_s, "first_s": first_j, "median_s": median_j, "flops": flops}
-            run["ratio_jax_over_torch_eager"] = median_j / run["torch_eager"]["median_s"]
-            if "median_s" in run.get("torch_compile", {}):
-                run["ratio_jax_over_torch_compile"] = median_j / run["torch_compile"]["median_s"]
-            run["max_abs_diff_over_max_ref"] = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
-            run["peak_rss_mb"] = peak_rss_mb()
-            memory = device_memory()
-            if memory:
-                run["device_memory_mb"] = memory
-            peak = next((v for k, v in PEAK_FLOPS.items() if k in results["device"]), None)
-            if peak and flops:
-                run["mfu"] = flops / median_j / peak
-            results["runs"].append(run)
-            print(f"  {size}x{size} {dtype:8s} torch eager {run['torch_eager']['median_s'] * 1e3:9.1f} ms | "
-                  f"jaxtalk {median_j * 1e3:9.1f} ms (compile {compile_s:.1f} s) | ratio "
-                  f"{run['ratio_jax_over_torch_eager']:.2f} | rel diff {run['max_abs_diff_over_max_ref']:.1e} | "
-                  f"peak RSS {run['peak_rss_mb']:.0f} MiB"
-                  + (f" | torch.compile {run['torch_compile']}" if args.compile else ""))
+            for attention in args.attention:
+                run = {**run_torch, "attention": attention}
+                half = module.clone(dtype=JAX_DTYPES[dtype], attention_implementation=attention)
+                compile_s, first_j, median_j, out, flops = bench_jax(half, jparams, x, t, ctx, args.repeats)
+                run["jaxtalk"] = {"compile_s": compile_s, "first_s": first_j, "median_s": median_j, "flops": flops}
+                run["ratio_jax_over_torch_eager"] = median_j / run["torch_eager"]["median_s"]
+                if "median_s" in run.get("torch_compile", {}):
+                    run["ratio_jax_over_torch_compile"] = median_j / run["torch_compile"]["median_s"]
+                run["max_abs_diff_over_max_ref"] = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
+                run["peak_rss_mb"] = peak_rss_mb()
+                run["load_avg_1m"] = os.getloadavg()[0]
+                memory = device_memory()
+                if memory:
+                    run["device_memory_mb"] = memory
+                peak = next((v for k, v in PEAK_FLOPS.items() if k in results["device"]), None)
+                if peak and flops:
+                    run["mfu"] = flops / median_j / peak
+                results["runs"].append(run)
+                print(f"  {size}x{size} {dtype:8s} torch eager {run['torch_eager']['median_s'] * 1e3:9.1f} ms | "
+                      f"jaxtalk[{attention}] {median_j * 1e3:9.1f} ms (compile {compile_s:.1f} s) | ratio "
+                      f"{run['ratio_jax_over_torch_eager']:.2f} | rel diff {run['max_abs_diff_over_max_ref']:.1e} | "
+                      f"load {run['load_avg_1m']:.1f} | peak RSS {run['peak_rss_mb']:.0f} MiB"
+                      + (f" | torch.compile {run['torch_compile']}" if args.compile else ""), flush=True)
             del tm
     write_results(args.out, results)
     return results

@@ -113,7 +113,7 @@ class SVPConfig:
     context: ContextConfig = cfg.field(default_factory=ContextConfig)
     video: VideoConfig = cfg.field(default_factory=VideoConfig)
     dtype: Literal["float32", "bfloat16"] = cfg.field("float32", doc="compute dtype (params stay float32)")
-    attention: Literal["auto", "xla", "cudnn", "reference"] = "auto"
+    attention: Literal["auto", "xla", "cudnn", "blocked", "reference"] = "auto"
     attention_chunk: int | None = cfg.field(None, min=1, doc="query chunk for attention without a flash kernel "
                                             "(bounds the logits of 64x64 latents); None = whole sequence")
     seed: int = cfg.field(42, min=0)

@@ -149,7 +149,7 @@ class SVPModelConfig:
     style_extractor: StyleExtractorConfig = cfg.field(default_factory=StyleExtractorConfig)
     dtype: Dtype = cfg.field("float32", doc="compute dtype; params, gradients and AdamW moments stay float32 "
                              "(bfloat16 needs no loss scaling: it has float32's exponent range)")
-    attention: Literal["auto", "xla", "cudnn", "reference"] = "auto"
+    attention: Literal["auto", "xla", "cudnn", "blocked", "reference"] = "auto"
     attention_chunk: int | None = cfg.field(None, min=1, doc="query chunk of attention where no flash kernel applies "
                                             "(off GPU, head_dim > 128): bounds each attention's logits to (batch, "
                                             "heads, chunk, keys) in the forward and backward passes")
