@@ -70,6 +70,11 @@ class StyleAConfig:
     motion_encoder_layers: int = cfg.field(5, min=1)
     motion_decoder_layers: int = cfg.field(3, min=1)
     refine_channels: int | None = None
+    driving_mean: tuple[float, ...] | None = cfg.field(
+        None, doc="per-dimension mean of the 73-d driving coefficients, subtracted before the motion generator "
+        "(None: raw coefficients, as the original)")
+    driving_std: tuple[float, ...] | None = cfg.field(
+        None, doc="per-dimension scale the centred coefficients are divided by (with driving_mean)")
 
     @property
     def n_latent(self) -> int:
@@ -138,6 +143,14 @@ class Style2TalkerConfig:
         if a.in_size % 2**a.motion_encoder_layers:
             problems.append(f"style_a.in_size={a.in_size} must be a multiple of 2**motion_encoder_layers="
                             f"{2**a.motion_encoder_layers} (the motion generator sees the identity at in_size)")
+        if (a.driving_mean is None) != (a.driving_std is None):
+            problems.append("style_a.driving_mean and style_a.driving_std must be given together (or neither)")
+        elif a.driving_mean is not None:
+            if len(a.driving_mean) != a.coeff_nc or len(a.driving_std) != a.coeff_nc:
+                problems.append(f"style_a.driving_mean / driving_std need {a.coeff_nc} values each, got "
+                                f"{len(a.driving_mean)} / {len(a.driving_std)}")
+            elif not all(math.isfinite(v) for v in a.driving_mean) or not all(v > 0 for v in a.driving_std):
+                problems.append("style_a.driving_mean must be finite and style_a.driving_std positive")
         if a.motion_decoder_layers > a.motion_encoder_layers:
             problems.append("style_a.motion_decoder_layers must not exceed style_a.motion_encoder_layers")
         if p.widths[3] != a.style_dim:

@@ -37,7 +37,8 @@ class AudioDrivenVToonify(VToonify):
                    22-channel image ++ parsing/16;
       style        W+ (B, n_latent, D): rows :7 the art style's, 7: `zplus2wplus(pSp(identity))`;
       input_image  (B, H, W, 3) identity image in [-1, 1] for the motion generator (256 published -> 64x64 flow);
-      driven_3dmm  (B, 27, 73) coefficient window (`motion_generator.coefficient_windows`);
+      driven_3dmm  (B, 27, 73) coefficient window (`motion_generator.coefficient_windows`), standardised inside
+                   when `driving_mean` / `driving_std` are set;
       d_s          style degree, float or (B,);
       flow         optional (B, h, w, 2) pixel-unit flow replacing the predicted one (the descriptor still
                    comes from the coefficients).
@@ -53,6 +54,8 @@ class AudioDrivenVToonify(VToonify):
     motion_encoder_layers: int = 5
     motion_decoder_layers: int = 3
     refine_channels: int | None = None
+    driving_mean: tuple[float, ...] | None = None
+    driving_std: tuple[float, ...] | None = None
 
     @property
     def refine_width(self) -> int:
@@ -71,6 +74,17 @@ class AudioDrivenVToonify(VToonify):
         self.refinement = CalibrationNet(WARP_RES, self._ch(WARP_RES), (c,) * (WARP_RES.bit_length() - 2),
                                          self.descriptor_nc, c, **kw)
 
+    def standardize(self, driven_3dmm: jax.Array) -> jax.Array:
+        """The driving window as the motion generator reads it: raw (the original), or per-dimension
+        `(c - driving_mean) / driving_std` when the model was trained on standardised coefficients. Raw synthetic
+        coefficients mix a constant crop of ~128 with expression changes of ~0.1, which leaves the descriptor's
+        frame-to-frame change a few percent of its size."""
+        if self.driving_mean is None:
+            return driven_3dmm
+        mean = jnp.asarray(self.driving_mean, driven_3dmm.dtype)
+        std = jnp.asarray(self.driving_std, driven_3dmm.dtype)
+        return (driven_3dmm - mean) / std
+
     def __call__(self, x: jax.Array, style: jax.Array, input_image: jax.Array, driven_3dmm: jax.Array,
                  d_s: Any = 0.5, *, parsing: jax.Array | None = None, flow: jax.Array | None = None,
                  return_aux: bool = False) -> Any:
@@ -79,7 +93,7 @@ class AudioDrivenVToonify(VToonify):
         resstyles, adastyles = self.style_codes(style)
         out, skip, feats = self.encode(self.content_input(x, parsing), resstyles, d_s)
 
-        motion = self.motion_generator(input_image, driven_3dmm)
+        motion = self.motion_generator(input_image, self.standardize(driven_3dmm))
         if flow is None:
             flow = motion["flow_field"]
         elif flow.ndim != 4 or flow.shape[0] != x.shape[0] or flow.shape[-1] != 2:

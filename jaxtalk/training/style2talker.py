@@ -467,8 +467,6 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
     main_process = distributed.is_main()
     work = Path(cfg.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    if main_process:
-        config_lib.save(cfg, work / "config.yaml")
     times_path = work / "wall_times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     show = cfg.progress and main_process
@@ -481,6 +479,10 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
     if not main_process:
         arrays = sd.load_or_build(cfg.train_split, work / "data")
     times["data"] = round(times.get("data", 0.0) + time.perf_counter() - t0, 1)
+    if cfg.standardize_driving:  # the statistics join the model config, so the export applies them too
+        cfg = dataclasses.replace(cfg, model=sd.with_driving_statistics(cfg.model, arrays))
+    if main_process:
+        config_lib.save(cfg, work / "config.yaml")
     say(f"training split: {len(arrays['condition'])} clips, {len(arrays['clip'])} rendered, "
         f"{len(np.unique(arrays['identity']))} identities")
     tasks = build_tasks(cfg)

@@ -57,6 +57,9 @@ class TrainStyleAConfig:
     discriminator: DiscriminatorConfig = cfg.field(default_factory=DiscriminatorConfig)
     batch_size: int = cfg.field(8, min=1)
     data_seed: int = cfg.field(0, min=0)
+    standardize_driving: bool = cfg.field(
+        False, doc="train Style-A on standardised driving coefficients (mean / std of the training split, stored "
+        "in model.style_a.driving_mean / driving_std and applied at inference too); off: raw, as the original")
     optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=1e-3,
                                                                                     weight_decay=0.0))
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
@@ -95,6 +98,9 @@ class TrainStyle2TalkerConfig:
         beta_schedule="cosine", rescale_zero_terminal_snr=False, prediction_type="sample", min_snr_gamma=None,
         noise_offset=0.0, uncond_ratio=0.0))
     text_temperature: float = cfg.field(0.07, min=1e-3, doc="InfoNCE temperature of the text encoder")
+    standardize_driving: bool = cfg.field(
+        False, doc="train Style-A on standardised driving coefficients (mean / std of the training split, stored "
+        "in model.style_a.driving_mean / driving_std and applied at inference too); off: raw, as the original")
     workdir: str = cfg.field("outputs/train/style2talker", doc="stage folders, data cache, export/")
     seed: int = cfg.field(0, min=0)
     fast_compile: bool = cfg.field(False)

@@ -161,6 +161,30 @@ def mouth_boxes(split: SplitConfig, arrays: dict[str, np.ndarray]) -> np.ndarray
     return out
 
 
+def driving_statistics(arrays: dict[str, np.ndarray]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-dimension mean and std of the 73-d driving coefficients [exp, angles, trans, crop] over every frame of
+    the split's rendered clips (what Style-A is trained on); a dimension that never changes (the crop) gets std 1,
+    so it is only centred."""
+    clips = np.asarray(arrays["clip"])
+    if len(clips) == 0:
+        raise ValueError("driving_statistics: the split has no rendered clips")
+    exp = arrays["expression"][clips].reshape(-1, arrays["expression"].shape[-1])
+    pose = arrays["pose"][clips].reshape(-1, arrays["pose"].shape[-1])
+    crop = np.broadcast_to(np.asarray(DEFAULT_CROP, np.float32), (len(exp), 3))
+    coeffs = np.concatenate([exp, pose, crop], axis=1).astype(np.float64)
+    std = coeffs.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    return tuple(float(v) for v in coeffs.mean(axis=0)), tuple(float(v) for v in std)
+
+
+def with_driving_statistics(model: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """`model` (a Style2TalkerConfig) with Style-A's driving standardisation set from `arrays` (unless set)."""
+    if model.style_a.driving_mean is not None:
+        return model
+    mean, std = driving_statistics(arrays)
+    return dataclasses.replace(model, style_a=dataclasses.replace(model.style_a, driving_mean=mean, driving_std=std))
+
+
 def coefficient_windows(expression: np.ndarray, pose: np.ndarray, centres: np.ndarray, radius: int = 13
                         ) -> np.ndarray:
     """(len(centres), 2r+1, 73) driving windows [exp, angles, trans, crop] around frames, indices clamped."""

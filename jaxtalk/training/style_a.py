@@ -149,7 +149,10 @@ class StyleATask(Task):
 
     @classmethod
     def from_config(cls, cfg: TrainStyleAConfig) -> StyleATask:
-        return cls(cfg.model, cfg.split, cfg.cache_dir, cfg.loss, cfg.discriminator, cfg.batch_size, cfg.data_seed)
+        model = cfg.model
+        if cfg.standardize_driving:
+            model = sd.with_driving_statistics(model, sd.load_or_build(cfg.split, cfg.cache_dir))
+        return cls(model, cfg.split, cfg.cache_dir, cfg.loss, cfg.discriminator, cfg.batch_size, cfg.data_seed)
 
     def modules(self) -> dict[str, nn.Module]:
         m = build_modules(self.model)

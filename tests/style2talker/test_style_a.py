@@ -257,3 +257,19 @@ def test_sharded_init_and_forward_match_unsharded(tiny):
         sharded = jax.jit(fwd)(variables, *parallel.shard_batch(args, mesh))
     plain = jax.jit(fwd)(host, *args)
     assert_close(np.asarray(sharded), np.asarray(plain), name="style_a init_sharded forward vs unsharded")
+
+
+def test_driving_standardisation_is_the_raw_model_on_standardised_coefficients(tiny, style_a):
+    _, inp = tiny
+    module, params, _ = style_a
+    rng = np.random.default_rng(3)
+    nc = module.coeff_nc
+    mean = tuple(float(v) for v in rng.normal(size=nc))
+    std = tuple(float(v) for v in rng.uniform(0.5, 2.0, size=nc))
+    standardised = module.clone(driving_mean=mean, driving_std=std)
+    run = lambda m, driven: m.apply({"params": params}, inp["x"], inp["style"], inp["input_image"], driven, 0.5,
+                                    parsing=inp["parsing"])
+    got = run(standardised, inp["driven"])
+    want = run(module, (inp["driven"] - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+    assert_close(got, want, name="style_a.standardised")
+    assert float(jnp.max(jnp.abs(got - run(module, inp["driven"])))) > 1e-3  # the statistics do reach the model

@@ -1,6 +1,8 @@
 """The synthetic-domain parts of Style2Talker training: the art-style filter family, the emotion phrase family
 (training vs held-out phrasings), the identity split and its data, the text-encoder objective."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -114,3 +116,33 @@ def test_multi_positive_nce_counts_every_same_label_pair():
     assert expected > 0.1  # a non-degenerate case
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     assert float(acc) == 1.0
+
+
+def test_driving_statistics_standardise_the_training_coefficients_and_join_the_config(tmp_path):
+    from jaxtalk import config as config_lib
+    from jaxtalk.style2talker.config import Style2TalkerConfig
+
+    small = sd.SplitConfig(num_identities=2, conditions_per_identity=2, rendered_identities=2, rendered_conditions=1,
+                           seconds=0.4)
+    a = sd.build_split(small)
+    mean, std = sd.driving_statistics(a)
+    assert len(mean) == len(std) == 73
+    rows = np.concatenate([sd.coefficient_windows(a["expression"][c], a["pose"][c], np.arange(small.num_frames), 0)[:, 0]
+                           for c in a["clip"]])
+    z = (rows - np.asarray(mean)) / np.asarray(std)
+    np.testing.assert_allclose(z[:, :70].mean(0), 0.0, atol=1e-4)
+    moving = rows[:, :70].std(0) > 1e-6
+    np.testing.assert_allclose(z[:, :70].std(0)[moving], 1.0, rtol=1e-3)
+    np.testing.assert_allclose(z[:, 70:], 0.0, atol=1e-6)  # the constant crop: centred, std 1
+    assert std[70:] == (1.0, 1.0, 1.0)
+
+    model = sd.with_driving_statistics(Style2TalkerConfig(), a)
+    assert model.style_a.driving_mean == mean and model.style_a.driving_std == std
+    assert sd.with_driving_statistics(model, {}) is model  # set once, kept
+    model.validate()
+    config_lib.save(model, tmp_path / "model.yaml")
+    loaded = config_lib.load(tmp_path / "model.yaml", cls=Style2TalkerConfig)
+    assert loaded.style_a.driving_mean == mean and isinstance(loaded.style_a.driving_std, tuple)
+    bad = dataclasses.replace(model, style_a=dataclasses.replace(model.style_a, driving_std=None))
+    with pytest.raises(ValueError, match="driving_mean and style_a.driving_std"):
+        bad.validate()
