@@ -16,6 +16,8 @@ from jaxtalk.svp import loading as svp_loading
 from jaxtalk.svp.pipeline import ClipInputs, StyleClip, SVPPipeline
 from jaxtalk.training.svp_stack import EVAL_SEED, TRAIN_SEED
 
+pytestmark = pytest.mark.xdist_group("trained_svp")  # one worker loads the weights and samples the clip once
+
 STEPS = 10  # fewer than the config's 25: the test checks the weights, not the sampler budget
 
 
