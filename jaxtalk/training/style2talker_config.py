@@ -19,6 +19,10 @@ from jaxtalk.training.config import DiffusionTrainConfig, LoopConfig
 from jaxtalk.training.state import OptimizerConfig
 from jaxtalk.training.style2talker_data import SplitConfig
 
+STANDARDIZE_DRIVING_DOC = ("train Style-A on standardised driving coefficients (mean / std of the training split, "
+                           "stored in model.style_a.driving_mean / driving_std and applied at inference too); off: "
+                           "raw, as the original")
+
 
 @dataclasses.dataclass(frozen=True)
 class StyleALossConfig:
@@ -57,9 +61,7 @@ class TrainStyleAConfig:
     discriminator: DiscriminatorConfig = cfg.field(default_factory=DiscriminatorConfig)
     batch_size: int = cfg.field(8, min=1)
     data_seed: int = cfg.field(0, min=0)
-    standardize_driving: bool = cfg.field(
-        False, doc="train Style-A on standardised driving coefficients (mean / std of the training split, stored "
-        "in model.style_a.driving_mean / driving_std and applied at inference too); off: raw, as the original")
+    standardize_driving: bool = cfg.field(False, doc=STANDARDIZE_DRIVING_DOC)
     optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=1e-3,
                                                                                     weight_decay=0.0))
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
@@ -98,9 +100,7 @@ class TrainStyle2TalkerConfig:
         beta_schedule="cosine", rescale_zero_terminal_snr=False, prediction_type="sample", min_snr_gamma=None,
         noise_offset=0.0, uncond_ratio=0.0))
     text_temperature: float = cfg.field(0.07, min=1e-3, doc="InfoNCE temperature of the text encoder")
-    standardize_driving: bool = cfg.field(
-        False, doc="train Style-A on standardised driving coefficients (mean / std of the training split, stored "
-        "in model.style_a.driving_mean / driving_std and applied at inference too); off: raw, as the original")
+    standardize_driving: bool = cfg.field(False, doc=STANDARDIZE_DRIVING_DOC)
     workdir: str = cfg.field("outputs/train/style2talker", doc="stage folders, data cache, export/")
     seed: int = cfg.field(0, min=0)
     fast_compile: bool = cfg.field(False)

@@ -35,6 +35,7 @@ from PIL import Image
 from jaxtalk.data import facs, render, synthetic
 from jaxtalk.data.atomic import atomic_path
 from jaxtalk.style2talker import audio2exp as a2e
+from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.style2talker.emotion_phrases import CONDITIONS
 
 EYE_CLOSE = facs.CONTROL_INDEX["eye_close"]
@@ -168,16 +169,14 @@ def driving_statistics(arrays: dict[str, np.ndarray]) -> tuple[tuple[float, ...]
     clips = np.asarray(arrays["clip"])
     if len(clips) == 0:
         raise ValueError("driving_statistics: the split has no rendered clips")
-    exp = arrays["expression"][clips].reshape(-1, arrays["expression"].shape[-1])
-    pose = arrays["pose"][clips].reshape(-1, arrays["pose"].shape[-1])
-    crop = np.broadcast_to(np.asarray(DEFAULT_CROP, np.float32), (len(exp), 3))
-    coeffs = np.concatenate([exp, pose, crop], axis=1).astype(np.float64)
+    coeffs = driving_coefficients(arrays["expression"][clips].reshape(-1, arrays["expression"].shape[-1]),
+                                  arrays["pose"][clips].reshape(-1, arrays["pose"].shape[-1])).astype(np.float64)
     std = coeffs.std(axis=0)
     std = np.where(std > 1e-6, std, 1.0)
     return tuple(float(v) for v in coeffs.mean(axis=0)), tuple(float(v) for v in std)
 
 
-def with_driving_statistics(model: Any, arrays: dict[str, np.ndarray]) -> Any:
+def with_driving_statistics(model: Style2TalkerConfig, arrays: dict[str, np.ndarray]) -> Style2TalkerConfig:
     """`model` (a Style2TalkerConfig) with Style-A's driving standardisation set from `arrays` (unless set)."""
     if model.style_a.driving_mean is not None:
         return model
@@ -185,12 +184,17 @@ def with_driving_statistics(model: Any, arrays: dict[str, np.ndarray]) -> Any:
     return dataclasses.replace(model, style_a=dataclasses.replace(model.style_a, driving_mean=mean, driving_std=std))
 
 
+def driving_coefficients(expression: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """(F, 73) float32 driving coefficients [exp, angles, trans, crop] per frame; the crop is `DEFAULT_CROP`."""
+    crop = np.broadcast_to(np.asarray(DEFAULT_CROP, np.float32), (expression.shape[0], 3))
+    return np.concatenate([expression, pose, crop], axis=1).astype(np.float32)
+
+
 def coefficient_windows(expression: np.ndarray, pose: np.ndarray, centres: np.ndarray, radius: int = 13
                         ) -> np.ndarray:
     """(len(centres), 2r+1, 73) driving windows [exp, angles, trans, crop] around frames, indices clamped."""
     n = expression.shape[0]
-    crop = np.broadcast_to(np.asarray(DEFAULT_CROP, np.float32), (n, 3))
-    coeffs = np.concatenate([expression, pose, crop], axis=1).astype(np.float32)
+    coeffs = driving_coefficients(expression, pose)
     idx = np.clip(np.asarray(centres)[:, None] + np.arange(-radius, radius + 1)[None], 0, n - 1)
     return coeffs[idx]
 
