@@ -70,6 +70,12 @@ class StyleAConfig:
     motion_encoder_layers: int = cfg.field(5, min=1)
     motion_decoder_layers: int = cfg.field(3, min=1)
     refine_channels: int | None = None
+    motion_size: int | None = cfg.field(
+        None, min=32, doc="side the identity image is resized to for the motion generator (None: in_size, as the "
+        "original, where in_size 256 gives the 64x64 flow of the warped feature)")
+    warp_skip: bool = cfg.field(
+        False, doc="also warp the content encoder's 32-px RGB skip with the flow (off: the original, whose skip is "
+        "a few pixels of a 1024 frame; at out_size 64 the unwarped skip carries the reference's mouth)")
     driving_mean: tuple[float, ...] | None = cfg.field(
         None, doc="per-dimension mean of the 73-d driving coefficients, subtracted before the motion generator "
         "(None: raw coefficients, as the original)")
@@ -79,6 +85,11 @@ class StyleAConfig:
     @property
     def n_latent(self) -> int:
         return 2 * int(math.log2(self.out_size)) - 2
+
+    @property
+    def motion_input_size(self) -> int:
+        """Side of the identity image the motion generator reads."""
+        return self.motion_size if self.motion_size is not None else self.in_size
 
     def module_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

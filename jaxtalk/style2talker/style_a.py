@@ -9,6 +9,8 @@ VToonify-D plus a motion path. Per frame:
      sees the UNWARPED feature, the feature is warped with `grid_sample`, then SFT-modulated with the 64-px
      pair: `f * (1 + cond[6]) + cond[7]`;
   5. noise is zero; the output is `out_size` square (1024 published), frames independent.
+Two options for small sizes, off by default (the original): `motion_size` (the motion generator's image side,
+so a 32-px content input can still drive a fine flow) and `warp_skip` (warp the 32-px RGB skip too).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class AudioDrivenVToonify(VToonify):
                    (B, in_size, in_size, 19), divided by 16 inside, zeros when None), or the original's
                    22-channel image ++ parsing/16;
       style        W+ (B, n_latent, D): rows :7 the art style's, 7: `zplus2wplus(pSp(identity))`;
-      input_image  (B, H, W, 3) identity image in [-1, 1] for the motion generator (256 published -> 64x64 flow);
+      input_image  (B, H, W, 3) identity image in [-1, 1] for the motion generator (256 published -> 64x64 flow),
+                   resized to `motion_size` when that is set;
       driven_3dmm  (B, 27, 73) coefficient window (`motion_generator.coefficient_windows`), standardised inside
                    when `driving_mean` / `driving_std` are set;
       d_s          style degree, float or (B,);
@@ -54,6 +57,8 @@ class AudioDrivenVToonify(VToonify):
     motion_encoder_layers: int = 5
     motion_decoder_layers: int = 3
     refine_channels: int | None = None
+    motion_size: int | None = None
+    warp_skip: bool = False
     driving_mean: tuple[float, ...] | None = None
     driving_std: tuple[float, ...] | None = None
 
@@ -85,6 +90,13 @@ class AudioDrivenVToonify(VToonify):
         std = jnp.asarray(self.driving_std, driven_3dmm.dtype)
         return (driven_3dmm - mean) / std
 
+    def motion_image(self, input_image: jax.Array) -> jax.Array:
+        """The identity image at `motion_size` (bilinear) when set and different; else unchanged (the original)."""
+        size = self.motion_size
+        if size is None or input_image.shape[1:3] == (size, size):
+            return input_image
+        return jax.image.resize(input_image, (input_image.shape[0], size, size, input_image.shape[-1]), "linear")
+
     def __call__(self, x: jax.Array, style: jax.Array, input_image: jax.Array, driven_3dmm: jax.Array,
                  d_s: Any = 0.5, *, parsing: jax.Array | None = None, flow: jax.Array | None = None,
                  return_aux: bool = False) -> Any:
@@ -93,7 +105,7 @@ class AudioDrivenVToonify(VToonify):
         resstyles, adastyles = self.style_codes(style)
         out, skip, feats = self.encode(self.content_input(x, parsing), resstyles, d_s)
 
-        motion = self.motion_generator(input_image, self.standardize(driven_3dmm))
+        motion = self.motion_generator(self.motion_image(input_image), self.standardize(driven_3dmm))
         if flow is None:
             flow = motion["flow_field"]
         elif flow.ndim != 4 or flow.shape[0] != x.shape[0] or flow.shape[-1] != 2:
@@ -106,7 +118,8 @@ class AudioDrivenVToonify(VToonify):
             feat = warp_image(feat, deformation)
             return feat * (1 + cond[-2].astype(feat.dtype)) + cond[-1].astype(feat.dtype)
 
-        image, masks = self.decode(out, skip, feats, adastyles, d_s, warp_and_refine)
+        warp_skip = (lambda rgb: warp_image(rgb, deformation)) if self.warp_skip else None
+        image, masks = self.decode(out, skip, feats, adastyles, d_s, warp_and_refine, warp_skip)
         if return_aux:
             return image, {"flow": flow, "descriptor": descriptor, "warp_image": motion["warp_image"], "masks": masks}
         return image

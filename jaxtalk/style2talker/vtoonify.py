@@ -220,9 +220,10 @@ class VToonify(nn.Module):
         return feat, self.encoder[-1](feat), feats[::-1]
 
     def decode(self, out: jax.Array, skip: jax.Array, feats: Sequence[jax.Array], adastyles: jax.Array, d_s: Any,
-               first_hook: Hook | None = None) -> tuple[jax.Array, list[jax.Array]]:
+               first_hook: Hook | None = None, skip_hook: Hook | None = None) -> tuple[jax.Array, list[jax.Array]]:
         """StyleGAN layers from 32 px up with fusion; `first_hook` acts on the 64x64 feature right after
-        `convs[6]` (where Style-A warps and refines). Noise is zero, as in VToonify."""
+        `convs[6]` (where Style-A warps and refines), `skip_hook` on the 32-px RGB skip before it is upsampled
+        into the 64-px image. Noise is zero, as in VToonify."""
         g = self.generator.generator
         masks = []
         for k in range(len(g.to_rgbs) - 3):
@@ -235,6 +236,8 @@ class VToonify(nn.Module):
             if k == 0 and first_hook is not None:
                 out = first_hook(out)
             out = g.convs[7 + 2 * k](out, adastyles[:, 8 + 2 * k], "zero")
+            if k == 0 and skip_hook is not None:
+                skip = skip_hook(skip)
             skip = g.to_rgbs[3 + k](out, adastyles[:, 9 + 2 * k], skip)
         return skip, masks
 

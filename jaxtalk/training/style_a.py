@@ -6,7 +6,8 @@ frames of the training identities.
     loop.train(task, cfg)
 
 Per sample (host, `StyleABatches`): an identity of the training split; a reference frame of it (any of its
-rendered clips) at the Style-A input size; a target frame of one of its clips with the 27-frame driving window of
+rendered clips) at the Style-A input size (and at the frame size, for a model whose motion generator reads a
+larger image: `style_a.motion_size`); a target frame of one of its clips with the 27-frame driving window of
 ground-truth coefficients around it ([expression 64, angles 3, translation 3, crop 3]); an art style k of the
 bank (`art_styles.STYLES`; k = 0 "photo" with probability 1 - `loss.style_prob`) and a style degree d in [0, 1];
 the target image is `art_styles.stylise(frame, k, d)` (the photo whatever d).
@@ -123,7 +124,7 @@ class StyleABatches:
         k = int(rng.integers(1, len(art_styles.STYLES))) if rng.random() < self.loss.style_prob else 0
         d = float(min(1.0, rng.uniform(0.0, 1.5)))
         frame = a["frames"][r, ft]
-        return {"reference": a["frames_in"][ref_clip, fr], "frame": frame,
+        return {"reference": a["frames_in"][ref_clip, fr], "reference_full": a["frames"][ref_clip, fr], "frame": frame,
                 "target": art_styles.stylise(frame, k, d).astype(np.float32),
                 "driven": sd.coefficient_windows(a["expression"][c], a["pose"][c], np.array([ft]),
                                                  self.radius)[0].astype(np.float32),
@@ -195,7 +196,7 @@ class StyleATask(Task):
         return sd.index_dataset(batches)
 
     def device_fields(self) -> tuple[str, ...]:
-        return ("reference", "frame", "target", "driven", "style", "degree", "mouth")
+        return ("reference", "reference_full", "frame", "target", "driven", "style", "degree", "mouth")
 
     def generate(self, params: Any, batch: dict, *, return_aux: bool = False) -> Any:
         """Style-A output (B, out, out, 3) in [-1, 1] for a batch (see `StyleABatches`)."""
@@ -207,7 +208,9 @@ class StyleATask(Task):
             if self.model.psp.input_size != reference.shape[1] else reference
         style = driving_style(m["style_a"], params["style_a"], m["psp"], psp_vars, params["style_bank"], psp_in,
                               batch["style"])
-        return m["style_a"].apply({"params": params["style_a"]}, reference, style, reference, batch["driven"],
+        # the motion generator reads the frame-size reference when the model sets motion_size (else in_size)
+        motion_in = to_signed(batch["reference_full"]) if self.model.style_a.motion_size else reference
+        return m["style_a"].apply({"params": params["style_a"]}, reference, style, motion_in, batch["driven"],
                                   batch["degree"], return_aux=return_aux)
 
     def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
