@@ -99,19 +99,20 @@ def make_renderer(models):
     a = cfg.style_a
 
     @jax.jit
-    def render(params, psp_vars, ref, windows, style_idx, degree, keep_refinement, keep_flow):
+    def render(params, psp_vars, ref, motion_ref, windows, style_idx, degree, keep_refinement, keep_flow):
         to_w = lambda z: sa.apply({"params": params}, z, method="zplus2wplus")
         psp_in = jax.image.resize(ref, (ref.shape[0], cfg.psp.input_size, cfg.psp.input_size, 3), "linear")
         w_id = to_w(psp.apply(psp_vars, psp_in))
         w_ex = to_w(bank[style_idx])
         style = jnp.concatenate([w_ex[:, :7], w_id[:, 7:]], axis=1)
         with nn.intercept_methods(_ablate(keep_refinement, keep_flow)):
-            out = sa.apply({"params": params}, ref, style, ref, windows, degree)
+            out = sa.apply({"params": params}, ref, style, motion_ref, windows, degree)
         return jnp.round((jnp.clip(out, -1, 1) + 1) * 127.5).astype(jnp.uint8)
 
     def run(ref_u8: np.ndarray, windows: np.ndarray, style: int, degree: float, ablation: str = "full",
             batch: int = 8) -> np.ndarray:
         ref = to_model_image(ref_u8, a.in_size)
+        motion_ref = to_model_image(ref_u8, a.motion_input_size)
         keep_ref = np.float32(ablation != "wo_refinement")
         keep_flow = np.float32(ablation != "wo_flow_warp")
         out = []
@@ -119,7 +120,8 @@ def make_renderer(models):
             w = windows[i:i + batch]
             n = len(w)
             w = np.concatenate([w, np.repeat(w[-1:], batch - n, 0)]) if n < batch else w
-            got = render(models.params["style_a"], models.params["psp"], np.repeat(ref, batch, 0), w,
+            got = render(models.params["style_a"], models.params["psp"], np.repeat(ref, batch, 0),
+                         np.repeat(motion_ref, batch, 0), w,
                          np.full(batch, style, np.int32), np.full(batch, degree, np.float32), keep_ref, keep_flow)
             out.append(np.asarray(got)[:n])
         return np.concatenate(out)

@@ -185,7 +185,7 @@ def style_a_size(cfg, size: int, repeats: int) -> dict:
     d_s = np.float32(cfg.inference.style_degree)
     encoded = jax.jit(lambda p, x, w, par: module.apply({"params": p}, x, w, d_s, par, method=encode_identity))(
         params, image, wplus, jnp.zeros((1, ins, ins, 19), jnp.float32))
-    fn = jax.jit(lambda p, e, w, x, d: render_batch(module, p, e, w, x, d, d_s))
+    fn = jax.jit(lambda p, e, w, x, d: render_batch(module, p, e, w, x, x, d, d_s))
     entry = {}
     for batch in (1, 8):
         window = jnp.asarray(driving_windows(coeffs, cfg.inference.radius)[20:20 + batch])

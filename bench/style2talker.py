@@ -194,7 +194,7 @@ def bench_style_a(cfg: Style2TalkerConfig, out_size: int, repeats: int, torch_re
             params, image, wplus, zero_parsing))
     encode_s = time.perf_counter() - t0
     compile_s, median, frames = jax_timed(
-        lambda p, e, w, x, d: render_batch(module, p, e, w, x, d, d_s), (params, encoded, wplus[0], image, window),
+        lambda p, e, w, x, d: render_batch(module, p, e, w, x, x, d, d_s), (params, encoded, wplus[0], image, window),
         repeats)
     run["jaxtalk_style_a_frame"] = {"compile_s": compile_s, "median_s": median, "frames_per_s": 1 / median,
                                     **gflops(frames, median),

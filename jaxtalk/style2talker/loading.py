@@ -189,6 +189,7 @@ def _canonical(module: nn.Module) -> nn.Module:
 
 
 _MODULE_FIELDS = ("dtype", "param_dtype", "parent", "name")
+STYLE_A_CONFIG_ONLY = ("motion_size", "warp_skip", "driving_mean", "driving_std")
 
 
 def _section_from_module(component: str, module: nn.Module, cfg: Style2TalkerConfig) -> Style2TalkerConfig:
@@ -275,6 +276,9 @@ def load_models(directory: str | os.PathLike, cfg: Style2TalkerConfig | None = N
         except (interop.CheckpointError, ValueError, TypeError) as e:
             raise ModelLoadError(f"{paths[component]}: cannot be read as {component} ({kind}): {e}") from None
     configured = build_modules(cfg)
+    # settings the weights cannot show (how the motion generator's inputs are prepared) come from the config
+    loaded["style_a"] = loaded["style_a"].clone(
+        **{f: getattr(configured["style_a"], f) for f in STYLE_A_CONFIG_ONLY})
     for component, module in loaded.items():
         if _canonical(module).clone(dtype=jnp.float32) != _canonical(configured[component]).clone(dtype=jnp.float32):
             cfg = _section_from_module(component, module, cfg)

@@ -35,8 +35,8 @@ Inputs the original computes with models jaxtalk does not ship, taken from the c
   logits), and passes it only to weights trained with a parsing input (`models.uses_parsing`: the shipped
   synthetic weights were trained with zeros there, so they get zeros).
 * Face alignment (dlib landmarks + FFHQ crop before pSp) is not done: pass a face-centred square crop. The
-  identity is resized (bilinear) to Style-A's `in_size` for the content encoder and the motion generator and to
-  `psp.input_size` for pSp.
+  identity is resized (bilinear) to Style-A's `in_size` for the content encoder, to `motion_size` (else
+  `in_size`) for the motion generator and to `psp.input_size` for pSp.
 
 Art style: a W+ code (n_latent, D) (or a Z+ code with `inference.style_space = zplus`, mapped by `zplus2wplus`),
 or an index into the model's style bank of Z+ codes (the original's `exstyle_code.npy`).
@@ -261,9 +261,10 @@ def _identity_stage(psp, psp_variables, style_a, style_a_params, psp_image, exst
     return style[0], encoded
 
 
-def render_batch(style_a, params, encoded, style, image, driven, d_s):
+def render_batch(style_a, params, encoded, style, image, motion_image, driven, d_s):
     """Style-A frames for a batch of driving windows, with the content encoder replaced by its cached output
-    (traceable; the pipeline compiles it once per shape)."""
+    (traceable; the pipeline compiles it once per shape). `image`: the identity at in_size; `motion_image`: at
+    the motion generator's size (the same array unless `style_a.motion_size` is set)."""
     b = driven.shape[0]
     batch = lambda a: jnp.broadcast_to(a, (b, *a.shape[1:]))
     cached = jax.tree.map(batch, encoded)
@@ -276,7 +277,7 @@ def render_batch(style_a, params, encoded, style, image, driven, d_s):
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(reuse_encoder):
-        out = style_a.apply({"params": params}, batch(image), batch(style[None]), batch(image), driven, d_s)
+        out = style_a.apply({"params": params}, batch(image), batch(style[None]), batch(motion_image), driven, d_s)
     if not hits:
         raise RuntimeError("Style-A no longer calls VToonify.encode; the pipeline's cached content encoder "
                            "must be updated")
@@ -377,8 +378,9 @@ class Style2TalkerPipeline:
         return code, inf.style_space == "zplus"
 
     def identity(self, image: np.ndarray, exstyle: np.ndarray, style_is_zplus: bool,
-                 parsing: np.ndarray | None) -> tuple[np.ndarray, Any, np.ndarray]:
-        """(W+ code Style-A is driven with, cached content-encoder outputs, identity image at in_size)."""
+                 parsing: np.ndarray | None) -> tuple[np.ndarray, Any, tuple[np.ndarray, np.ndarray]]:
+        """(W+ code Style-A is driven with, cached content-encoder outputs, identity image at in_size and at the
+        motion generator's size)."""
         m, a, inf = self.models, self.cfg.style_a, self.cfg.inference
         x = to_model_image(image, a.in_size)
         if parsing is None:
@@ -394,10 +396,14 @@ class Style2TalkerPipeline:
                                                   color_transfer=color_transfer),
             args, style_is_zplus=bool(style_is_zplus), color_transfer=color_transfer)
         style, encoded = program(*args)
-        return np.asarray(style), encoded, x
+        motion = x if a.motion_input_size == a.in_size else to_model_image(image, a.motion_input_size)
+        return np.asarray(style), encoded, (x, motion)
 
-    def render(self, windows: np.ndarray, style: np.ndarray, encoded: Any, image: np.ndarray) -> np.ndarray:
-        """uint8 frames (F, out_size, out_size, 3) for driving windows (F, 27, 73), in fixed-size batches."""
+    def render(self, windows: np.ndarray, style: np.ndarray, encoded: Any, images: tuple[np.ndarray, np.ndarray]
+               ) -> np.ndarray:
+        """uint8 frames (F, out_size, out_size, 3) for driving windows (F, 27, 73), in fixed-size batches;
+        `images`: the identity at in_size and at the motion generator's size (`identity`)."""
+        image, motion_image = images
         m, inf = self.models, self.cfg.inference
         plan = batch_plan(windows.shape[0], inf.batch_size)
         d_s = np.float32(inf.style_degree)
@@ -406,17 +412,18 @@ class Style2TalkerPipeline:
         in_shardings = None
         if self.mesh is not None:
             replicated = NamedSharding(self.mesh, P())
-            params, encoded, style, image, d_s = jax.device_put((params, encoded, style, image, d_s), replicated)
+            params, encoded, style, image, motion_image, d_s = jax.device_put(
+                (params, encoded, style, image, motion_image, d_s), replicated)
             sharding = parallel.batch_sharding(self.mesh, windows.ndim)
             put = lambda x: jax.device_put(x, sharding)
-            in_shardings = (replicated, replicated, replicated, replicated, sharding, replicated)
+            in_shardings = (replicated, replicated, replicated, replicated, replicated, sharding, replicated)
         style_a = m.modules["style_a"]
         program = self._compile(
             "render", ["style_a"], lambda *a: render_batch(style_a, *a),
-            (params, encoded, style, image, windows[plan[0]], d_s), in_shardings=in_shardings)
+            (params, encoded, style, image, motion_image, windows[plan[0]], d_s), in_shardings=in_shardings)
         frames = np.empty((windows.shape[0], self.cfg.style_a.out_size, self.cfg.style_a.out_size, 3), np.uint8)
         for k, idx in enumerate(tqdm(plan, desc="Style-A frames", unit="batch", disable=not self.progress)):
-            out = program(params, encoded, style, image, put(windows[idx]), d_s)
+            out = program(params, encoded, style, image, motion_image, put(windows[idx]), d_s)
             start = k * inf.batch_size
             keep = min(inf.batch_size, windows.shape[0] - start)
             frames[start:start + keep] = np.asarray(out)[:keep]
@@ -458,9 +465,9 @@ class Style2TalkerPipeline:
             expression, per_frame(inputs.pose, frames, POSE_DIM, np.zeros(POSE_DIM), "pose"),
             per_frame(inputs.crop, frames, CROP_DIM, inf.crop, "crop"))
         exstyle, is_zplus = self.resolve_style(inputs.style)
-        style, encoded, image = self.identity(inputs.image, exstyle, is_zplus, inputs.parsing)
+        style, encoded, images = self.identity(inputs.image, exstyle, is_zplus, inputs.parsing)
         self._report("prepare", 3, 3)
-        video = self.render(driving_windows(coefficients, inf.radius), style, encoded, image)
+        video = self.render(driving_windows(coefficients, inf.radius), style, encoded, images)
         audio = np.asarray(inputs.audio, np.float32)
         audio = audio[:samples] if audio.shape[0] >= samples else np.pad(audio, (0, samples - audio.shape[0]))
         resolved = dataclasses.replace(self.cfg, inference=dataclasses.replace(inf, seed=seed))

@@ -293,3 +293,19 @@ def test_bad_inputs_one_error_line_no_output(files, clip, tmp_path, capsys, case
     assert expect in err and err.startswith("jaxtalk generate: error:") and "\n" not in err
     assert not out.exists() and not out.with_suffix(".yaml").exists()
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_motion_settings_the_weights_cannot_show_survive_the_checkpoint_folder(tmp_path, clip):
+    """`motion_size`, `warp_skip` and the driving statistics live only in config.yaml: loading the torch-layout
+    folder keeps them, and the pipeline hands the motion generator the identity at `motion_size`."""
+    a = dataclasses.replace(CFG.style_a, motion_size=2 * CFG.style_a.in_size, warp_skip=True,
+                            driving_mean=tuple(0.1 * i for i in range(73)), driving_std=(2.0,) * 73)
+    cfg = dataclasses.replace(CFG, style_a=a)
+    models = random_models(cfg, seed=1)
+    save_checkpoints(models, tmp_path / "ckpt")
+    loaded = load_models(tmp_path / "ckpt")
+    assert loaded.config.style_a == a and loaded.modules["style_a"] == models.modules["style_a"]
+    pipe = Style2TalkerPipeline(loaded, progress=False)
+    style, _, (x, motion) = pipe.identity(clip.frames[0], np.asarray(loaded.style_bank[0]), True, None)
+    assert x.shape[1:3] == (a.in_size,) * 2 and motion.shape[1:3] == (a.motion_size,) * 2
+    np.testing.assert_array_equal(motion, to_model_image(clip.frames[0], a.motion_size))

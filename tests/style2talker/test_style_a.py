@@ -273,3 +273,31 @@ def test_driving_standardisation_is_the_raw_model_on_standardised_coefficients(t
     want = run(module, (inp["driven"] - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
     assert_close(got, want, name="style_a.standardised")
     assert float(jnp.max(jnp.abs(got - run(module, inp["driven"])))) > 1e-3  # the statistics do reach the model
+
+
+def test_warp_skip_moves_the_rgb_skip_with_the_flow_and_is_exact_at_the_identity_flow(tiny, style_a):
+    _, inp = tiny
+    module, params, _ = style_a
+    warped = module.clone(warp_skip=True)
+    run = lambda m, flow: m.apply({"params": params}, inp["x"], inp["style"], inp["input_image"], inp["driven"],
+                                  0.5, parsing=inp["parsing"], flow=flow)
+    ident = jnp.broadcast_to(identity_flow(64, 64), (B, 64, 64, 2))
+    assert_close(run(warped, ident), run(module, ident), name="style_a(warp_skip, identity flow) vs original")
+    shift = ident + jnp.array([3.0, -2.0])  # a 3 px / 2 px shift of the 64-px grid
+    got, plain = np.asarray(run(warped, shift)), np.asarray(run(module, shift))
+    assert np.max(np.abs(got - plain)) > 1e-2  # the skip now moves with the flow
+
+
+def test_motion_size_sets_the_motion_generators_image_and_flow_grid(tiny, style_a):
+    _, inp = tiny
+    module, params, _ = style_a
+    run = lambda m, image: m.apply({"params": params}, inp["x"], inp["style"], image, inp["driven"], 0.5,
+                                   parsing=inp["parsing"], return_aux=True)
+    base, base_aux = run(module, inp["input_image"])
+    same, same_aux = run(module.clone(motion_size=64), inp["input_image"])  # already that size: untouched
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(base))
+    big = jnp.repeat(jnp.repeat(jnp.asarray(inp["input_image"]), 2, axis=1), 2, axis=2)  # 128 px
+    _, big_aux = run(module, big)  # the original reads whatever size it is given: a 32x32 flow
+    _, sized_aux = run(module.clone(motion_size=64), big)  # resized to 64 first: the 16x16 flow again
+    assert big_aux["flow"].shape == (B, 32, 32, 2) and big_aux["warp_image"].shape == (B, 128, 128, 3)
+    assert sized_aux["flow"].shape == (B, 16, 16, 2) and sized_aux["warp_image"].shape == (B, 64, 64, 3)
