@@ -16,6 +16,7 @@ from jaxtalk.training.style_a import StyleATask
 from tests.conftest import REPO_ROOT
 
 PRESET = "train_style_a_tiny"
+pytestmark = pytest.mark.xdist_group("style_a_training")  # one worker trains the module's run once
 
 
 def _cfg(root, name, *overrides):
@@ -41,6 +42,7 @@ def test_batches_pair_targets_with_styles(run):
     b, a = cfg.batch_size, cfg.model.style_a
     assert batch["reference"].shape == (b, a.in_size, a.in_size, 3) and batch["reference"].dtype == np.uint8
     assert batch["frame"].shape == batch["target"].shape == (b, a.out_size, a.out_size, 3)
+    assert batch["reference_full"].shape == batch["frame"].shape and batch["reference_full"].dtype == np.uint8
     assert batch["driven"].shape == (b, 27, 73)
     np.testing.assert_allclose(batch["driven"][:, :, -3:], np.broadcast_to([1.0, 128.0, 128.0], (b, 27, 3)))
     for k in range(b):  # the target is the frame filtered by its style at its degree

@@ -24,6 +24,7 @@ from jaxtalk.training.svp import SVPTask
 from tests.training.train_utils import check_mask, check_resume, load_cfg, overfit, run_script
 
 OVERFIT_STEPS = 12
+pytestmark = pytest.mark.xdist_group("svp_training")  # one worker trains the stage fixtures once
 
 
 @pytest.fixture(scope="module")
