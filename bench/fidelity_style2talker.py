@@ -21,7 +21,8 @@ JSON:
            opening read by the evaluation regressor's landmarks with the true mouth opening: for frames Style-A
            renders from the generated coefficients, and for the ground-truth frames), lip_sync_ratio
            (= lip_sync_video / lip_sync_video_gt: what the generated video scores relative to what ground truth
-           scores under the same regressor), audio_only (no text: zero text feature), text_only (silent
+           scores under the same regressor), video_emotion_accuracy / video_emotion_accuracy_gt (the emotion
+           classifier on the regressor's coefficients of those videos / of the ground-truth frames), audio_only (no text: zero text feature), text_only (silent
            audio), diversity (std over sampling seeds, also relative to the ground truth's std over clips);
   style_a: full | wo_refinement | wo_flow_warp: ssim, psnr, f_lmd (reconstruction of ground-truth frames from
            another frame of the identity + ground-truth coefficients), identity (identity-encoder cosine of
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style-a-identities", type=int, default=6)
     parser.add_argument("--style-a-clips", type=int, default=3, help="rendered clips per Style-A identity")
     parser.add_argument("--style-a-frames", type=int, default=12, help="frames per rendered clip")
-    parser.add_argument("--video-clips", type=int, default=8, help="clips rendered for the video lip-sync")
+    parser.add_argument("--video-clips", type=int, default=24,
+                        help="clips rendered for the video lip-sync and video emotion accuracy")
     parser.add_argument("--seeds", type=int, default=5, help="sampling seeds for diversity")
     parser.add_argument("--diversity-clips", type=int, default=16)
     args = parser.parse_args(argv)
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     render = make_renderer(models)
     degree = float(models.config.inference.style_degree)
     picks = np.linspace(0, len(rows) - 1, args.video_clips).round().astype(int)
-    vid_gen, vid_gt = [], []
+    vid_gen, vid_gt, emo_gen, emo_gt = [], [], [], []
     for k in picks:
         r = rows[k]
         ident = synthetic.make_identity(split.identity_seed, r["identity"])
@@ -350,13 +352,18 @@ def main(argv: list[str] | None = None) -> int:
         w_gen = sd.coefficient_windows(gen["seen"][k], clip.pose[frames_idx], frames_idx, models.config.inference.radius)
         out = render(ref, w_gen, 0, degree)
         true_open = metrics.mouth_opening(clip_landmarks(ident, clip, split.resolution)[frames_idx], split.resolution)
-        gen_open = ev.analyse(out)["mouth_opening"]
-        gt_open = ev.analyse(clip.frames[frames_idx])["mouth_opening"]
-        vid_gen.append(metrics.pearson(gen_open, true_open))
-        vid_gt.append(metrics.pearson(gt_open, true_open))
+        read_gen, read_gt = ev.analyse(out), ev.analyse(clip.frames[frames_idx])
+        vid_gen.append(metrics.pearson(read_gen["mouth_opening"], true_open))
+        vid_gt.append(metrics.pearson(read_gt["mouth_opening"], true_open))
+        label = facs.EMOTIONS.index(r["emotion"])  # the emotion read back from the video's regressed coefficients
+        emo_gen.append(int(ev.predict_emotion(read_gen["expression"])) == label)
+        emo_gt.append(int(ev.predict_emotion(read_gt["expression"])) == label)
     style_e["lip_sync_video"] = float(np.mean(vid_gen))
     style_e["lip_sync_video_gt"] = float(np.mean(vid_gt))
     style_e["lip_sync_ratio"] = style_e["lip_sync_video"] / max(style_e["lip_sync_video_gt"], 1e-6)
+    style_e["video_emotion_accuracy"] = float(np.mean(emo_gen))
+    style_e["video_emotion_accuracy_gt"] = float(np.mean(emo_gt))
+    style_e["video_clips"] = len(picks)
     style_a = evaluate_style_a(models, ev, split, args.seed, args.style_a_frames, out_dir)
     coefficient_figure(rows, gen, out_dir / "style_e_emotions.png")
     result = {
