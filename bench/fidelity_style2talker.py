@@ -22,8 +22,9 @@ JSON:
            renders from the generated coefficients, and for the ground-truth frames), lip_sync_ratio
            (= lip_sync_video / lip_sync_video_gt: what the generated video scores relative to what ground truth
            scores under the same regressor), video_emotion_accuracy / video_emotion_accuracy_gt (the emotion
-           classifier on the regressor's coefficients of those videos / of the ground-truth frames), audio_only (no text: zero text feature), text_only (silent
-           audio), diversity (std over sampling seeds, also relative to the ground truth's std over clips);
+           classifier on the regressor's coefficients of those videos / of the ground-truth frames), video_clips,
+           audio_only (no text: zero text feature), text_only (silent audio), diversity (std over sampling
+           seeds, also relative to the ground truth's std over clips);
   style_a: full | wo_refinement | wo_flow_warp: ssim, psnr, f_lmd (reconstruction of ground-truth frames from
            another frame of the identity + ground-truth coefficients), identity (identity-encoder cosine of
            output vs reference), style_strength (1 - |S(out) - S(target)| / |S(photo) - S(target)| with S the
