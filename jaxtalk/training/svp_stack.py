@@ -187,6 +187,43 @@ def train_stack(root: str | Path, scale: float = 1.0, only: tuple[str, ...] = ()
     return record
 
 
+STYLE_STATS_FILE = "style_stats.json"
+
+
+def style_token_stats(root: str | Path, windows: int = 200, extra: tuple[str, ...] = (),
+                      prior: str = "style_prior") -> dict:
+    """Per-dimension mean and std of the trained style prior's tokens (mu) over `windows` stage-3 training windows
+    (training identities only), written to `<root>/<prior>/style_stats.json`: the values of the stage-3 overrides
+    `model.unet.style_mean` / `model.unet.style_std` (`jaxtalk.svp.video_unet.standardize_style`)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxtalk.training.sources import run_params
+    from jaxtalk.training.svp import SVPTask
+
+    root = Path(root).resolve()
+    stage3 = next(run for run in RUNS if run.name == "stage3")
+    cfg, _ = run_config(stage3, root, 1.0, extra)
+    task = SVPTask.from_config(cfg)
+    extractor = task.modules()["style_extractor"]
+    params = run_params(root / prior)["style_extractor"]
+    fn = jax.jit(lambda p, e, a: extractor.apply({"params": p}, e, a).mu)
+    batches = iter(task.dataset())
+    mus = []
+    for _ in range(windows):
+        b = next(batches)
+        mus.append(np.asarray(fn(params, jnp.asarray(b["style_exp"], jnp.float32),
+                                 jnp.asarray(b["style_audio"], jnp.float32))).reshape(-1, cfg.model.unet.style_dim))
+    mu = np.concatenate(mus)
+    mean, std = mu.mean(0), np.maximum(mu.std(0), 1e-3)
+    stats = {"style_mean": [float(v) for v in mean], "style_std": [float(v) for v in std], "windows": windows,
+             "tokens": int(mu.shape[0]), "mean_norm": float(np.linalg.norm(mean)),
+             "mean_deviation_norm": float(np.linalg.norm(mu - mean, axis=1).mean())}
+    (root / prior / STYLE_STATS_FILE).write_text(json.dumps(stats, indent=1))
+    return stats
+
+
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
@@ -195,6 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every run's step count")
     parser.add_argument("--only", nargs="*", default=(), help="train only these runs (names in order; put overrides "
                         "before --only or after --)")
+    parser.add_argument("--style-stats", type=int, default=0, metavar="WINDOWS",
+                        help="instead of training: write the trained style prior's token mean / std over this many "
+                             "stage-3 windows to <root>/style_prior/style_stats.json and print the stage-3 "
+                             "overrides that standardise the style tokens")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
     from jaxtalk import distributed
 
@@ -204,6 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
     distributed.setup_logging(logging.INFO)
     extra = (*args.overrides, *distributed.overrides_from_args(args, "train.distributed"))
     with distributed.entry_point(parser.prog):  # bad config / data: one line, exit 2, no traceback
+        if args.style_stats:
+            stats = style_token_stats(args.root, args.style_stats, tuple(args.overrides))
+            print(f"model.unet.style_mean={stats['style_mean']} model.unet.style_std={stats['style_std']}")
+            return stats
         return train_stack(args.root, args.scale, tuple(args.only), extra)
 
 

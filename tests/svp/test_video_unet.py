@@ -255,6 +255,29 @@ def test_style_layers_start_as_an_exact_noop(imported):
     assert np.abs(moved - base).max() > 1e-3
 
 
+def test_style_standardisation_equals_standardised_tokens(imported):
+    """style_mean / style_std in the config == feeding (s - mean) / std to a UNet without them; bad stats raise."""
+    _, _, _, svp, svp_params = imported
+    p = flat(svp_params)
+    live = unflat({k: (v + 0.1 if "attn_style/to_out_0" in k else v) for k, v in p.items()})
+    d = svp.config.style_dim
+    rng = np.random.default_rng(3)
+    mean, std = rng.standard_normal(d).astype(np.float32), rng.uniform(0.2, 2.0, d).astype(np.float32)
+    std_cfg = SVPUNetConfig.tiny(style_mean=tuple(map(float, mean)), style_std=tuple(map(float, std)))
+    x = make_inputs(svp.config)
+    with_stats = np.asarray(forward(SVPUNet(std_cfg))(live, x))
+    by_hand = np.asarray(forward(svp)(live, {**x, "style_tokens": (x["style_tokens"] - mean) / std}))
+    plain = np.asarray(forward(svp)(live, x))
+    assert_close(with_stats, by_hand, rtol=1e-5)
+    assert np.abs(with_stats - plain).max() > 1e-3
+    with pytest.raises(ConfigError, match="together"):
+        SVPUNetConfig.tiny(style_mean=tuple(map(float, mean)))
+    with pytest.raises(ConfigError, match="style_dim"):
+        SVPUNetConfig.tiny(style_mean=(0.0,), style_std=(1.0,))
+    with pytest.raises(ConfigError, match="> 0"):
+        SVPUNetConfig.tiny(style_mean=tuple(map(float, mean)), style_std=(0.0,) * d)
+
+
 def test_per_frame_groupnorm_flattened_equals_frame_loop(imported):
     """Without motion-module mixing (zero proj_out, as initialised), frame f of a clip == that frame run alone."""
     _, _, _, svp, svp_params = imported
