@@ -23,6 +23,8 @@ JSON:
            (= lip_sync_video / lip_sync_video_gt: what the generated video scores relative to what ground truth
            scores under the same regressor), video_emotion_accuracy / video_emotion_accuracy_gt (the emotion
            classifier on the regressor's coefficients of those videos / of the ground-truth frames), video_clips,
+           lip_sync_video_gt_driven / video_emotion_accuracy_gt_driven (the same two reads of Style-A driven by
+           the clips' ground-truth coefficients: what the renderer alone carries, apart from Style-E),
            audio_only (no text: zero text feature), text_only (silent audio), diversity (std over sampling
            seeds, also relative to the ground truth's std over clips);
   style_a: full | wo_refinement | wo_flow_warp: ssim, psnr, f_lmd (reconstruction of ground-truth frames from
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     render = make_renderer(models)
     degree = float(models.config.inference.style_degree)
     picks = np.linspace(0, len(rows) - 1, args.video_clips).round().astype(int)
-    vid_gen, vid_gt, emo_gen, emo_gt = [], [], [], []
+    vid_gen, vid_gt, emo_gen, emo_gt, vid_gtd, emo_gtd = [], [], [], [], [], []
     for k in picks:
         r = rows[k]
         ident = synthetic.make_identity(split.identity_seed, r["identity"])
@@ -359,12 +361,20 @@ def main(argv: list[str] | None = None) -> int:
         label = facs.EMOTIONS.index(r["emotion"])  # the emotion read back from the video's regressed coefficients
         emo_gen.append(int(ev.predict_emotion(read_gen["expression"])) == label)
         emo_gt.append(int(ev.predict_emotion(read_gt["expression"])) == label)
+        # Style-A driven by the clip's ground-truth coefficients: what the renderer alone shows of them
+        w_true = sd.coefficient_windows(clip.expression[frames_idx], clip.pose[frames_idx], frames_idx,
+                                        models.config.inference.radius)
+        read_gtd = ev.analyse(render(ref, w_true, 0, degree))
+        vid_gtd.append(metrics.pearson(read_gtd["mouth_opening"], true_open))
+        emo_gtd.append(int(ev.predict_emotion(read_gtd["expression"])) == label)
     style_e["lip_sync_video"] = float(np.mean(vid_gen))
     style_e["lip_sync_video_gt"] = float(np.mean(vid_gt))
     style_e["lip_sync_ratio"] = style_e["lip_sync_video"] / max(style_e["lip_sync_video_gt"], 1e-6)
     style_e["video_emotion_accuracy"] = float(np.mean(emo_gen))
     style_e["video_emotion_accuracy_gt"] = float(np.mean(emo_gt))
     style_e["video_clips"] = len(picks)
+    style_e["lip_sync_video_gt_driven"] = float(np.mean(vid_gtd))
+    style_e["video_emotion_accuracy_gt_driven"] = float(np.mean(emo_gtd))
     style_a = evaluate_style_a(models, ev, split, args.seed, args.style_a_frames, out_dir)
     coefficient_figure(rows, gen, out_dir / "style_e_emotions.png")
     result = {
