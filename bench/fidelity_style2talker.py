@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     render = make_renderer(models)
     degree = float(models.config.inference.style_degree)
     picks = np.linspace(0, len(rows) - 1, args.video_clips).round().astype(int)
-    vid_gen, vid_gt, emo_gen, emo_gt, vid_gtd, emo_gtd = [], [], [], [], [], []
+    reads = {"generated": [], "ground_truth": [], "gt_driven": []}  # (lip-sync, emotion read right) per clip
     for k in picks:
         r = rows[k]
         ident = synthetic.make_identity(split.identity_seed, r["identity"])
@@ -352,29 +352,32 @@ def main(argv: list[str] | None = None) -> int:
         ref = synthetic.generate_clip(ident, "neutral", 1, split.utterance_seed, num_frames=1,
                                       resolution=split.resolution).frames[0]
         frames_idx = np.arange(len(gen["seen"][k]))
-        w_gen = sd.coefficient_windows(gen["seen"][k], clip.pose[frames_idx], frames_idx, models.config.inference.radius)
-        out = render(ref, w_gen, 0, degree)
         true_open = metrics.mouth_opening(clip_landmarks(ident, clip, split.resolution)[frames_idx], split.resolution)
-        read_gen, read_gt = ev.analyse(out), ev.analyse(clip.frames[frames_idx])
-        vid_gen.append(metrics.pearson(read_gen["mouth_opening"], true_open))
-        vid_gt.append(metrics.pearson(read_gt["mouth_opening"], true_open))
-        label = facs.EMOTIONS.index(r["emotion"])  # the emotion read back from the video's regressed coefficients
-        emo_gen.append(int(ev.predict_emotion(read_gen["expression"])) == label)
-        emo_gt.append(int(ev.predict_emotion(read_gt["expression"])) == label)
-        # Style-A driven by the clip's ground-truth coefficients: what the renderer alone shows of them
-        w_true = sd.coefficient_windows(clip.expression[frames_idx], clip.pose[frames_idx], frames_idx,
-                                        models.config.inference.radius)
-        read_gtd = ev.analyse(render(ref, w_true, 0, degree))
-        vid_gtd.append(metrics.pearson(read_gtd["mouth_opening"], true_open))
-        emo_gtd.append(int(ev.predict_emotion(read_gtd["expression"])) == label)
-    style_e["lip_sync_video"] = float(np.mean(vid_gen))
-    style_e["lip_sync_video_gt"] = float(np.mean(vid_gt))
+        label = facs.EMOTIONS.index(r["emotion"])
+
+        def driven(expression, clip=clip, frames_idx=frames_idx, ref=ref):
+            """Style-A's frames for these coefficients on the clip's pose."""
+            windows = sd.coefficient_windows(expression, clip.pose[frames_idx], frames_idx,
+                                             models.config.inference.radius)
+            return render(ref, windows, 0, degree)
+
+        # Style-E's coefficients rendered, the real frames, and Style-A driven by the clip's own coefficients
+        # (what the renderer alone carries, apart from Style-E); the evaluators read mouth and emotion back
+        for name, frames in (("generated", driven(gen["seen"][k])), ("ground_truth", clip.frames[frames_idx]),
+                             ("gt_driven", driven(clip.expression[frames_idx]))):
+            read = ev.analyse(frames)
+            reads[name].append((metrics.pearson(read["mouth_opening"], true_open),
+                                int(ev.predict_emotion(read["expression"])) == label))
+    lip = {name: float(np.mean([sync for sync, _ in v])) for name, v in reads.items()}
+    emo = {name: float(np.mean([right for _, right in v])) for name, v in reads.items()}
+    style_e["lip_sync_video"] = lip["generated"]
+    style_e["lip_sync_video_gt"] = lip["ground_truth"]
     style_e["lip_sync_ratio"] = style_e["lip_sync_video"] / max(style_e["lip_sync_video_gt"], 1e-6)
-    style_e["video_emotion_accuracy"] = float(np.mean(emo_gen))
-    style_e["video_emotion_accuracy_gt"] = float(np.mean(emo_gt))
+    style_e["video_emotion_accuracy"] = emo["generated"]
+    style_e["video_emotion_accuracy_gt"] = emo["ground_truth"]
     style_e["video_clips"] = len(picks)
-    style_e["lip_sync_video_gt_driven"] = float(np.mean(vid_gtd))
-    style_e["video_emotion_accuracy_gt_driven"] = float(np.mean(emo_gtd))
+    style_e["lip_sync_video_gt_driven"] = lip["gt_driven"]
+    style_e["video_emotion_accuracy_gt_driven"] = emo["gt_driven"]
     style_a = evaluate_style_a(models, ev, split, args.seed, args.style_a_frames, out_dir)
     coefficient_figure(rows, gen, out_dir / "style_e_emotions.png")
     result = {

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.nn.grid_warp import flow_to_deformation, warp_image
+from jaxtalk.nn.standardize import standardize
 from jaxtalk.style2talker.motion_generator import MotionGenerator
 from jaxtalk.style2talker.refinement import CalibrationNet
 from jaxtalk.style2talker.vtoonify import VToonify, style_degree
@@ -84,11 +85,7 @@ class AudioDrivenVToonify(VToonify):
         `(c - driving_mean) / driving_std` when the model was trained on standardised coefficients. Raw synthetic
         coefficients mix a constant crop of ~128 with expression changes of ~0.1, which leaves the descriptor's
         frame-to-frame change a few percent of its size."""
-        if self.driving_mean is None:
-            return driven_3dmm
-        mean = jnp.asarray(self.driving_mean, driven_3dmm.dtype)
-        std = jnp.asarray(self.driving_std, driven_3dmm.dtype)
-        return (driven_3dmm - mean) / std
+        return standardize(driven_3dmm, self.driving_mean, self.driving_std)
 
     def motion_image(self, input_image: jax.Array) -> jax.Array:
         """The identity image at `motion_size` (bilinear) when set and different; else unchanged (the original)."""

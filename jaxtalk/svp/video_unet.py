@@ -45,6 +45,7 @@ from jaxtalk.backbones.sd_unet import (
 from jaxtalk.backbones.unet_blocks import TOKEN_AXES, BasicTransformerBlock, FeedForward
 from jaxtalk.nn import layers
 from jaxtalk.nn.attention import Implementation, dot_product_attention
+from jaxtalk.nn.standardize import standardize
 from jaxtalk.svp.motion_module import VanillaTemporalModule
 
 Dtype = Any
@@ -332,11 +333,7 @@ def standardize_style(style_tokens: jax.Array, config: SVPUNetConfig) -> jax.Arr
     variation is ~1/5 of the token norm), and a linear key / value projection learns that common part first:
     the style attention then adds the same vector for every clip. Centring and scaling with population
     statistics makes the per-clip part what the projections see."""
-    if config.style_mean is None:
-        return style_tokens
-    mean = jnp.asarray(config.style_mean, jnp.float32)
-    std = jnp.asarray(config.style_std, jnp.float32)
-    return ((style_tokens.astype(jnp.float32) - mean) / std).astype(style_tokens.dtype)
+    return standardize(style_tokens, config.style_mean, config.style_std)
 
 
 class SVPUNet(nn.Module):

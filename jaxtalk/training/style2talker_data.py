@@ -34,6 +34,7 @@ from PIL import Image
 
 from jaxtalk.data import facs, render, synthetic
 from jaxtalk.data.atomic import atomic_path
+from jaxtalk.nn.standardize import population_statistics
 from jaxtalk.style2talker import audio2exp as a2e
 from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.style2talker.emotion_phrases import CONDITIONS
@@ -170,10 +171,8 @@ def driving_statistics(arrays: dict[str, np.ndarray]) -> tuple[tuple[float, ...]
     if len(clips) == 0:
         raise ValueError("driving_statistics: the split has no rendered clips")
     coeffs = driving_coefficients(arrays["expression"][clips].reshape(-1, arrays["expression"].shape[-1]),
-                                  arrays["pose"][clips].reshape(-1, arrays["pose"].shape[-1])).astype(np.float64)
-    std = coeffs.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0)
-    return tuple(float(v) for v in coeffs.mean(axis=0)), tuple(float(v) for v in std)
+                                  arrays["pose"][clips].reshape(-1, arrays["pose"].shape[-1]))
+    return population_statistics(coeffs)
 
 
 def with_driving_statistics(model: Style2TalkerConfig, arrays: dict[str, np.ndarray]) -> Style2TalkerConfig:

@@ -199,6 +199,7 @@ def style_token_stats(root: str | Path, windows: int = 200, extra: tuple[str, ..
     import jax.numpy as jnp
     import numpy as np
 
+    from jaxtalk.nn.standardize import population_statistics
     from jaxtalk.training.sources import run_params
     from jaxtalk.training.svp import SVPTask
 
@@ -216,10 +217,10 @@ def style_token_stats(root: str | Path, windows: int = 200, extra: tuple[str, ..
         mus.append(np.asarray(fn(params, jnp.asarray(b["style_exp"], jnp.float32),
                                  jnp.asarray(b["style_audio"], jnp.float32))).reshape(-1, cfg.model.unet.style_dim))
     mu = np.concatenate(mus)
-    mean, std = mu.mean(0), np.maximum(mu.std(0), 1e-3)
-    stats = {"style_mean": [float(v) for v in mean], "style_std": [float(v) for v in std], "windows": windows,
-             "tokens": int(mu.shape[0]), "mean_norm": float(np.linalg.norm(mean)),
-             "mean_deviation_norm": float(np.linalg.norm(mu - mean, axis=1).mean())}
+    mean, std = population_statistics(mu)
+    stats = {"style_mean": list(mean), "style_std": list(std), "windows": windows, "tokens": int(mu.shape[0]),
+             "mean_norm": float(np.linalg.norm(mean)),
+             "mean_deviation_norm": float(np.linalg.norm(mu - np.asarray(mean), axis=1).mean())}
     (root / prior / STYLE_STATS_FILE).write_text(json.dumps(stats, indent=1))
     return stats
 
