@@ -39,6 +39,10 @@ class StyleALossConfig:
                              "to the frame MSE: the mouth is ~3 % of the frame and is left a blur without it")
     mouth_margin: float = cfg.field(0.04, min=0.0, doc="margin around the mouth landmarks' box, in frame sides")
     style_prob: float = cfg.field(0.5, min=0.0, max=1.0, doc="samples whose target is an art style (else photo)")
+    expression: float = cfg.field(0.0, min=0.0, doc="expression perceptual term: MSE between the 64 expression "
+                                  "coefficients an expression probe reads off the photo outputs and the target "
+                                  "frame's true ones; the probe (a small conv net) is trained in the same step on "
+                                  "the real frames only (0: off, no probe, the original objective)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,9 @@ class TrainStyleAConfig:
     batch_size: int = cfg.field(8, min=1)
     data_seed: int = cfg.field(0, min=0)
     standardize_driving: bool = cfg.field(False, doc=STANDARDIZE_DRIVING_DOC)
+    init_bundle: str = cfg.field("", doc="a Style2Talker bundle whose Style-A, pSp and art-style bank the run "
+                                 "starts from (fine-tuning; the discriminator and the expression probe start "
+                                 "fresh); empty: random init")
     optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=1e-3,
                                                                                     weight_decay=0.0))
     train: LoopConfig = cfg.field(default_factory=LoopConfig)

@@ -20,10 +20,16 @@ Objective (the paper's reconstruction + perceptual + adversarial, `StyleALossCon
   L_G = w_rec MSE(out, target) + w_mouth MSE_mouth(out, target) + w_perc sum_l |D_l(out) - D_l(target)|_1
         + w_adv softplus(-D(out))
         + w_warp MSE(warp_image, frame at the flow's size)
+        + w_expr [photo samples] |P(out) - e|^2                     (P with stop_gradient params)
   L_D = softplus(-D(target)) + softplus(D(sg(out))) (+ R1)
+  L_P = |P(frame) - e|^2                                            (only with w_expr > 0)
 MSE_mouth is the MSE inside the box of the renderer's mouth landmarks (`style2talker_data.mouth_boxes`, grown by
 `mouth_margin`); an addition to the paper, whose perceptual and face-parsing losses see the mouth, which a plain
-frame MSE on a 64-pixel face leaves a blur (w_mouth 0 turns it off).
+frame MSE on a 64-pixel face leaves a blur (w_mouth 0 turns it off). P is an expression probe (`ExpressionProbe`)
+trained on the real frames of the batch to read their 64 true expression coefficients e; its reading of the
+generated photo frames is a perceptual term that knows about brows, eyes and cheeks, which carry the emotion and
+which pixel losses on a 64-pixel face hardly see (an addition to the paper, whose VGG features are trained on
+faces; w_expr 0 leaves it out).
 The discriminator is a patch discriminator trained in the same step: its params are behind `stop_gradient` in
 L_G and the generator output is behind `stop_gradient` in L_D, so one optimiser update on L_G + L_D is exactly
 the alternating GAN update done simultaneously. Replacements for pretrained networks that do not exist here: the
@@ -44,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.data.facs import EXPRESSION_DIM
 from jaxtalk.style2talker import art_styles
 from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.style2talker.models import build_modules
@@ -68,6 +75,21 @@ class PatchDiscriminator(nn.Module):
             x = nn.leaky_relu(nn.Conv(w, (3, 3), strides=2, padding=1, name=f"conv_{i}")(x), 0.2)
             feats.append(x)
         return nn.Conv(1, (3, 3), padding=1, name="logits")(x), feats
+
+
+class ExpressionProbe(nn.Module):
+    """(B, S, S, 3) frames in [-1, 1] -> (B, 64) expression coefficients: stride-2 3x3 convs with LeakyReLU 0.2
+    at `widths`, flattened, a hidden dense layer, a linear read-out."""
+
+    widths: tuple[int, ...] = (32, 64, 96)
+    hidden: int = 128
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, w in enumerate(self.widths):
+            x = nn.leaky_relu(nn.Conv(w, (3, 3), strides=2, padding=1, name=f"conv_{i}")(x), 0.2)
+        x = nn.leaky_relu(nn.Dense(self.hidden, name="hidden")(x.reshape(x.shape[0], -1)), 0.2)
+        return nn.Dense(EXPRESSION_DIM, name="expression")(x)
 
 
 def to_signed(x: jax.Array) -> jax.Array:
@@ -128,7 +150,8 @@ class StyleABatches:
                 "target": art_styles.stylise(frame, k, d).astype(np.float32),
                 "driven": sd.coefficient_windows(a["expression"][c], a["pose"][c], np.array([ft]),
                                                  self.radius)[0].astype(np.float32),
-                "style": np.int32(k), "degree": np.float32(d), "mouth": self.mouth[r, ft]}
+                "style": np.int32(k), "degree": np.float32(d), "mouth": self.mouth[r, ft],
+                "expression": a["expression"][c, ft].astype(np.float32)}
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
         return self.batches(index)
@@ -145,6 +168,7 @@ class StyleATask(Task):
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     batch_size: int = 8
     data_seed: int = 0
+    init_bundle: str = ""
 
     name = "style_a"
 
@@ -153,11 +177,15 @@ class StyleATask(Task):
         model = cfg.model
         if cfg.standardize_driving:
             model = sd.with_driving_statistics(model, sd.load_or_build(cfg.split, cfg.cache_dir))
-        return cls(model, cfg.split, cfg.cache_dir, cfg.loss, cfg.discriminator, cfg.batch_size, cfg.data_seed)
+        return cls(model, cfg.split, cfg.cache_dir, cfg.loss, cfg.discriminator, cfg.batch_size, cfg.data_seed,
+                   cfg.init_bundle)
 
     def modules(self) -> dict[str, nn.Module]:
         m = build_modules(self.model)
-        return {"style_a": m["style_a"], "psp": m["psp"], "discriminator": PatchDiscriminator(self.discriminator.widths)}
+        out = {"style_a": m["style_a"], "psp": m["psp"], "discriminator": PatchDiscriminator(self.discriminator.widths)}
+        if self.loss_weights.expression > 0:
+            out["probe"] = ExpressionProbe()
+        return out
 
     def init_variables(self, rng: jax.Array) -> dict:
         m, a, p = self.modules(), self.model.style_a, self.model.psp
@@ -167,20 +195,32 @@ class StyleATask(Task):
                                jnp.zeros((1, self.model.window_frames, a.coeff_nc)), 0.5)
         psp = m["psp"].init(k_psp, jnp.zeros((1, p.input_size, p.input_size, 3)))
         bank = jax.random.normal(k_bank, (len(art_styles.STYLES), a.n_latent, a.style_dim))
-        disc = m["discriminator"].init(k_d, jnp.zeros((1, a.out_size, a.out_size, 3)))
-        return {"params": {"style_a": sa["params"], "psp": psp["params"], "psp_stats": psp["batch_stats"],
-                           "style_bank": bank, "discriminator": disc["params"]}}
+        frame = jnp.zeros((1, a.out_size, a.out_size, 3))
+        params = {"style_a": sa["params"], "psp": psp["params"], "psp_stats": psp["batch_stats"], "style_bank": bank,
+                  "discriminator": m["discriminator"].init(k_d, frame)["params"]}
+        if "probe" in m:
+            params["probe"] = m["probe"].init(jax.random.fold_in(k_d, 1), frame)["params"]
+        return {"params": params}
 
     def trainable_patterns(self) -> tuple[str, ...]:
-        return (r"^style_a/(?!.*(" + "|".join(FROZEN) + r"))", r"^psp/", r"^style_bank$", r"^discriminator/")
+        return (r"^style_a/(?!.*(" + "|".join(FROZEN) + r"))", r"^psp/", r"^style_bank$", r"^discriminator/",
+                r"^probe/")
 
     def prepare_params(self, params: dict) -> dict:
         """Style-A and pSp start from `models.random_models` (the original initialisers: equalized-LR N(0, 1)
-        weights, modulation biases 1, AdaIN [1, 0], identity colour transforms, exact FIR kernels)."""
-        from jaxtalk.style2talker.models import random_models
+        weights, modulation biases 1, AdaIN [1, 0], identity colour transforms, exact FIR kernels), or with
+        `init_bundle` from a trained bundle's Style-A, pSp and art-style bank."""
+        if self.init_bundle:
+            from jaxtalk.style2talker.loading import load_models
 
-        rm = random_models(self.model, seed=0).params
+            rm = load_models(self.init_bundle, self.model).params
+        else:
+            from jaxtalk.style2talker.models import random_models
+
+            rm = random_models(self.model, seed=0).params
         fresh = {"style_a": rm["style_a"], "psp": rm["psp"]["params"], "psp_stats": rm["psp"]["batch_stats"]}
+        if self.init_bundle:
+            fresh["style_bank"] = self.bundle_bank()
         out = dict(params)
         for name, tree in fresh.items():
             if jax.tree.structure(tree) != jax.tree.structure(params[name]):
@@ -189,6 +229,17 @@ class StyleATask(Task):
                                      tree, params[name])
         return out
 
+    def bundle_bank(self) -> np.ndarray:
+        """The init bundle's art-style bank, in `art_styles.STYLE_NAMES` order."""
+        from jaxtalk.style2talker.loading import STYLE_BANK_FILE, load_style_bank
+
+        a = self.model.style_a
+        bank, names = load_style_bank(f"{self.init_bundle}/{STYLE_BANK_FILE}", a.n_latent, a.style_dim)
+        if tuple(names) != tuple(art_styles.STYLE_NAMES):
+            raise ValueError(f"init_bundle {self.init_bundle}: its art styles {list(names)} are not "
+                             f"{list(art_styles.STYLE_NAMES)}")
+        return bank
+
     def dataset(self) -> grain.MapDataset:
         arrays = sd.load_or_build(self.split, self.cache_dir)
         batches = StyleABatches(arrays, self.batch_size, self.data_seed, self.loss_weights, self.model.inference.radius,
@@ -196,7 +247,7 @@ class StyleATask(Task):
         return sd.index_dataset(batches)
 
     def device_fields(self) -> tuple[str, ...]:
-        return ("reference", "reference_full", "frame", "target", "driven", "style", "degree", "mouth")
+        return ("reference", "reference_full", "frame", "target", "driven", "style", "degree", "mouth", "expression")
 
     def generate(self, params: Any, batch: dict, *, return_aux: bool = False) -> Any:
         """Style-A output (B, out, out, 3) in [-1, 1] for a batch (see `StyleABatches`)."""
@@ -244,6 +295,17 @@ class StyleATask(Task):
             r1 = jnp.mean(jnp.sum(grad ** 2, axis=(1, 2, 3)))
         g_loss = w.reconstruction * rec + w.mouth * mouth + w.perceptual * perc + w.adversarial * adv + w.warp * warp
         total = g_loss + d_loss + 0.5 * w.r1 * r1
+        extra = {}
+        if w.expression > 0:
+            probe = self.modules()["probe"]
+            truth = batch["expression"].astype(jnp.float32)
+            fit = jnp.mean((probe.apply({"params": params["probe"]}, frame) - truth) ** 2)
+            read = probe.apply({"params": jax.lax.stop_gradient(params["probe"])}, out)
+            photo = (batch["style"] == 0).astype(jnp.float32)
+            expr = jnp.sum(photo * jnp.mean((read - truth) ** 2, axis=-1)) / jnp.maximum(jnp.sum(photo), 1.0)
+            total = total + w.expression * expr + fit
+            extra = {"expr": expr, "probe_fit": fit}
         psnr = -10.0 * jnp.log10(jnp.mean(((out - target) / 2.0) ** 2) + 1e-10)
         mouth_psnr = -10.0 * jnp.log10(mouth / 4.0 + 1e-10)
-        return total, {"rec": rec, "mouth_psnr": mouth_psnr, "perc": perc, "adv": adv, "warp": warp, "d": d_loss, "r1": r1, "psnr": psnr}
+        return total, {"rec": rec, "mouth_psnr": mouth_psnr, "perc": perc, "adv": adv, "warp": warp, "d": d_loss,
+                       "r1": r1, "psnr": psnr, **extra}

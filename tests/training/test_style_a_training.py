@@ -111,3 +111,57 @@ def test_train_script_runs(root, run):
                           "train.progress=false"])
     assert [r["step"] for r in loop.read_metrics(out)] == [1] and int(result.state.step) == 1
     assert (out / "checkpoints" / "1").is_dir() and (out / "config.yaml").is_file()
+
+
+def test_expression_probe_learns_from_real_frames_only(root, run):
+    """With loss.expression > 0 a probe joins the params; its gradient is the real frames' fit alone (its reading of
+    the generated frames reaches the generator only), and the term is logged."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtalk.training.style_a import to_signed
+
+    cfg = _cfg(root, "probe", "loss.expression=1.0", "loss.style_prob=0.5")
+    task = StyleATask.from_config(cfg)
+    assert "probe" in task.modules() and "probe" not in StyleATask.from_config(run[0]).modules()
+    params = jax.device_get(task.init_variables(jax.random.key(0))["params"])
+    batch = next(iter(task.dataset()))
+    assert batch["expression"].shape == (cfg.batch_size, 64) and np.any(batch["style"] == 0)
+    probe = task.modules()["probe"]
+
+    def grads(p):
+        total, metrics = jax.grad(lambda q: task.loss(q, batch, jax.random.key(1)), has_aux=True)(p)
+        expr = jax.grad(lambda q: task.loss(q, batch, jax.random.key(1))[1]["expr"])(p)["style_a"]
+        fit = jax.grad(lambda q: jnp.mean((probe.apply({"params": q}, to_signed(batch["frame"]))
+                                           - batch["expression"]) ** 2))(p["probe"])
+        return total, metrics, expr, fit
+
+    total, metrics, expr, fit = jax.jit(grads, compiler_options=dict(loop.FAST_COMPILE))(params)
+    for got, want in zip(jax.tree.leaves(total["probe"]), jax.tree.leaves(fit)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    assert max(float(np.abs(g).max()) for g in jax.tree.leaves(expr)) > 0  # the reading pulls on the generator
+    assert np.isfinite(metrics["expr"]) and np.isfinite(metrics["probe_fit"])
+
+
+def test_init_bundle_starts_from_its_weights(root, run):
+    """`init_bundle` writes a saved bundle's Style-A, pSp and art-style bank over the random init."""
+    import jax
+
+    from jaxtalk import parallel
+    from jaxtalk.style2talker.loading import save_checkpoints
+    from jaxtalk.style2talker.models import Style2TalkerModels, random_models
+
+    cfg = run[0]
+    rm = random_models(cfg.model, seed=5)
+    bank = np.random.default_rng(3).standard_normal((len(art_styles.STYLES), *rm.style_bank.shape[1:]))
+    save_checkpoints(Style2TalkerModels(rm.config, rm.modules, rm.params, bank.astype(np.float32),
+                                        tuple(art_styles.STYLE_NAMES)), root / "bundle")
+    task = StyleATask.from_config(_cfg(root, "from_bundle", f"init_bundle={root / 'bundle'}"))
+    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    params = jax.device_get(task.prepare_params(loop.init_params(task, mesh, 0)))
+    np.testing.assert_allclose(params["style_bank"], bank, rtol=1e-6)
+    for name, want in (("style_a", rm.params["style_a"]), ("psp", rm.params["psp"]["params"])):
+        flat_w = traverse_util.flatten_dict(want, sep="/")
+        flat_g = traverse_util.flatten_dict(params[name], sep="/")
+        for k, v in flat_w.items():
+            np.testing.assert_allclose(flat_g[k], np.asarray(v), rtol=1e-5, atol=1e-6, err_msg=k)
