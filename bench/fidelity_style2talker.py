@@ -28,7 +28,9 @@ JSON:
            audio_only (no text: zero text feature), text_only (silent audio), diversity (std over sampling
            seeds, also relative to the ground truth's std over clips);
   style_a: full | wo_refinement | wo_flow_warp: ssim, psnr, f_lmd (reconstruction of ground-truth frames from
-           another frame of the identity + ground-truth coefficients), identity (identity-encoder cosine of
+           another frame of the identity + ground-truth coefficients), upper_face_psnr (PSNR inside the box of
+           the true eyes and brows, `metrics.upper_face_box`: the pixels that carry the emotion besides the
+           mouth, read without any trained network), identity (identity-encoder cosine of
            output vs reference), style_strength (1 - |S(out) - S(target)| / |S(photo) - S(target)| with S the
            `art_styles.style_statistics` and target the filtered ground truth; 1 = target statistics reached),
            content (SSIM of the stylised output vs the filtered ground truth). The ablations switch the module
@@ -236,7 +238,8 @@ def evaluate_style_a(models, ev, split: sd.SplitConfig, seed: int, frames_per_cl
     ids = synthetic.make_identities(split.rendered_identities, split.identity_seed)
     degree = float(models.config.inference.style_degree)
     radius = models.config.inference.radius
-    results = {ab: {k: [] for k in ("ssim", "psnr", "f_lmd", "identity", "style_strength", "content")}
+    results = {ab: {k: [] for k in ("ssim", "psnr", "f_lmd", "upper_face_psnr", "identity", "style_strength",
+                                    "content")}
                for ab in ABLATIONS}
     examples, style_rows = [], []
     for i, ident in enumerate(ids):
@@ -257,6 +260,7 @@ def evaluate_style_a(models, ev, split: sd.SplitConfig, seed: int, frames_per_cl
                 r["ssim"].append(row["ssim"])
                 r["psnr"].append(row["psnr"])
                 r["f_lmd"].append(row["f_lmd"])
+                r["upper_face_psnr"].append(metrics.region_psnr(out, gt, metrics.upper_face_box(gt_lm)))
                 r["identity"].append(metrics.identity_similarity(ev.identity_embedding(out), ref_emb))
                 if j == 0:  # art styles on the first clip of every identity
                     strengths, contents = [], []

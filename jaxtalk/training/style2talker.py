@@ -380,11 +380,23 @@ def _final(history: list[dict]) -> dict[str, float]:
     return {k: v for k, v in history[-1].items() if k != "steps_per_sec"} if history else {}
 
 
-def write_curves(workdir: Path) -> list[Path]:
-    """One PNG per stage: its logged losses against steps (each curve min-max scaled; names and ranges listed)."""
-    from PIL import Image
-
+def curve_image(rows: list[dict], stage: str) -> np.ndarray:
+    """(H, W, 3) uint8: a stage's logged losses against steps, one panel per value (min-max scaled; names and
+    ranges in the titles)."""
     from jaxtalk.data.demo import plot_curves
+
+    keys = [k for k in rows[0] if k not in ("step", "steps_per_sec")]
+    panels = []
+    for k in keys:
+        v = np.asarray([r.get(k, np.nan) for r in rows], np.float64)
+        title = f"{stage} {k}: {v[0]:.4g} -> {v[-1]:.4g} (steps {rows[0]['step']}..{rows[-1]['step']})"
+        panels.append(plot_curves(v[None], 420, 120, title))
+    return np.concatenate(panels, axis=0)
+
+
+def write_curves(workdir: Path) -> list[Path]:
+    """One PNG per stage (`curve_image`) in `<workdir>/curves/`."""
+    from PIL import Image
 
     out_dir = workdir / "curves"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -393,16 +405,8 @@ def write_curves(workdir: Path) -> list[Path]:
         path = workdir / stage / loop.METRICS_NAME
         if not path.is_file():
             continue
-        rows = loop.read_metrics(workdir / stage)
-        keys = [k for k in rows[0] if k not in ("step", "steps_per_sec")]
-        panels = []
-        for k in keys:
-            v = np.asarray([r[k] for r in rows], np.float64)
-            title = f"{stage} {k}: {v[0]:.4g} -> {v[-1]:.4g} (steps {rows[0]['step']}..{rows[-1]['step']})"
-            panels.append(plot_curves(v[None], 420, 120, title))
-        img = Image.fromarray(np.concatenate(panels, axis=0))
         target = out_dir / f"{stage}.png"
-        img.save(target)
+        Image.fromarray(curve_image(loop.read_metrics(workdir / stage), stage)).save(target)
         written.append(target)
     return written
 

@@ -42,6 +42,7 @@ trained.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -309,3 +310,54 @@ class StyleATask(Task):
         mouth_psnr = -10.0 * jnp.log10(mouth / 4.0 + 1e-10)
         return total, {"rec": rec, "mouth_psnr": mouth_psnr, "perc": perc, "adv": adv, "warp": warp, "d": d_loss,
                        "r1": r1, "psnr": psnr, **extra}
+
+
+def export_into_bundle(run_dir: str | Path, out: str | Path, base: str | Path | None = None,
+                       command: str = "") -> dict[str, Any]:
+    """Write a copy of the Style2Talker bundle `base` (default: the run's `init_bundle`) to `out` with the
+    Style-A, pSp and art-style bank of the Style-A run in `run_dir` (its newest checkpoint) in place of its own,
+    in the torch-safetensors layout of the shipped weights; the other components are copied as they are. The
+    manifest keeps the base's record and adds the run's as `style_a_run` (command, commit, steps, losses, wall
+    time); the run's loss curves go to `curves_style_a_run.png`. Returns the manifest."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from jaxtalk import config as config_lib
+    from jaxtalk.style2talker.loading import load_models, save_checkpoints
+    from jaxtalk.training import loop
+    from jaxtalk.training.style2talker import _git_commit, curve_image, restore_params
+
+    run_dir, out = Path(run_dir), Path(out)
+    cfg = config_lib.load(run_dir / "config.yaml")
+    base = Path(base or cfg.init_bundle)
+    if not str(base) or not (base / "config.yaml").is_file():
+        raise FileNotFoundError(f"base bundle {base or '(none)'}: no Style2Talker bundle there; pass --base")
+    task = StyleATask.from_config(cfg)
+    params, step = restore_params(task, cfg)
+    models = load_models(base, task.model)
+    models.params = {**models.params, "style_a": params["style_a"],
+                     "psp": {"params": params["psp"], "batch_stats": params["psp_stats"]}}
+    models.style_bank, models.style_names = np.asarray(params["style_bank"], np.float32), art_styles.STYLE_NAMES
+    manifest = json.loads((base / "manifest.json").read_text()) if (base / "manifest.json").is_file() else {}
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp)
+    save_checkpoints(models, tmp)
+    rows = [r for r in loop.read_metrics(run_dir) if r["step"] <= step]  # a run still going logs past it
+    Image.fromarray(curve_image(rows, "style_a")).save(tmp / "curves_style_a_run.png")
+    wall = sum((b["step"] - a["step"]) / b["steps_per_sec"] for a, b in zip(rows, rows[1:]) if b.get("steps_per_sec"))
+    manifest.pop("evaluation", None)  # the base's figures are not this model's
+    manifest["style_a_run"] = {
+        "command": command, "commit": _git_commit(), "base": str(base), "base_commit": manifest.get("commit"),
+        "steps": step, "batch_size": cfg.batch_size, "learning_rate": cfg.optimizer.learning_rate,
+        "loss": dataclasses.asdict(cfg.loss), "wall_seconds_from_step_rates": round(wall, 1),
+        "final_metrics": {k: v for k, v in rows[-1].items() if k != "steps_per_sec"} if rows else {},
+        "curves": "curves_style_a_run.png"}
+    manifest["curves"] = [c for c in manifest.get("curves", []) if c != "curves_style_a_run.png"] + \
+        ["curves_style_a_run.png"]
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return manifest

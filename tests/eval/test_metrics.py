@@ -37,6 +37,27 @@ def test_ssim_matches_skimage():
     assert metrics.ssim(x, y) < metrics.ssim(x, np.clip(x + 0.01 * (y - x), 0, 1)) < 1.0
 
 
+def test_region_psnr_counts_only_the_box():
+    a = np.full((2, 8, 8, 3), 0.5)
+    b = a.copy()
+    b[:, 2:4, 4:8] += 0.1  # inside the box below (rows 2-3, columns 4-7): MSE 0.01 there
+    b[:, 6:, :] = 0.0      # outside it: ignored
+    boxes = np.array([[4.0, 2.0, 8.0, 4.0]] * 2)
+    assert metrics.region_psnr(b, a, boxes) == pytest.approx(20.0, abs=1e-9)
+    boxes2 = np.array([[4.0, 2.0, 8.0, 4.0], [0.0, 0.0, 4.0, 2.0]])  # frame 2: an untouched box
+    assert metrics.region_psnr(b, a, boxes2) == pytest.approx((20.0 + metrics.PSNR_MAX) / 2, abs=1e-9)
+    with pytest.raises(ValueError, match="boxes"):
+        metrics.region_psnr(b, a, boxes[:1])
+    with pytest.raises(ValueError, match="no pixel"):
+        metrics.region_psnr(b, a, np.array([[9.0, 9.0, 10.0, 10.0]] * 2))
+
+
+def test_upper_face_box_spans_the_eyes_and_brows():
+    lm = np.zeros((1, 16, 2))
+    lm[0, 2], lm[0, 3] = (20.0, 30.0), (40.0, 30.0)  # pupils 20 px apart on row 30
+    np.testing.assert_allclose(metrics.upper_face_box(lm), [[13.0, 18.0, 47.0, 35.0]])
+
+
 def test_psnr_matches_skimage():
     skm = pytest.importorskip("skimage.metrics")
     x = _frames(2)

@@ -143,20 +143,27 @@ def test_expression_probe_learns_from_real_frames_only(root, run):
     assert np.isfinite(metrics["expr"]) and np.isfinite(metrics["probe_fit"])
 
 
-def test_init_bundle_starts_from_its_weights(root, run):
+@pytest.fixture(scope="module")
+def bundle(root, run):
+    """A Style2Talker bundle of the tiny preset's shapes with random weights and a known art-style bank."""
+    from jaxtalk.style2talker.loading import save_checkpoints
+    from jaxtalk.style2talker.models import Style2TalkerModels, random_models
+
+    rm = random_models(run[0].model, seed=5)
+    bank = np.random.default_rng(3).standard_normal((len(art_styles.STYLES), *rm.style_bank.shape[1:]))
+    save_checkpoints(Style2TalkerModels(rm.config, rm.modules, rm.params, bank.astype(np.float32),
+                                        tuple(art_styles.STYLE_NAMES)), root / "bundle")
+    return root / "bundle", rm, bank
+
+
+def test_init_bundle_starts_from_its_weights(root, bundle):
     """`init_bundle` writes a saved bundle's Style-A, pSp and art-style bank over the random init."""
     import jax
 
     from jaxtalk import parallel
-    from jaxtalk.style2talker.loading import save_checkpoints
-    from jaxtalk.style2talker.models import Style2TalkerModels, random_models
 
-    cfg = run[0]
-    rm = random_models(cfg.model, seed=5)
-    bank = np.random.default_rng(3).standard_normal((len(art_styles.STYLES), *rm.style_bank.shape[1:]))
-    save_checkpoints(Style2TalkerModels(rm.config, rm.modules, rm.params, bank.astype(np.float32),
-                                        tuple(art_styles.STYLE_NAMES)), root / "bundle")
-    task = StyleATask.from_config(_cfg(root, "from_bundle", f"init_bundle={root / 'bundle'}"))
+    path, rm, bank = bundle
+    task = StyleATask.from_config(_cfg(root, "from_bundle", f"init_bundle={path}"))
     mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     params = jax.device_get(task.prepare_params(loop.init_params(task, mesh, 0)))
     np.testing.assert_allclose(params["style_bank"], bank, rtol=1e-6)
@@ -165,3 +172,35 @@ def test_init_bundle_starts_from_its_weights(root, run):
         flat_g = traverse_util.flatten_dict(params[name], sep="/")
         for k, v in flat_w.items():
             np.testing.assert_allclose(flat_g[k], np.asarray(v), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_export_puts_the_run_into_a_copy_of_the_bundle(root, run, bundle):
+    """train/style_a_export.py: the run's Style-A / pSp / bank replace the base bundle's, the rest is copied byte
+    for byte, the manifest records the run; a missing base is one clear error."""
+    import json
+
+    from jaxtalk.style2talker.loading import load_models
+    from jaxtalk.training.style2talker import restore_params
+
+    spec = importlib.util.spec_from_file_location("style_a_export", REPO_ROOT / "train" / "style_a_export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base, out = bundle[0], root / "exported"
+    assert module.main(["--run", str(root / "full"), "--out", str(out), "--base", str(base)]) == 0
+    cfg = run[0]
+    params, step = restore_params(StyleATask.from_config(cfg), cfg)
+    got = load_models(out)
+    for name, want in (("style_a", params["style_a"]), ("psp", params["psp"])):
+        flat_w = traverse_util.flatten_dict(want, sep="/")
+        flat_g = traverse_util.flatten_dict(got.params[name] if name == "style_a" else got.params[name]["params"],
+                                            sep="/")
+        for k, v in flat_w.items():
+            np.testing.assert_allclose(flat_g[k], np.asarray(v), rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(got.style_bank, params["style_bank"], rtol=1e-6)
+    for name in ("clip_text", "style_e", "audio2exp"):
+        assert (out / f"{name}.safetensors").read_bytes() == (base / f"{name}.safetensors").read_bytes()
+    record = json.loads((out / "manifest.json").read_text())["style_a_run"]
+    assert record["steps"] == step == 3 and record["final_metrics"]["step"] == 3
+    assert (out / record["curves"]).is_file()
+    assert module.main(["--run", str(root / "full"), "--out", str(root / "nothing")]) == 2  # no init_bundle, no base
+    assert not (root / "nothing").exists()
