@@ -86,7 +86,11 @@ def _check_same(a: np.ndarray, b: np.ndarray, name: str) -> None:
 def psnr(generated, reference) -> float:
     """Mean over frames of the per-frame PSNR (dB, data range 1); identical frames give `PSNR_MAX`."""
     a, b = _frames_pair(generated, reference, "psnr")
-    mse = np.mean((a - b) ** 2, axis=(1, 2, 3))
+    return _mean_psnr(np.mean((a - b) ** 2, axis=(1, 2, 3)))
+
+
+def _mean_psnr(mse: np.ndarray) -> float:
+    """Mean of the per-frame PSNRs (dB, data range 1) of per-frame MSEs, each capped at `PSNR_MAX`."""
     per_frame = np.where(mse > 0, 10.0 * np.log10(1.0 / np.maximum(mse, 1e-300)), PSNR_MAX)
     return float(np.mean(np.minimum(per_frame, PSNR_MAX)))
 
@@ -116,10 +120,7 @@ def region_psnr(generated, reference, boxes) -> float:
     count = inside.sum(axis=(1, 2))
     if np.any(count == 0):
         raise ValueError("region_psnr: a box holds no pixel centre")
-    mse = ((a - b) ** 2).mean(axis=-1)
-    mse = (mse * inside).sum(axis=(1, 2)) / count
-    per_frame = np.where(mse > 0, 10.0 * np.log10(1.0 / np.maximum(mse, 1e-300)), PSNR_MAX)
-    return float(np.mean(np.minimum(per_frame, PSNR_MAX)))
+    return _mean_psnr((((a - b) ** 2).mean(axis=-1) * inside).sum(axis=(1, 2)) / count)
 
 
 def _ssim_frame(x: np.ndarray, y: np.ndarray) -> float:

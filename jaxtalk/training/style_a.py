@@ -214,32 +214,25 @@ class StyleATask(Task):
         if self.init_bundle:
             from jaxtalk.style2talker.loading import load_models
 
-            rm = load_models(self.init_bundle, self.model).params
+            source = load_models(self.init_bundle, self.model)
+            if tuple(source.style_names) != tuple(art_styles.STYLE_NAMES):
+                raise ValueError(f"init_bundle {self.init_bundle}: its art styles {list(source.style_names)} are "
+                                 f"not {list(art_styles.STYLE_NAMES)}")
         else:
             from jaxtalk.style2talker.models import random_models
 
-            rm = random_models(self.model, seed=0).params
+            source = random_models(self.model, seed=0)
+        rm = source.params
         fresh = {"style_a": rm["style_a"], "psp": rm["psp"]["params"], "psp_stats": rm["psp"]["batch_stats"]}
         if self.init_bundle:
-            fresh["style_bank"] = self.bundle_bank()
+            fresh["style_bank"] = np.asarray(source.style_bank, np.float32)
         out = dict(params)
         for name, tree in fresh.items():
             if jax.tree.structure(tree) != jax.tree.structure(params[name]):
-                raise ValueError(f"style_a init: the {name} params of random_models differ in structure")
+                raise ValueError(f"style_a init: the {name} params of {source.source} differ in structure")
             out[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
                                      tree, params[name])
         return out
-
-    def bundle_bank(self) -> np.ndarray:
-        """The init bundle's art-style bank, in `art_styles.STYLE_NAMES` order."""
-        from jaxtalk.style2talker.loading import STYLE_BANK_FILE, load_style_bank
-
-        a = self.model.style_a
-        bank, names = load_style_bank(f"{self.init_bundle}/{STYLE_BANK_FILE}", a.n_latent, a.style_dim)
-        if tuple(names) != tuple(art_styles.STYLE_NAMES):
-            raise ValueError(f"init_bundle {self.init_bundle}: its art styles {list(names)} are not "
-                             f"{list(art_styles.STYLE_NAMES)}")
-        return bank
 
     def dataset(self) -> grain.MapDataset:
         arrays = sd.load_or_build(self.split, self.cache_dir)
@@ -331,9 +324,10 @@ def export_into_bundle(run_dir: str | Path, out: str | Path, base: str | Path | 
 
     run_dir, out = Path(run_dir), Path(out)
     cfg = config_lib.load(run_dir / "config.yaml")
+    if not (base or cfg.init_bundle) or not (Path(base or cfg.init_bundle) / "config.yaml").is_file():
+        raise FileNotFoundError(f"base bundle {base or cfg.init_bundle or '(none)'}: no Style2Talker bundle there; "
+                                "pass --base")
     base = Path(base or cfg.init_bundle)
-    if not str(base) or not (base / "config.yaml").is_file():
-        raise FileNotFoundError(f"base bundle {base or '(none)'}: no Style2Talker bundle there; pass --base")
     task = StyleATask.from_config(cfg)
     params, step = restore_params(task, cfg)
     models = load_models(base, task.model)
