@@ -199,6 +199,8 @@ class TrainSVPConfig:
     copy_attn1_to_attn1_5: bool = cfg.field(True, doc="attn1_5 / norm1_5 a source lacks start as attn1 / norm1")
     style_sample: bool = cfg.field(True, doc="stage 3 tokens s = mu + sigma eps (False: mu)")
     uncond_style: Literal["zero", "keep"] = cfg.field("zero", doc="style tokens of CFG-dropped samples")
+    expression_loss: float = cfg.field(0.0, min=0.0, doc="stage 3: weight of the expression-probe term on the "
+                                       "decoded x0 prediction (0 = the paper's loss); needs the VAE decoder in init")
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
     mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
 
@@ -215,6 +217,12 @@ class TrainSVPConfig:
             problems.append(f"stage {self.stage} trains the motion modules' video: model.unet.motion.enabled=true")
         elif m.unet.motion.temporal_position_encoding and d.frames > m.unet.motion.max_len:
             problems.append(f"data.frames={d.frames} exceeds model.unet.motion.max_len={m.unet.motion.max_len}")
+        if self.expression_loss > 0 and self.stage != 3:
+            problems.append(f"expression_loss is a stage-3 term (the batch's expression coefficients come with the "
+                            f"style clip); got stage {self.stage}: set expression_loss=0")
+        if self.expression_loss > 0 and d.flip_rate > 0:
+            problems.append("expression_loss reads expression coefficients that a mirrored face does not have: "
+                            "set data.flip_rate=0")
         if self.stage == 3 and not m.unet.use_style:
             problems.append("stage 3 trains the style attention: model.unet.use_style=true")
         if m.unet.use_style and m.style_extractor.d_model != m.unet.style_dim:

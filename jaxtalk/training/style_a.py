@@ -51,12 +51,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.data.facs import EXPRESSION_DIM
 from jaxtalk.style2talker import art_styles
 from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.style2talker.models import build_modules
 from jaxtalk.training import style2talker_data as sd
 from jaxtalk.training.loop import Task
+from jaxtalk.training.probes import ExpressionProbe, probe_terms
 from jaxtalk.training.style2talker_config import DiscriminatorConfig, StyleALossConfig, TrainStyleAConfig
 
 # Constants kept as params (exact checkpoint round trips): FIR resampling kernels and StyleGAN noise buffers.
@@ -76,21 +76,6 @@ class PatchDiscriminator(nn.Module):
             x = nn.leaky_relu(nn.Conv(w, (3, 3), strides=2, padding=1, name=f"conv_{i}")(x), 0.2)
             feats.append(x)
         return nn.Conv(1, (3, 3), padding=1, name="logits")(x), feats
-
-
-class ExpressionProbe(nn.Module):
-    """(B, S, S, 3) frames in [-1, 1] -> (B, 64) expression coefficients: stride-2 3x3 convs with LeakyReLU 0.2
-    at `widths`, flattened, a hidden dense layer, a linear read-out."""
-
-    widths: tuple[int, ...] = (32, 64, 96)
-    hidden: int = 128
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for i, w in enumerate(self.widths):
-            x = nn.leaky_relu(nn.Conv(w, (3, 3), strides=2, padding=1, name=f"conv_{i}")(x), 0.2)
-        x = nn.leaky_relu(nn.Dense(self.hidden, name="hidden")(x.reshape(x.shape[0], -1)), 0.2)
-        return nn.Dense(EXPRESSION_DIM, name="expression")(x)
 
 
 def to_signed(x: jax.Array) -> jax.Array:
@@ -291,12 +276,9 @@ class StyleATask(Task):
         total = g_loss + d_loss + 0.5 * w.r1 * r1
         extra = {}
         if w.expression > 0:
-            probe = self.modules()["probe"]
-            truth = batch["expression"].astype(jnp.float32)
-            fit = jnp.mean((probe.apply({"params": params["probe"]}, frame) - truth) ** 2)
-            read = probe.apply({"params": jax.lax.stop_gradient(params["probe"])}, out)
+            fit, read = probe_terms(self.modules()["probe"], params["probe"], frame, out, batch["expression"])
             photo = (batch["style"] == 0).astype(jnp.float32)
-            expr = jnp.sum(photo * jnp.mean((read - truth) ** 2, axis=-1)) / jnp.maximum(jnp.sum(photo), 1.0)
+            expr = jnp.sum(photo * read) / jnp.maximum(jnp.sum(photo), 1.0)
             total = total + w.expression * expr + fit
             extra = {"expr": expr, "probe_fit": fit}
         psnr = -10.0 * jnp.log10(jnp.mean(((out - target) / 2.0) ** 2) + 1e-10)

@@ -15,6 +15,8 @@ Trained system (param tree components, the same in every stage so runs chain): `
                  (and zero style tokens with `uncond_style: zero`), V-Express's unconditional branch
     eps   = N(0, I) + noise_offset * N(0, I) per (sample, channel);  t ~ U{0..T-1}
     loss  = mean_b w_b * |UNet(z_t, t, audio, bank, kps, style) - v_t|^2,  w_b = min(SNR+1, gamma)/(SNR+1)
+    (+ with `expression_loss` > 0, stage 3: lambda * mean_b abar_t |P(VAE.decode(x0_hat)) - expression|^2 + the
+       probe's own fit on the real frames — `jaxtalk.training.probes`; P reads the 64 true coefficients)
 
 Stages (trainable regexes, `stage_trainable`): 1 — the UNet (not its audio / style attention), the ReferenceNet
 (not its last up block, which V-Express freezes, nor its unused `conv_out`) and the kps guider, single frames and no
@@ -51,6 +53,7 @@ from jaxtalk.training.config import (
     TrainSVPConfig,
 )
 from jaxtalk.training.loop import Task
+from jaxtalk.training.probes import ExpressionProbe, probe_terms
 
 _BLOCK = r"transformer_blocks_\d+/"
 # Checkpoint tensors the trained system does not hold: the VAE decoder (training only encodes) and the SD UNet's
@@ -90,13 +93,15 @@ class SVPTask(Task):
     copy_attn1_to_attn1_5: bool = True
     style_sample: bool = True
     uncond_style: str = "zero"
+    expression_loss: float = 0.0
 
     name = "svp"
 
     @classmethod
     def from_config(cls, cfg: TrainSVPConfig) -> SVPTask:
         return cls(cfg.stage, cfg.model, cfg.diffusion, cfg.data, cfg.audio, cfg.init, cfg.trainable,
-                   cfg.zero_params, cfg.copy_attn1_to_attn1_5, cfg.style_sample, cfg.uncond_style)
+                   cfg.zero_params, cfg.copy_attn1_to_attn1_5, cfg.style_sample, cfg.uncond_style,
+                   cfg.expression_loss)
 
     # ---------------------------------------------------------------------------------------------- model
     def modules(self) -> dict[str, nn.Module]:
@@ -113,6 +118,8 @@ class SVPTask(Task):
         }
         if m.unet.use_style:
             mods["style_extractor"] = ProbabilisticStyleExtractor(m.style_extractor, m.attention, **kw)
+        if self.expression_loss > 0:
+            mods["expression_probe"] = ExpressionProbe()
         return mods
 
     def init_key(self) -> Any:
@@ -131,8 +138,9 @@ class SVPTask(Task):
             "reference_net": mods["reference_net"].init(keys["reference_net"], jnp.zeros((1, s, s, u.in_channels)),
                                                         jnp.zeros((1,)), jnp.zeros((1, 1, u.cross_attention_dim)))[
                 "params"],
-            "vae": mods["vae"].init(keys["vae"], jnp.zeros((1, f, f, m.vae.in_channels)), method="encode")[
-                "params"],
+            # the decoder only where the expression term decodes x0_hat; otherwise training never decodes
+            "vae": mods["vae"].init(keys["vae"], jnp.zeros((1, f, f, m.vae.in_channels)),
+                                    method=None if self.expression_loss > 0 else "encode")["params"],
             "kps_guider": mods["kps_guider"].init(keys["kps_guider"], jnp.zeros(
                 (1, 1, g, g, m.kps_guider.conditioning_channels)))["params"],
             "audio_projection": mods["audio_projection"].init(keys["audio_projection"], jnp.zeros(
@@ -142,16 +150,24 @@ class SVPTask(Task):
             ex = m.style_extractor
             params["style_extractor"] = mods["style_extractor"].init(
                 keys["style_extractor"], jnp.zeros((1, 2, ex.exp_dim)), jnp.zeros((1, 2, ex.audio_dim)))["params"]
+        if "expression_probe" in mods:
+            params["expression_probe"] = mods["expression_probe"].init(
+                keys["expression_probe"], jnp.zeros((1, self.data.image_size, self.data.image_size, 3)))["params"]
         return {"params": params}
 
     def trainable_patterns(self) -> tuple[str, ...]:
+        probe = (r"^expression_probe/",) if self.expression_loss > 0 else ()
         if self.trainable is not None:
-            return self.trainable
-        return stage_trainable(self.stage, len(self.model.unet.unet.block_out_channels))
+            return self.trainable + probe
+        return stage_trainable(self.stage, len(self.model.unet.unet.block_out_channels)) + probe
 
     def prepare_params(self, params: dict) -> dict:
         """Init sources, then attn1 -> attn1_5 copies where a source filled attn1 only, then `zero_params`."""
-        params, written = sources.apply_init_sources(params, self.init, SOURCE_UNUSED)
+        unused = {k: v for k, v in SOURCE_UNUSED.items() if not (k == "vae" and self.expression_loss > 0)}
+        params, written = sources.apply_init_sources(params, self.init, unused)
+        if self.expression_loss > 0 and not any(k.startswith("vae/decoder/") for k in written):
+            raise ValueError("expression_loss decodes the x0 prediction, so the VAE decoder must be loaded: add an "
+                             "init source that holds it, e.g. {kind: run, path: <the VAE run>, component: vae}")
         flat = traverse_util.flatten_dict(params, sep="/")
         if self.copy_attn1_to_attn1_5 and written:
             for key in list(flat):
@@ -186,6 +202,8 @@ class SVPTask(Task):
             fields += ("audio",)
         if self.stage == 3:
             fields += ("style_exp", "style_audio")
+        if self.expression_loss > 0:
+            fields += ("expression",)
         return fields
 
     # ---------------------------------------------------------------------------------------------- loss
@@ -263,7 +281,32 @@ class SVPTask(Task):
             weights = diffusion.min_snr_weights(diffusion.snr(schedule, t), dcfg.min_snr_gamma,
                                                 dcfg.prediction_type, dcfg.shift_v_snr)
         loss = diffusion.diffusion_loss(pred, target, weights)
-        return loss, {"mse": diffusion.diffusion_loss(pred, target), "uncond_frac": 1.0 - jnp.mean(cond["keep"])}
+        metrics = {"mse": diffusion.diffusion_loss(pred, target), "uncond_frac": 1.0 - jnp.mean(cond["keep"])}
+        if self.expression_loss > 0:
+            expr, fit = self.expression_terms(params, batch, schedule, z_t, pred, t, cond["keep"])
+            loss = loss + self.expression_loss * expr + fit
+            metrics |= {"expr": expr, "probe_fit": fit}
+        return loss, metrics
+
+    def expression_terms(self, params: Any, batch: dict, schedule: diffusion.NoiseSchedule, z_t: jax.Array,
+                         pred: jax.Array, t: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(term, probe fit): the probe's reading of the decoded x0 prediction against the frames' true expression
+        coefficients, weighted by abar_t (a near-pure-noise x0_hat is a blur that shows no expression) and over
+        the samples that kept their conditions; the probe's own MSE on the real frames."""
+        m, mods = self.model, self.modules()
+        b, f = pred.shape[:2]
+        abar = schedule.alphas_cumprod[t]
+        x0, _ = diffusion.predict_x0_eps(schedule.prediction_type, abar[:, None, None, None, None],
+                                         z_t.astype(jnp.float32), pred.astype(jnp.float32))
+        latents = (x0 / m.vae.scaling_factor).reshape(b * f, *x0.shape[2:])
+        images = mods["vae"].apply({"params": params["vae"]}, latents.astype(_dtype(m.dtype)), method="decode")
+        frames = batch["frames"]
+        real = frames.reshape(b * f, *frames.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
+        fit, read = probe_terms(mods["expression_probe"], params["expression_probe"], real,
+                                images.astype(jnp.float32), batch["expression"].reshape(b * f, -1))
+        weight = abar * keep.astype(jnp.float32)
+        term = jnp.sum(weight * read.reshape(b, f).mean(axis=1)) / jnp.maximum(jnp.sum(keep), 1.0)
+        return term, fit
 
 
 def make_task(cfg: TrainSVPConfig) -> SVPTask:

@@ -137,6 +137,9 @@ def test_stage3_batches(root, stage2):
     assert batch["style_exp"].shape == (b, w, 64) and batch["style_audio"].shape == (b, w, cfg.audio.feature_dim)
     assert batch["kps"].max() > 0
     assert set(task.device_fields()) <= set(batch)
+    for i in range(b):  # the frames' own coefficients: f consecutive rows of the window's
+        starts = [o for o in range(w - f + 1) if np.array_equal(batch["style_exp"][i, o:o + f], batch["expression"][i])]
+        assert batch["expression"][i].shape == (f, 64) and starts
 
 
 def test_stage3_trains_only_the_style_attention(root, stage2):
@@ -166,6 +169,59 @@ def test_stage3_trains_only_the_style_attention(root, stage2):
                                  "reference_net/", "/attn2/"))
 
 
+def test_stage3_expression_term_needs_the_decoder_and_trains_the_probe_on_real_frames(root, stage2):
+    """With `expression_loss` > 0 the VAE decoder must come from an init source; a probe joins the params, its
+    gradient is the real frames' fit alone, and its reading of the decoded x0 prediction pulls on the style
+    attention only among the UNet's trained params."""
+    from jaxtalk.training.probes import ExpressionProbe
+
+    base = load_cfg("train_svp_stage3_tiny", root, "expression_loss=1.0", "init=[]")
+    task = SVPTask.from_config(base)
+    assert "expression_probe" in task.modules() and task.device_fields()[-1] == "expression"
+    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    fresh = loop.init_params(task, mesh, 0)
+    assert any(k.startswith("decoder/") for k in traverse_util.flatten_dict(fresh["vae"], sep="/"))
+    vae_state = state_lib.create_state({"vae": jax.tree.map(lambda x: x + 0.5, jax.device_get(fresh["vae"]))},
+                                       state_lib.make_optimizer(state_lib.OptimizerConfig()))
+    ckpt = checkpoint.Checkpointer(root / "vae_run" / "checkpoints")
+    ckpt.save(1, vae_state)
+    ckpt.close()
+    stage2_run = f"{{kind: run, path: {root / 'stage2_run'}}}"
+    no_decoder = SVPTask.from_config(load_cfg("train_svp_stage3_tiny", root, "expression_loss=1.0",
+                                              f"init=[{stage2_run}]"))
+    with pytest.raises(ValueError, match="VAE decoder"):
+        no_decoder.prepare_params(loop.init_params(no_decoder, mesh, 0))
+    cfg = load_cfg("train_svp_stage3_tiny", root, "expression_loss=1.0",
+                   f"init=[{stage2_run}, {{kind: run, path: {root / 'vae_run'}, component: vae}}]")
+    task = SVPTask.from_config(cfg)
+    params = jax.device_get(task.prepare_params(loop.init_params(task, mesh, 0)))
+    flat = traverse_util.flatten_dict(params, sep="/")
+    np.testing.assert_array_equal(flat["vae/decoder/conv_out/kernel"],
+                                  np.asarray(vae_state.params["vae"]["decoder"]["conv_out"]["kernel"]))
+    batch = {k: jnp.asarray(v) for k, v in next(iter(task.dataset())).items() if k in task.device_fields()}
+    probe = ExpressionProbe()
+
+    def grads(p):
+        total, metrics = jax.grad(lambda q: task.loss(q, batch, jax.random.key(1)), has_aux=True)(p)
+        expr = jax.grad(lambda q: task.loss(q, batch, jax.random.key(1))[1]["expr"])(p)["unet"]
+        frames = batch["frames"].reshape(-1, *batch["frames"].shape[2:]).astype(jnp.float32) / 127.5 - 1.0
+        fit = jax.grad(lambda q: jnp.mean((probe.apply({"params": q}, frames)
+                                           - batch["expression"].reshape(frames.shape[0], -1)) ** 2))(
+            p["expression_probe"])
+        return total, metrics, expr, fit
+
+    total, metrics, expr, fit = jax.jit(grads, compiler_options=dict(loop.FAST_COMPILE))(params)
+    for got, want in zip(jax.tree.leaves(total["expression_probe"]), jax.tree.leaves(fit)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    pulled = {k for k, g in traverse_util.flatten_dict(expr, sep="/").items() if np.abs(g).max() > 0}
+    assert any("/attn_style/" in k for k in pulled)
+    assert np.isfinite(metrics["expr"]) and metrics["expr"] > 0 and np.isfinite(metrics["probe_fit"])
+    trainable = state_lib.trainable_mask(params, task.trainable_patterns())
+    mask = traverse_util.flatten_dict(trainable, sep="/")
+    assert any(mask[k] for k in mask if k.startswith("expression_probe/"))
+    assert not any(mask[k] for k in mask if k.startswith("vae/") or "/attn2/" in k)
+
+
 def test_stage_configs_are_checked():
     with pytest.raises(config.ConfigError, match="single frames"):
         config.load("train_svp_stage1_tiny", ["data.frames=4"])
@@ -173,6 +229,10 @@ def test_stage_configs_are_checked():
         config.load("train_svp_stage2_tiny", ["model.unet.motion.enabled=false"])
     with pytest.raises(config.ConfigError, match="divisible"):
         config.load("train_svp_stage1_tiny", ["data.batch_size=3"])
+    with pytest.raises(config.ConfigError, match="stage-3 term"):
+        config.load("train_svp_stage2_tiny", ["expression_loss=1.0"])
+    with pytest.raises(config.ConfigError, match="flip_rate"):
+        config.load("train_svp_stage3_tiny", ["expression_loss=1.0", "data.flip_rate=0.5"])
 
 
 def test_train_script_runs(root, stage1):
