@@ -290,6 +290,29 @@ class TrainVAEConfig:
         _check_batch(self.data.batch_size, self.mesh, "train_vae")
 
 
+# ------------------------------------------------------------------------------------------------ expression probe
+
+@cfg.register_root("train_expression_probe")
+@dataclasses.dataclass(frozen=True)
+class TrainExpressionProbeConfig:
+    """The expression probe (`jaxtalk.training.probes.ExpressionProbe`) fitted to the true expression coefficients
+    of real training frames: the starting point of the probe that SVP stage 3's `expression_loss` keeps fitting
+    in its own step (at the diffusion learning rate a probe from scratch would read little for hundreds of steps).
+    """
+
+    data: SVPDataConfig = cfg.field(default_factory=lambda: SVPDataConfig(frames=8, clip_window=8, image_size=64))
+    optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=1e-3))
+    init: tuple[InitSource, ...] = ()
+    train: LoopConfig = cfg.field(default_factory=LoopConfig)
+    mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
+
+    def validate(self) -> None:
+        if self.data.flip_rate > 0:
+            raise ConfigError("train_expression_probe config: a mirrored face does not have the frame's expression "
+                              "coefficients; set data.flip_rate=0")
+        _check_batch(self.data.batch_size, self.mesh, "train_expression_probe")
+
+
 # ------------------------------------------------------------------------------------------------ style prior
 
 @dataclasses.dataclass(frozen=True)

@@ -259,9 +259,9 @@ class SVPBatchPrep:
     """Raw window batches -> SVP training batches (see `TrainSVPConfig` / `SVPDataConfig`).
 
     Output per sample: `frames` uint8 (F, S, S, 3); `reference` uint8 (S, S, 3); `kps` uint8 (F, S, S, 3);
-    `audio` float32 (F, window, D) unless `features` is None (stage 1 has no audio); with `style`: `style_exp`
-    (W, 64) and `style_audio` (W, D) over the whole source window and `expression` (F, 64) of the frames;
-    `identity`, `emotion` int32.
+    `expression` float32 (F, 64), the frames' true coefficients; `audio` float32 (F, window, D) unless `features`
+    is None (stage 1 has no audio); with `style`: `style_exp` (W, 64) and `style_audio` (W, D) over the whole
+    source window; `identity`, `emotion` int32.
     """
 
     def __init__(self, record_dir: str | os.PathLike, data: Any, features: FeatureStore | None, num_pad: int,
@@ -305,6 +305,7 @@ class SVPBatchPrep:
             out["frames"].append(frames)
             out["reference"].append(reference)
             out["kps"].append(kps)
+            out["expression"].append(batch["expression"][i][offset:offset + d.frames])
             if self.features is None:
                 continue
             feats = self.features(clip)
@@ -313,7 +314,6 @@ class SVPBatchPrep:
             if self.style:
                 per_frame = per_frame_features(feats, n, self.source.fps)
                 out["style_exp"].append(batch["expression"][i])
-                out["expression"].append(batch["expression"][i][offset:offset + d.frames])
                 out["style_audio"].append(per_frame[start:start + d.clip_window])
         result = {k: np.ascontiguousarray(np.stack(v)) for k, v in out.items()}
         result["identity"], result["emotion"] = batch["identity"], batch["emotion"]

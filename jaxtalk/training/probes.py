@@ -3,18 +3,25 @@
 The probe P learns, in the generator's own step, to read the 64 true expression coefficients from real training
 frames; its reading of the generated frames (P's params behind `stop_gradient`, as a discriminator's) is a term on
 the generator. The probe sees training identities only, so it is not one of the evaluators that score held-out
-videos (other identities, another architecture).
+videos (other identities, another architecture). `ExpressionProbeTask` fits a probe alone (`train_expression_probe`),
+the starting point where the generator's step trains it too slowly to read anything early on (SVP stage 3).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import grain
 import jax
 import jax.numpy as jnp
 
 from jaxtalk.data.facs import EXPRESSION_DIM
+from jaxtalk.training import data as data_lib
+from jaxtalk.training import sources
+from jaxtalk.training.config import InitSource, SVPDataConfig, TrainExpressionProbeConfig
+from jaxtalk.training.loop import Task
 
 
 class ExpressionProbe(nn.Module):
@@ -41,3 +48,47 @@ def probe_terms(probe: nn.Module, params: Any, real: jax.Array, generated: jax.A
     fit = jnp.mean((probe.apply({"params": params}, real) - truth) ** 2)
     read = probe.apply({"params": jax.lax.stop_gradient(params)}, generated)
     return fit, jnp.mean((read.astype(jnp.float32) - truth) ** 2, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpressionProbeTask(Task):
+    """Fits the probe to real frames' true coefficients (`TrainExpressionProbeConfig`); the run's
+    `expression_probe` component is an init source of SVP stage 3 with `expression_loss`."""
+
+    data: SVPDataConfig
+    init: tuple[InitSource, ...] = ()
+
+    name = "expression_probe"
+
+    @classmethod
+    def from_config(cls, cfg: TrainExpressionProbeConfig) -> ExpressionProbeTask:
+        return cls(cfg.data, cfg.init)
+
+    def init_variables(self, rng: jax.Array) -> dict:
+        size = self.data.image_size
+        return {"params": {"expression_probe": ExpressionProbe().init(rng, jnp.zeros((1, size, size, 3)))["params"]}}
+
+    def trainable_patterns(self) -> None:
+        return None
+
+    def prepare_params(self, params: dict) -> dict:
+        return sources.apply_init_sources(params, self.init)[0]
+
+    def dataset(self) -> grain.MapDataset:
+        d = self.data
+        data_lib.ensure_records(d)
+        prep = data_lib.SVPBatchPrep(d.record_dir, d, None, 0, 1, style=False)
+        return data_lib.make_batches(d.record_dir, d.clip_window, d.batch_size, d.shuffle_seed, prep, d.stride)
+
+    def device_fields(self) -> tuple[str, ...]:
+        return ("frames", "expression")
+
+    def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+        frames = batch["frames"]
+        x = frames.reshape(-1, *frames.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
+        read = ExpressionProbe().apply({"params": params["expression_probe"]}, x)
+        truth = batch["expression"].reshape(read.shape).astype(jnp.float32)
+        mse = jnp.mean((read - truth) ** 2)
+        # the share of the batch's coefficient variance the probe explains (1 - MSE / variance)
+        explained = 1.0 - mse / jnp.maximum(jnp.mean(jnp.var(truth, axis=0)), 1e-8)
+        return mse, {"explained": explained}
