@@ -14,6 +14,7 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -53,6 +54,8 @@ def register_root(name: str) -> Callable[[type[T]], type[T]]:
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
+
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`, converting lists to tuples where the type says so."""
@@ -107,6 +110,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads an exponent without a dot (1e-4) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -23,6 +23,16 @@ def test_wrong_type_names_key():
         config.load("demo", overrides=["data.fps=fast"])
 
 
+def test_exponent_without_a_dot_is_a_number():
+    """YAML 1.1 reads 5e-4 as a string; a float key takes it as the number a user means, an int key does not."""
+    cfg = config.load("train_svp_stage3_tiny", overrides=["optimizer.learning_rate=5e-4", "expression_loss=2E+0"])
+    assert cfg.optimizer.learning_rate == 5e-4 and cfg.expression_loss == 2.0
+    with pytest.raises(config.ConfigError, match=r"data\.fps: expected a number"):
+        config.load("demo", overrides=["data.fps=5e-4x"])
+    with pytest.raises(config.ConfigError, match=r"train\.steps: expected an integer"):
+        config.load("train_svp_stage3_tiny", overrides=["train.steps=1e3"])
+
+
 def test_out_of_range_names_key():
     with pytest.raises(config.ConfigError, match=r"data\.resolution: 4096 is above the maximum 512"):
         config.load("demo", overrides=["data.resolution=4096"])
