@@ -39,15 +39,18 @@ class ExpressionProbe(nn.Module):
         return nn.Dense(EXPRESSION_DIM, name="expression")(x)
 
 
+def read_error(probe: nn.Module, params: Any, frames: jax.Array, truth: jax.Array) -> jax.Array:
+    """(N,): per frame, the MSE of the probe's reading of `frames` (N, S, S, 3) in [-1, 1] against `truth` (N, 64)."""
+    read = probe.apply({"params": params}, frames).astype(jnp.float32)
+    return jnp.mean((read - truth.astype(jnp.float32)) ** 2, axis=-1)
+
+
 def probe_terms(probe: nn.Module, params: Any, real: jax.Array, generated: jax.Array,
                 truth: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(fit (), read (N,)): the probe's MSE on the real frames (trains the probe) and, per generated frame, the
-    MSE of its reading against `truth` with the probe's params frozen (trains the generator only).
-    real / generated: (N, S, S, 3) in [-1, 1]; truth: (N, 64)."""
-    truth = truth.astype(jnp.float32)
-    fit = jnp.mean((probe.apply({"params": params}, real) - truth) ** 2)
-    read = probe.apply({"params": jax.lax.stop_gradient(params)}, generated)
-    return fit, jnp.mean((read.astype(jnp.float32) - truth) ** 2, axis=-1)
+    MSE of its reading against `truth` with the probe's params frozen (trains the generator only)."""
+    fit = jnp.mean(read_error(probe, params, real, truth))
+    return fit, read_error(probe, jax.lax.stop_gradient(params), generated, truth)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +89,8 @@ class ExpressionProbeTask(Task):
     def loss(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
         frames = batch["frames"]
         x = frames.reshape(-1, *frames.shape[2:]).astype(jnp.float32) / 127.5 - 1.0
-        read = ExpressionProbe().apply({"params": params["expression_probe"]}, x)
-        truth = batch["expression"].reshape(read.shape).astype(jnp.float32)
-        mse = jnp.mean((read - truth) ** 2)
+        truth = batch["expression"].reshape(x.shape[0], -1).astype(jnp.float32)
+        mse = jnp.mean(read_error(ExpressionProbe(), params["expression_probe"], x, truth))
         # the share of the batch's coefficient variance the probe explains (1 - MSE / variance)
         explained = 1.0 - mse / jnp.maximum(jnp.mean(jnp.var(truth, axis=0)), 1e-8)
         return mse, {"explained": explained}
