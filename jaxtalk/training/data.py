@@ -440,3 +440,11 @@ def ensure_records(data: Any) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("jaxtalk_synthetic_records")
+
+
+def frame_batches(data: Any) -> grain.MapDataset:
+    """Batches of frames without audio (`SVPBatchPrep` with no feature store) from an `SVPDataConfig`, writing
+    the synthetic records first where the config asks: what the VAE and the expression probe train on."""
+    ensure_records(data)
+    prep = SVPBatchPrep(data.record_dir, data, None, 0, 1, style=False)
+    return make_batches(data.record_dir, data.clip_window, data.batch_size, data.shuffle_seed, prep, data.stride)

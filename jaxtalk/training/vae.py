@@ -76,10 +76,7 @@ class VAETask(Task):
         return sources.apply_init_sources(params, self.init)[0]
 
     def dataset(self) -> grain.MapDataset:
-        d = self.data
-        data_lib.ensure_records(d)
-        prep = data_lib.SVPBatchPrep(d.record_dir, d, None, 0, 1, style=False)
-        return data_lib.make_batches(d.record_dir, d.clip_window, d.batch_size, d.shuffle_seed, prep, d.stride)
+        return data_lib.frame_batches(self.data)
 
     def device_fields(self) -> tuple[str, ...]:
         return ("frames", "reference") if self.with_reference else ("frames",)
