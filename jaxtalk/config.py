@@ -57,6 +57,7 @@ def _type_name(tp: Any) -> str:
 
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`, converting lists to tuples where the type says so."""
     origin = typing.get_origin(tp)

@@ -218,8 +218,8 @@ class TrainSVPConfig:
         elif m.unet.motion.temporal_position_encoding and d.frames > m.unet.motion.max_len:
             problems.append(f"data.frames={d.frames} exceeds model.unet.motion.max_len={m.unet.motion.max_len}")
         if self.expression_loss > 0 and self.stage != 3:
-            problems.append(f"expression_loss is a stage-3 term (the batch's expression coefficients come with the "
-                            f"style clip); got stage {self.stage}: set expression_loss=0")
+            problems.append(f"expression_loss is a stage-3 term (it trains the style attention through the frames "
+                            f"it renders); got stage {self.stage}: set expression_loss=0")
         if self.expression_loss > 0 and d.flip_rate > 0:
             problems.append("expression_loss reads expression coefficients that a mirrored face does not have: "
                             "set data.flip_rate=0")
