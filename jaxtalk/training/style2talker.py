@@ -16,6 +16,10 @@ resumable — rerunning the command continues where it stopped and skips finishe
    windows, conditioned on the trained audio2exp's prediction for the same window (what inference feeds it) and
    the trained text tower's feature of a random training description of the clip's condition.
 4. `style_a` (`jaxtalk.training.style_a.StyleATask`).
+5. `style_a_expression` (when `style_a_expression.steps` > 0): the same task started from the `style_a` stage's
+   Style-A, pSp and art-style bank (`init_run`), a fresh discriminator and expression probe, and the loss with
+   `expression = style_a_expression_weight` — the fine-tune that gave the shipped Style-A its readable emotion.
+   The export takes its Style-A, pSp and bank.
 
 Then `<workdir>/export/` holds the weights as a bundle (`jaxtalk.interop.bundle`, written by
 `style2talker.loading.save_models`: orbax params + config.yaml + the art-style bank) whose `manifest.json` also
@@ -58,7 +62,7 @@ from jaxtalk.training.style_a import StyleATask
 from jaxtalk.training.style_e import StyleETask
 
 log = logging.getLogger(__name__)
-STAGES = ("text", "audio2exp", "style_e", "style_a")
+STAGES = ("text", "audio2exp", "style_e", "style_a", "style_a_expression")
 
 
 # ------------------------------------------------------------------------------------------------ text encoder
@@ -342,18 +346,23 @@ def _loop_config(cfg: TrainStyle2TalkerConfig, stage: str) -> LoopConfig:
                       num_threads=0, fast_compile=cfg.fast_compile, distributed=cfg.distributed)
 
 
-def style_a_config(cfg: TrainStyle2TalkerConfig) -> TrainStyleAConfig:
-    """The standalone `train_style_a` config of the run's Style-A stage."""
-    s = cfg.style_a
+def style_a_config(cfg: TrainStyle2TalkerConfig, stage: str = "style_a") -> TrainStyleAConfig:
+    """The standalone `train_style_a` config of the run's Style-A stage or of its expression fine-tune."""
+    s = getattr(cfg, stage)
+    loss, init_run = cfg.style_a_loss, ""
+    if stage == "style_a_expression":
+        loss = dataclasses.replace(loss, expression=cfg.style_a_expression_weight)
+        init_run = str(Path(cfg.workdir) / "style_a")
     return TrainStyleAConfig(model=cfg.model, split=cfg.train_split, cache_dir=str(Path(cfg.workdir) / "data"),
-                             loss=cfg.style_a_loss, discriminator=cfg.discriminator, batch_size=s.batch_size,
-                             data_seed=cfg.seed, optimizer=OptimizerConfig(learning_rate=s.learning_rate,
-                                                                           weight_decay=0.0),
-                             train=_loop_config(cfg, "style_a"), mesh=cfg.mesh)
+                             loss=loss, discriminator=cfg.discriminator, batch_size=s.batch_size,
+                             data_seed=cfg.seed, init_run=init_run,
+                             optimizer=OptimizerConfig(learning_rate=s.learning_rate, weight_decay=0.0),
+                             train=_loop_config(cfg, stage), mesh=cfg.mesh)
 
 
 def build_tasks(cfg: TrainStyle2TalkerConfig) -> dict[str, loop.Task]:
-    """The four stage tasks of a run (Style-E reads files the earlier stages write)."""
+    """The stage tasks of a run (Style-E reads files the earlier stages write, the Style-A fine-tune the
+    `style_a` stage's checkpoint)."""
     work, m = Path(cfg.workdir), cfg.model
     cache = str(work / "data")
     return {
@@ -365,6 +374,7 @@ def build_tasks(cfg: TrainStyle2TalkerConfig) -> dict[str, loop.Task]:
             split=cfg.train_split, cache_dir=cache, sparse_file=str(work / "audio2exp" / "sparse.npy"),
             text_file=str(work / "text" / "features.npz"), batch_size=cfg.style_e.batch_size, data_seed=cfg.seed),
         "style_a": StyleATask.from_config(style_a_config(cfg)),
+        "style_a_expression": StyleATask.from_config(style_a_config(cfg, "style_a_expression")),
     }
 
 
@@ -417,14 +427,14 @@ def export(cfg: TrainStyle2TalkerConfig, params: dict[str, Any], out: Path) -> P
     from jaxtalk.style2talker.loading import save_models
     from jaxtalk.style2talker.models import Style2TalkerModels, build_modules
 
+    style_a = params.get("style_a_expression", params["style_a"])  # the fine-tune's when it ran
     models = Style2TalkerModels(
         cfg.model, build_modules(cfg.model),
         {"clip_text": params["text"]["clip_text"], "style_e": params["style_e"]["style_e"],
          "audio2exp": {"params": params["audio2exp"]["audio2exp"],
                        "batch_stats": params["audio2exp"]["audio2exp_stats"]},
-         "psp": {"params": params["style_a"]["psp"], "batch_stats": params["style_a"]["psp_stats"]},
-         "style_a": params["style_a"]["style_a"]},
-        np.asarray(params["style_a"]["style_bank"], np.float32), art_styles.STYLE_NAMES, source=f"trained ({out})")
+         "psp": {"params": style_a["psp"], "batch_stats": style_a["psp_stats"]}, "style_a": style_a["style_a"]},
+        np.asarray(style_a["style_bank"], np.float32), art_styles.STYLE_NAMES, source=f"trained ({out})")
     return save_models(models, out)
 
 
@@ -497,8 +507,10 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
         if only and stage not in only:
             continue
         s = getattr(cfg, stage)
-        if stage == "style_a":
-            run_cfg: Any = style_a_config(cfg)
+        if stage == "style_a_expression" and s.steps == 0:
+            continue  # no fine-tune: the export keeps the style_a stage's Style-A
+        if stage in ("style_a", "style_a_expression"):
+            run_cfg: Any = style_a_config(cfg, stage)
         else:
             run_cfg = StageRunConfig(stage, s.batch_size, OptimizerConfig(learning_rate=s.learning_rate,
                                                                           weight_decay=0.0),
@@ -575,6 +587,10 @@ def train_all(cfg: TrainStyle2TalkerConfig, command: str = "", export_only: bool
         },
         "machine": {"cpus": os.cpu_count(), "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
     }
+    if "style_a_expression" in steps_done or cfg.style_a_loss.expression > 0:
+        manifest["replacements"]["expression-aware perceptual features (the paper's face-trained VGG)"] = (
+            "loss.expression: MSE of the 64 expression coefficients read off the generated photo frames by a small "
+            "conv probe trained jointly on the real training frames")
     from jaxtalk.interop import bundle
 
     bundle.update_manifest(export_dir, **{k: v for k, v in manifest.items() if k != "system"})

@@ -69,6 +69,9 @@ class TrainStyleAConfig:
     init_bundle: str = cfg.field("", doc="a Style2Talker bundle whose Style-A, pSp and art-style bank the run "
                                  "starts from (fine-tuning; the discriminator and the expression probe start "
                                  "fresh); empty: random init")
+    init_run: str = cfg.field("", doc="a Style-A training run (its newest checkpoint) whose Style-A, pSp and "
+                              "art-style bank the run starts from, as init_bundle does (the whole-stack trainer's "
+                              "style_a_expression stage starts from its style_a stage this way)")
     optimizer: OptimizerConfig = cfg.field(default_factory=lambda: OptimizerConfig(learning_rate=1e-3,
                                                                                     weight_decay=0.0))
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
@@ -91,8 +94,9 @@ class StageConfig:
 class TrainStyle2TalkerConfig:
     """Every Style2Talker component trained from nothing, in order: the emotion text encoder (CLIP architecture,
     contrastive against expression windows), audio2exp, Style-E (x0 diffusion on the 1000-step cosine schedule,
-    conditioned on the trained audio2exp and text encoder), Style-A. Then the weights are exported in the
-    Style2Talker checkpoint format (`<workdir>/export`) with a manifest and loss curves."""
+    conditioned on the trained audio2exp and text encoder), Style-A, then (when `style_a_expression.steps` > 0)
+    Style-A fine-tuned with the expression term. Then the weights are exported in the Style2Talker checkpoint
+    format (`<workdir>/export`) with a manifest and loss curves."""
 
     model: Style2TalkerConfig = cfg.field(default_factory=Style2TalkerConfig)
     train_split: SplitConfig = cfg.field(default_factory=SplitConfig.train)
@@ -102,6 +106,11 @@ class TrainStyle2TalkerConfig:
     style_e: StageConfig = cfg.field(default_factory=lambda: StageConfig(steps=1500, batch_size=32))
     style_a: StageConfig = cfg.field(default_factory=lambda: StageConfig(steps=1000, batch_size=8))
     style_a_loss: StyleALossConfig = cfg.field(default_factory=StyleALossConfig)
+    style_a_expression: StageConfig = cfg.field(
+        default_factory=lambda: StageConfig(steps=0, batch_size=8),
+        doc="Style-A fine-tuned after its stage with the expression term (style_a_loss with expression = "
+        "style_a_expression_weight), a fresh discriminator and probe; 0 steps skips it")
+    style_a_expression_weight: float = cfg.field(0.5, min=0.0, doc="loss.expression of the style_a_expression stage")
     discriminator: DiscriminatorConfig = cfg.field(default_factory=DiscriminatorConfig)
     diffusion: DiffusionTrainConfig = cfg.field(default_factory=lambda: DiffusionTrainConfig(
         beta_schedule="cosine", rescale_zero_terminal_snr=False, prediction_type="sample", min_snr_gamma=None,

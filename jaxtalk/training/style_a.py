@@ -155,16 +155,19 @@ class StyleATask(Task):
     batch_size: int = 8
     data_seed: int = 0
     init_bundle: str = ""
+    init_run: str = ""
 
     name = "style_a"
 
     @classmethod
     def from_config(cls, cfg: TrainStyleAConfig) -> StyleATask:
+        if cfg.init_bundle and cfg.init_run:
+            raise ValueError(f"init_bundle={cfg.init_bundle} and init_run={cfg.init_run}: give one starting point")
         model = cfg.model
         if cfg.standardize_driving:
             model = sd.with_driving_statistics(model, sd.load_or_build(cfg.split, cfg.cache_dir))
         return cls(model, cfg.split, cfg.cache_dir, cfg.loss, cfg.discriminator, cfg.batch_size, cfg.data_seed,
-                   cfg.init_bundle)
+                   cfg.init_bundle, cfg.init_run)
 
     def modules(self) -> dict[str, nn.Module]:
         m = build_modules(self.model)
@@ -194,8 +197,24 @@ class StyleATask(Task):
 
     def prepare_params(self, params: dict) -> dict:
         """Style-A and pSp start from `models.random_models` (the original initialisers: equalized-LR N(0, 1)
-        weights, modulation biases 1, AdaIN [1, 0], identity colour transforms, exact FIR kernels), or with
-        `init_bundle` from a trained bundle's Style-A, pSp and art-style bank."""
+        weights, modulation biases 1, AdaIN [1, 0], identity colour transforms, exact FIR kernels), or from a
+        trained bundle's (`init_bundle`) or run's (`init_run`) Style-A, pSp and art-style bank."""
+        out = dict(params)
+        for name, tree in self._starting_point().items():
+            if jax.tree.structure(tree) != jax.tree.structure(params[name]):
+                raise ValueError(f"style_a init: the {name} params of {self.init_bundle or self.init_run} differ "
+                                 "in structure")
+            out[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
+                                     tree, params[name])
+        return out
+
+    def _starting_point(self) -> dict[str, Any]:
+        """The trees that replace the random init: style_a, psp, psp_stats (and style_bank from a trained source)."""
+        if self.init_run:
+            from jaxtalk.training.sources import run_params
+
+            run = run_params(self.init_run)
+            return {name: run[name] for name in ("style_a", "psp", "psp_stats", "style_bank")}
         if self.init_bundle:
             from jaxtalk.style2talker.loading import load_models
 
@@ -211,13 +230,7 @@ class StyleATask(Task):
         fresh = {"style_a": rm["style_a"], "psp": rm["psp"]["params"], "psp_stats": rm["psp"]["batch_stats"]}
         if self.init_bundle:
             fresh["style_bank"] = np.asarray(source.style_bank, np.float32)
-        out = dict(params)
-        for name, tree in fresh.items():
-            if jax.tree.structure(tree) != jax.tree.structure(params[name]):
-                raise ValueError(f"style_a init: the {name} params of {source.source} differ in structure")
-            out[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
-                                     tree, params[name])
-        return out
+        return fresh
 
     def dataset(self) -> grain.MapDataset:
         arrays = sd.load_or_build(self.split, self.cache_dir)

@@ -204,3 +204,26 @@ def test_export_puts_the_run_into_a_copy_of_the_bundle(root, run, bundle):
     assert (out / record["curves"]).is_file()
     assert module.main(["--run", str(root / "full"), "--out", str(root / "nothing")]) == 2  # no init_bundle, no base
     assert not (root / "nothing").exists()
+
+
+def test_init_run_starts_from_the_runs_weights(root, run):
+    """`init_run` writes a Style-A run's newest Style-A, pSp (and its statistics) and art-style bank over the
+    random init; the discriminator stays fresh; naming a bundle too is one clear error."""
+    import jax
+
+    from jaxtalk import parallel
+    from jaxtalk.training.style2talker import restore_params
+
+    cfg = run[0]
+    want, _ = restore_params(StyleATask.from_config(cfg), cfg)
+    task = StyleATask.from_config(_cfg(root, "from_run", f"init_run={root / 'full'}"))
+    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    fresh = loop.init_params(task, mesh, 0)
+    params = jax.device_get(task.prepare_params(fresh))
+    for name in ("style_a", "psp", "psp_stats", "style_bank"):
+        for (path, got), w in zip(jax.tree_util.tree_leaves_with_path(params[name]), jax.tree.leaves(want[name])):
+            np.testing.assert_array_equal(got, w, err_msg=f"{name}{jax.tree_util.keystr(path)}")
+    for got, init in zip(jax.tree.leaves(params["discriminator"]), jax.tree.leaves(jax.device_get(fresh)["discriminator"])):
+        np.testing.assert_array_equal(got, init)
+    with pytest.raises(ValueError, match="give one starting point"):
+        StyleATask.from_config(_cfg(root, "both", f"init_run={root / 'full'}", f"init_bundle={root / 'bundle'}"))
