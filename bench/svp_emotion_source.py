@@ -15,7 +15,10 @@ frame. The trained model generates one clip per combination of
 and the evaluator's emotion classifier reads the expression regressed from the generated frames. Reported per
 combination: the fraction of clips read as e (`emotion_accuracy`) and as neutral (`neutral_rate`), plus the mean
 absolute pixel change that switching only the style clip from neutral to emotional causes (`style_effect_px`),
-next to the change between the emotional and the neutral ground-truth clips (`ground_truth_gap_px`).
+next to the change between the emotional and the neutral ground-truth clips (`ground_truth_gap_px`). The
+ground-truth clips are also read after an encode-decode through the model's own VAE (`vae_roundtrip_*`): what
+the evaluator can still read from frames that pass through the latent space the denoiser works in, the ceiling
+of a perfect denoiser.
 Writes DIR/svp_emotion_source.json.
 """
 
@@ -26,6 +29,7 @@ import dataclasses
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,23 @@ from jaxtalk.data import facs  # noqa: E402
 from jaxtalk.eval import load_evaluators  # noqa: E402
 
 SOURCES = ("emotional", "neutral")
+
+
+def vae_roundtrip(models) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 frames (N, H, W, 3) -> the same frames encoded (posterior mean) and decoded by the model's VAE."""
+    import jax
+    import jax.numpy as jnp
+
+    vae, params = models.vae, models.params["vae"]
+
+    @jax.jit
+    def run(frames: jax.Array) -> jax.Array:
+        x = frames.astype(jnp.float32) / 127.5 - 1.0
+        mean, _ = vae.apply({"params": params}, x.astype(vae.dtype), method="encode")
+        img = vae.apply({"params": params}, mean, method="decode").astype(jnp.float32)
+        return jnp.round(jnp.clip(img / 2 + 0.5, 0, 1) * 255).astype(jnp.uint8)
+
+    return lambda frames: np.asarray(run(frames))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -81,10 +102,15 @@ def run(args: argparse.Namespace) -> dict:
         b = generated[f"audio_{audio_src}+kps_{kps_src}+style_neutral"].astype(np.float64)
         combos[f"audio_{audio_src}+kps_{kps_src}+style_emotional"]["style_effect_px"] = float(np.abs(a - b).mean())
     n = args.frames
+    roundtrip = vae_roundtrip(models)
     gt = {
         "emotional_clip": float(np.mean([read(s.target.frames[:n]) == emotions.index(s.emotion) for s in samples])),
         "neutral_clip_read_neutral": float(np.mean([read(s.neutral.frames[:n]) == emotions.index("neutral")
                                                     for s in samples])),
+        "vae_roundtrip_emotional_clip": float(np.mean([read(roundtrip(s.target.frames[:n]))
+                                                       == emotions.index(s.emotion) for s in samples])),
+        "vae_roundtrip_neutral_read_neutral": float(np.mean([read(roundtrip(s.neutral.frames[:n]))
+                                                             == emotions.index("neutral") for s in samples])),
         "ground_truth_gap_px": float(np.mean([np.abs(s.target.frames[:n].astype(np.float64)
                                                      - s.neutral.frames[:n]).mean() for s in samples]))}
     return {"seed": args.seed, "identities": args.identities, "frames": args.frames, "steps": args.steps,

@@ -45,6 +45,17 @@ def read_error(probe: nn.Module, params: Any, frames: jax.Array, truth: jax.Arra
     return jnp.mean((read - truth.astype(jnp.float32)) ** 2, axis=-1)
 
 
+def random_shift(rng: jax.Array, frames: jax.Array, max_shift: int) -> jax.Array:
+    """(N, S, S, C) frames, each moved by its own random whole-pixel offset in [-max_shift, max_shift] along y and x
+    (edge padded, same size): an augmentation that keeps the probe from memorising exact training frames."""
+    if max_shift <= 0:
+        return frames
+    n, h, w, _ = frames.shape
+    padded = jnp.pad(frames, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="edge")
+    offsets = jax.random.randint(rng, (n, 2), 0, 2 * max_shift + 1)
+    return jax.vmap(lambda f, o: jax.lax.dynamic_slice(f, (o[0], o[1], 0), (h, w, f.shape[-1])))(padded, offsets)
+
+
 def probe_terms(probe: nn.Module, params: Any, real: jax.Array, generated: jax.Array,
                 truth: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(fit (), read (N,)): the probe's MSE on the real frames (trains the probe) and, per generated frame, the

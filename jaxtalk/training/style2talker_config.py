@@ -43,6 +43,9 @@ class StyleALossConfig:
                                   "coefficients an expression probe reads off the photo outputs and the target "
                                   "frame's true ones; the probe (a small conv net) is trained in the same step on "
                                   "the real frames only (0: off, no probe, the original objective)")
+    probe_shift: int = cfg.field(0, min=0, doc="the probe fits real frames shifted by a random whole number of "
+                                 "pixels up to this in x and y (edge padded), so that it learns to read faces "
+                                 "rather than memorise the training frames (0: unshifted)")
 
 
 @dataclasses.dataclass(frozen=True)

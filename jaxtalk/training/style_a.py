@@ -56,7 +56,7 @@ from jaxtalk.style2talker.config import Style2TalkerConfig
 from jaxtalk.style2talker.models import build_modules
 from jaxtalk.training import style2talker_data as sd
 from jaxtalk.training.loop import Task
-from jaxtalk.training.probes import ExpressionProbe, probe_terms
+from jaxtalk.training.probes import ExpressionProbe, probe_terms, random_shift
 from jaxtalk.training.style2talker_config import DiscriminatorConfig, StyleALossConfig, TrainStyleAConfig
 
 # Constants kept as params (exact checkpoint round trips): FIR resampling kernels and StyleGAN noise buffers.
@@ -289,7 +289,8 @@ class StyleATask(Task):
         total = g_loss + d_loss + 0.5 * w.r1 * r1
         extra = {}
         if w.expression > 0:
-            fit, read = probe_terms(self.modules()["probe"], params["probe"], frame, out, batch["expression"])
+            real = random_shift(jax.random.fold_in(rng, 7), frame, w.probe_shift)
+            fit, read = probe_terms(self.modules()["probe"], params["probe"], real, out, batch["expression"])
             photo = (batch["style"] == 0).astype(jnp.float32)
             expr = jnp.sum(photo * read) / jnp.maximum(jnp.sum(photo), 1.0)
             total = total + w.expression * expr + fit

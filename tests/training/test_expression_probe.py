@@ -50,3 +50,21 @@ def test_probe_script_runs_and_its_run_loads_as_an_init_source(root):
 def test_probe_config_refuses_mirrored_frames():
     with pytest.raises(config.ConfigError, match="flip_rate"):
         config.load("train_expression_probe_tiny", ["data.flip_rate=0.5"])
+
+
+def test_random_shift_moves_each_frame_by_its_own_edge_padded_offset():
+    """Every output frame is its input moved by a whole-pixel offset within the bound, borders repeated; offsets
+    differ between frames; a bound of 0 returns the frames unchanged."""
+    from jaxtalk.training.probes import random_shift
+
+    frames = np.random.default_rng(0).random((16, 12, 12, 3)).astype(np.float32)
+    assert random_shift(jax.random.key(0), frames, 0) is frames
+    out = np.asarray(random_shift(jax.random.key(1), frames, 3))
+    padded = np.pad(frames, ((0, 0), (3, 3), (3, 3), (0, 0)), mode="edge")
+    found = []
+    for i in range(len(frames)):
+        hits = [(dy, dx) for dy in range(7) for dx in range(7)
+                if np.array_equal(out[i], padded[i, dy:dy + 12, dx:dx + 12])]
+        assert hits, i
+        found.append(hits[0])
+    assert len(set(found)) > 1
