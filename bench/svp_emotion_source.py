@@ -1,6 +1,7 @@
 """Where does the trained SVP take a clip's emotion from: the audio, the Head-Kps track or the style clip?
 
-    python bench/svp_emotion_source.py --seed 0 --out docs/svp      # 8 held-out identities, ~6 minutes
+    python bench/svp_emotion_source.py --seed 0 --out docs/svp      # 8 held-out identities, ~9 minutes
+    python bench/svp_emotion_source.py --seed 0 --identities 24 --ground-truth-only   # the ground truth alone
 
 The synthetic generator ties every emotion to its speech prosody (pitch, range, energy, rate, tremor) and to a
 head-pose offset as well as to the face, so at inference the audio and the Head-Kps track of an emotional clip
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> dict:
         return int(ev.predict_emotion(ev.regress(frames)["expression"]))
 
     combos, generated = {}, {}
-    for audio_src, kps_src, style_src in itertools.product(SOURCES, SOURCES, SOURCES):
+    grid = [] if args.ground_truth_only else list(itertools.product(SOURCES, SOURCES, SOURCES))
+    for audio_src, kps_src, style_src in grid:
         inputs = [ClipInputs(s.neutral.frames[0], clip_of[audio_src](s).audio, clip_of[kps_src](s).head_kps,
                              StyleClip(style_of[style_src](s).expression, style_of[style_src](s).audio, fps))
                   for s in samples]
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
             "read_as": [emotions[r] for r in read_as]}
         print(f"{name:48s} emotion read {combos[name]['emotion_accuracy']:.2f}  neutral "
               f"{combos[name]['neutral_rate']:.2f}", flush=True)
-    for audio_src, kps_src in itertools.product(SOURCES, SOURCES):
+    for audio_src, kps_src in itertools.product(SOURCES, SOURCES) if grid else ():
         a = generated[f"audio_{audio_src}+kps_{kps_src}+style_emotional"].astype(np.float64)
         b = generated[f"audio_{audio_src}+kps_{kps_src}+style_neutral"].astype(np.float64)
         combos[f"audio_{audio_src}+kps_{kps_src}+style_emotional"]["style_effect_px"] = float(np.abs(a - b).mean())
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identities", type=int, default=8)
     parser.add_argument("--frames", type=int, default=28)
     parser.add_argument("--steps", type=int, default=12, help="DDIM steps (as bench/fidelity_svp.py)")
+    parser.add_argument("--ground-truth-only", action="store_true",
+                        help="read only the ground-truth clips and their VAE round trips (no generation; fast)")
     args = parser.parse_args(argv)
     result = run(args)
     write_results(Path(args.out) / "svp_emotion_source.json", result)
