@@ -202,8 +202,8 @@ class StyleATask(Task):
         out = dict(params)
         for name, tree in self._starting_point().items():
             if jax.tree.structure(tree) != jax.tree.structure(params[name]):
-                raise ValueError(f"style_a init: the {name} params of {self.init_bundle or self.init_run} differ "
-                                 "in structure")
+                source = self.init_bundle or self.init_run or "the random init"
+                raise ValueError(f"style_a init: the {name} params of {source} differ in structure")
             out[name] = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
                                      tree, params[name])
         return out
