@@ -22,12 +22,13 @@ def _flat(tree):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory):  # two Style-A trainings: ~4-6 minutes of CPU, hence `slow`
     work = tmp_path_factory.mktemp("s2t_stack") / "run"
     cfg = config.load(PRESET, [f"workdir={work}", *ONLY_STYLE_A])
     return cfg, train_all(cfg, "test")
 
 
+@pytest.mark.slow
 def test_fine_tune_starts_from_the_style_a_stage_and_is_exported(stack):
     cfg, manifest = stack
     work = cfg.workdir

@@ -156,16 +156,24 @@ def bundle(root, run):
     return root / "bundle", rm, bank
 
 
-def test_init_bundle_starts_from_its_weights(root, bundle):
-    """`init_bundle` writes a saved bundle's Style-A, pSp and art-style bank over the random init."""
+@pytest.fixture(scope="module")
+def fresh(root, run):
+    """The random init of the tiny preset's Style-A task on one device (what init_bundle / init_run overwrite)."""
     import jax
 
     from jaxtalk import parallel
 
+    task = StyleATask.from_config(run[0])
+    return loop.init_params(task, parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1]), 0)
+
+
+def test_init_bundle_starts_from_its_weights(root, bundle, fresh):
+    """`init_bundle` writes a saved bundle's Style-A, pSp and art-style bank over the random init."""
+    import jax
+
     path, rm, bank = bundle
     task = StyleATask.from_config(_cfg(root, "from_bundle", f"init_bundle={path}"))
-    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    params = jax.device_get(task.prepare_params(loop.init_params(task, mesh, 0)))
+    params = jax.device_get(task.prepare_params(fresh))
     np.testing.assert_allclose(params["style_bank"], bank, rtol=1e-6)
     for name, want in (("style_a", rm.params["style_a"]), ("psp", rm.params["psp"]["params"])):
         flat_w = traverse_util.flatten_dict(want, sep="/")
@@ -206,19 +214,16 @@ def test_export_puts_the_run_into_a_copy_of_the_bundle(root, run, bundle):
     assert not (root / "nothing").exists()
 
 
-def test_init_run_starts_from_the_runs_weights(root, run):
+def test_init_run_starts_from_the_runs_weights(root, run, fresh):
     """`init_run` writes a Style-A run's newest Style-A, pSp (and its statistics) and art-style bank over the
     random init; the discriminator stays fresh; naming a bundle too is one clear error."""
     import jax
 
-    from jaxtalk import parallel
     from jaxtalk.training.style2talker import restore_params
 
     cfg = run[0]
     want, _ = restore_params(StyleATask.from_config(cfg), cfg)
     task = StyleATask.from_config(_cfg(root, "from_run", f"init_run={root / 'full'}"))
-    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    fresh = loop.init_params(task, mesh, 0)
     params = jax.device_get(task.prepare_params(fresh))
     for name in ("style_a", "psp", "psp_stats", "style_bank"):
         for (path, got), w in zip(jax.tree_util.tree_leaves_with_path(params[name]), jax.tree.leaves(want[name])):
