@@ -63,6 +63,55 @@ def dense(
     )
 
 
+# XLA:CPU's convolution runs at a third to a half of its matmul rate where the image is small and the channels
+# many (SD's 16x16 to 4x4 levels: 26-75 GFLOP/s against torch's 61-162 at batch 1). There a stride-1 convolution
+# runs as one matmul over the concatenated k*k shifted copies of the input (im2col), 1.3-1.7x faster on 2 cores;
+# everywhere else, and on every other backend, it is lax's convolution (bench/unet_parts.py measures both).
+PATCH_MATMUL_MIN_CHANNELS, PATCH_MATMUL_MAX_PIXELS = 640, 256
+_NHWC_HWIO = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _patch_matmul_applies(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                          groups) -> bool:
+    """True for a CPU 2-D, stride-1, undilated, ungrouped NHWC/HWIO convolution over small, wide feature maps."""
+    ones = lambda v: v is None or all(int(d) == 1 for d in v)  # noqa: E731
+    if (jax.default_backend() != "cpu" or lhs.ndim != 4 or groups != 1 or not ones(strides)
+            or not ones(lhs_dilation) or not ones(rhs_dilation) or isinstance(padding, str)
+            or tuple(tuple(d) for d in dimension_numbers) != _NHWC_HWIO):
+        return False
+    out_pixels = ((lhs.shape[1] + sum(padding[0]) - rhs.shape[0] + 1)
+                  * (lhs.shape[2] + sum(padding[1]) - rhs.shape[1] + 1))
+    return lhs.shape[-1] >= PATCH_MATMUL_MIN_CHANNELS and out_pixels <= PATCH_MATMUL_MAX_PIXELS
+
+
+def patch_matmul_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]],
+                      precision: Any = None) -> jax.Array:
+    """Stride-1 NHWC convolution with an HWIO kernel as (B*H*W, kh*kw*C_in) @ (kh*kw*C_in, C_out)."""
+    kh, kw, cin, cout = kernel.shape
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    b, hp, wp, _ = x.shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    taps = [x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)]
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+    out = jnp.matmul(patches.reshape(b * ho * wo, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
+                     precision=precision)
+    return out.reshape(b, ho, wo, cout)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                         preferred_element_type=None) -> jax.Array:
+    """`lax.conv_general_dilated`, taking the patch-matmul route where XLA:CPU's convolution is slow."""
+    if (dimension_numbers is not None and batch_group_count == 1 and preferred_element_type is None
+            and _patch_matmul_applies(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                      dimension_numbers, feature_group_count)):
+        return patch_matmul_conv(lhs, rhs, padding, precision)
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type)
+
+
 def conv(
     features: int,
     kernel_size: Sequence[int] = (3, 3),
@@ -99,6 +148,7 @@ def conv(
         dtype=dtype,
         param_dtype=param_dtype,
         precision=precision,
+        conv_general_dilated=conv_general_dilated,
         kernel_init=partitioned(kernel_init, (*spatial, "conv_in", "conv_out")),
         bias_init=partitioned(bias_init, ("conv_out",)),
         name=name,

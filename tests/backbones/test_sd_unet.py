@@ -92,6 +92,23 @@ def test_parity_with_diffusers(name, size, timesteps):
     assert_close(out, _torch_forward(model, x, timesteps, ctx), name=f"sd_unet[{name}]")
 
 
+def test_parity_with_diffusers_when_every_stride_one_conv_is_a_patch_matmul(monkeypatch):
+    """The CPU patch-matmul route (taken at SD1.5's wide, small levels) carries the whole UNet: thresholds lowered so
+    every stride-1 convolution takes it, only the strided downsampling stays a convolution."""
+    from jaxtalk.nn import layers
+
+    monkeypatch.setattr(layers, "PATCH_MATMUL_MIN_CHANNELS", 1)
+    monkeypatch.setattr(layers, "PATCH_MATMUL_MAX_PIXELS", 10 ** 6)
+    model, _ = _reference("sd1")
+    module, params = _converted("sd1")
+    x, ctx = _inputs(dict(model.config), size=16)
+    t = np.array([10.5, 731.25], np.float32)
+    jaxpr = str(jax.make_jaxpr(module.apply)({"params": params}, x, t, ctx))
+    assert jaxpr.count("conv_general_dilated[") == 1  # the one downsampler of CONFIG_SD1
+    out = jax.jit(module.apply)({"params": params}, x, t, ctx)
+    assert_close(out, _torch_forward(model, x, t, ctx), name="sd_unet[sd1, patch matmul]")
+
+
 def test_bfloat16_compute_with_integer_timesteps():
     model, _ = _reference("sd1")
     module, params = _converted("sd1")
