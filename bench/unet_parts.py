@@ -4,8 +4,7 @@
     python bench/unet_parts.py --latent 32 --repeats 9
 
 For each resolution level of the UNet (64, 32, 16, 8 at 64x64 latents): the 3x3 convolution of a ResNet block
-(lax's convolution, and the route `jaxtalk.nn.layers.conv` takes: the same, or a patch matmul on the small wide
-levels), GroupNorm(32) + SiLU, and the two feed-forward matmuls of a transformer block (GEGLU's input projection to 8x the
+(lax's convolution and the patch matmul; the row of the route `jaxtalk.nn.layers.conv` takes on CPU is marked), GroupNorm(32) + SiLU, and the two feed-forward matmuls of a transformer block (GEGLU's input projection to 8x the
 width and the output projection back); plus the plain matmul rate of each matmul shape in GFLOP/s. Both sides run
 float32 on the same arrays, interleaved call by call, so a change in the machine's load hits both alike. Writes
 bench/results/unet_parts.json (median ms, the jaxtalk / torch ratio, GFLOP/s, the machine's load average).
@@ -64,10 +63,13 @@ def cases(latent: int, rng: np.random.Generator):
         tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         w = (rng.standard_normal((3, 3, c, c)) * 0.02).astype(np.float32)
         tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
-        for route, conv in (("lax", jax.lax.conv_general_dilated), ("jaxtalk", layers.conv_general_dilated)):
-            yield (f"conv3x3 {hw}x{hw}x{c} {route}", 2 * hw * hw * 9 * c * c,
-                   functools.partial(conv, window_strides=(1, 1), padding=((1, 1), (1, 1)),
-                                     dimension_numbers=DIMENSIONS),
+        taken = "patch" if layers._patch_matmul_applies(x, w, (1, 1), ((1, 1), (1, 1)), None, None, DIMENSIONS,
+                                                         1) else "lax"
+        for route, conv in (("lax", functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                                                      dimension_numbers=DIMENSIONS)),
+                            ("patch", layers.patch_matmul_conv)):
+            yield (f"conv3x3 {hw}x{hw}x{c} {route}" + (" (layers.conv's route)" if route == taken else ""),
+                   2 * hw * hw * 9 * c * c, functools.partial(conv, padding=((1, 1), (1, 1))),
                    (x, w), lambda x, w: torch.nn.functional.conv2d(x, w, padding=1), (tx, tw))
         yield (f"groupnorm+silu {hw}x{hw}x{c}", 0,
                lambda x, scale, bias: jax.nn.silu(layers.group_norm(32).apply(
