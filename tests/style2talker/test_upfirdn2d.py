@@ -26,12 +26,13 @@ def _nchw(x):
     (2, 3, (0, -1), "blur"),
     (1, 2, (3, 0), "asym"),
 ])
-def test_matches_reference(up, down, pad, kernel):
+@pytest.mark.parametrize("implementation", ["taps", "conv"])
+def test_matches_reference(up, down, pad, kernel, implementation):
     x = RNG.standard_normal((2, 9, 7, 3)).astype(np.float32)
     k = {"blur": fir_kernel((1, 3, 3, 1)).numpy(), "blur4": fir_kernel((1, 3, 3, 1), 2).numpy(), "asym": ASYM}[kernel]
-    out = ufd.upfirdn2d(x, k, up=up, down=down, pad=pad)
+    out = ufd.upfirdn2d(x, k, up=up, down=down, pad=pad, implementation=implementation)
     ref = upfirdn2d_ref(_nchw(x), torch.from_numpy(k), up=up, down=down, pad=pad).permute(0, 2, 3, 1).numpy()
-    assert_close(out, ref, name=f"upfirdn2d up={up} down={down} pad={pad} {kernel}")
+    assert_close(out, ref, name=f"upfirdn2d[{implementation}] up={up} down={down} pad={pad} {kernel}")
     for n, axis in ((9, 1), (7, 2)):
         assert out.shape[axis] == (n * up + pad[0] + pad[1] - k.shape[0]) // down + 1
 
@@ -62,8 +63,35 @@ def test_resampling_helpers_sizes_and_gain():
     assert b.shape == (1, 8, 8, 2)
 
 
+def test_auto_filters_by_taps_on_cpu_for_small_kernels_only():
+    import jax
+
+    x = RNG.standard_normal((1, 12, 12, 2)).astype(np.float32)
+    small, large = ASYM, np.ones((7, 6), np.float32)  # 9 taps; 42 > TAPS_MAX_SIZE
+    assert large.size > ufd.TAPS_MAX_SIZE >= small.size
+    lowered = lambda k: str(jax.make_jaxpr(lambda x: ufd.upfirdn2d(x, k, pad=(3, 3)))(x))  # noqa: E731
+    assert "conv_general_dilated" not in lowered(small)
+    assert "conv_general_dilated" in lowered(large)
+
+
+def test_gradients_of_both_implementations_agree():
+    import jax
+    import jax.numpy as jnp
+
+    x = RNG.standard_normal((2, 6, 5, 3)).astype(np.float32)
+
+    def loss(x, k, impl):
+        return jnp.sum(jnp.sin(ufd.upfirdn2d(x, k, up=2, down=1, pad=(1, 2), implementation=impl)))
+
+    grads = {impl: jax.grad(loss, (0, 1))(x, jnp.asarray(ASYM), impl) for impl in ("taps", "conv")}
+    for a, b, name in zip(grads["taps"], grads["conv"], ("dx", "dkernel")):
+        assert_close(a, b, name=f"upfirdn2d gradient {name}")
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="x must be"):
         ufd.upfirdn2d(np.zeros((4, 4, 3), np.float32), ASYM)
+    with pytest.raises(ValueError, match="implementation must be"):
+        ufd.upfirdn2d(np.zeros((1, 4, 4, 1), np.float32), ASYM, implementation="fft")
     with pytest.raises(ValueError, match="shorter than the kernel"):
         ufd.upfirdn2d(np.zeros((1, 2, 2, 1), np.float32), ASYM, pad=(-1, 0))
