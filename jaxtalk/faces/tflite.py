@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.nn import layers
+
 _NP_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8}
 _ACTIVATIONS: dict[int, Callable[[jax.Array], jax.Array]] = {
     0: lambda x: x, 1: jax.nn.relu, 2: lambda x: jnp.clip(x, -1.0, 1.0), 3: lambda x: jnp.clip(x, 0.0, 6.0),
@@ -201,15 +203,16 @@ def params_of(graph: Graph) -> dict[str, jax.Array]:
 
 
 def _conv(x, w, b, op: Op, depthwise: bool):
-    if depthwise:  # 1HWC -> HWIO with one group per channel
-        kernel = jnp.transpose(w, (1, 2, 0, 3))
-        groups = x.shape[-1]
-        dn = ("NHWC", "HWIO", "NHWC")
+    if depthwise and w.shape[-1] == x.shape[-1]:  # 1HWC, one filter per channel: by taps, as XLA:CPU is slow here
+        y = layers.depthwise_conv_by_taps(x, w[0], op.opt("stride"), op.opt("padding"), op.opt("dilation"))
     else:
-        kernel, groups, dn = w, 1, ("NHWC", "OHWI", "NHWC")
-    y = jax.lax.conv_general_dilated(x, kernel, op.opt("stride"), op.opt("padding"),
-                                     rhs_dilation=op.opt("dilation"), dimension_numbers=dn,
-                                     feature_group_count=groups)
+        if depthwise:  # 1HWC with a channel multiplier -> HWIO, one group per input channel
+            kernel, groups, dn = jnp.transpose(w, (1, 2, 0, 3)), x.shape[-1], ("NHWC", "HWIO", "NHWC")
+        else:
+            kernel, groups, dn = w, 1, ("NHWC", "OHWI", "NHWC")
+        y = jax.lax.conv_general_dilated(x, kernel, op.opt("stride"), op.opt("padding"),
+                                         rhs_dilation=op.opt("dilation"), dimension_numbers=dn,
+                                         feature_group_count=groups)
     if b is not None:
         y = y + b
     return _ACTIVATIONS[op.opt("activation", 0)](y)

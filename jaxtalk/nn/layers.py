@@ -98,6 +98,30 @@ def patch_matmul_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[i
     return out.reshape(b, ho, wo, cout)
 
 
+def depthwise_conv_by_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+                           padding: str | Sequence[tuple[int, int]] = "VALID",
+                           dilation: Sequence[int] = (1, 1)) -> jax.Array:
+    """Depthwise NHWC convolution (one filter per channel, `kernel` (kh, kw, C)) as the sum over the kernel's taps of
+    strided slices times that tap's per-channel weights. Equal to lax's convolution with `feature_group_count=C`,
+    which XLA:CPU runs an order of magnitude slower (bench/faces.py)."""
+    kh, kw, _ = kernel.shape
+    sh, sw = strides
+    dh, dw = dilation
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(x.shape[1:3], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), strides, padding)
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    b, hp, wp, c = x.shape
+    ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            end = (b, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c)
+            shifted = jax.lax.slice(x, (0, i * dh, j * dw, 0), end, (1, sh, sw, 1))
+            term = shifted * kernel[i, j].astype(x.dtype)
+            out = term if out is None else out + term
+    return out
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None) -> jax.Array:

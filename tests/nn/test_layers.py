@@ -54,3 +54,17 @@ def test_conv_takes_the_patch_route_only_for_small_wide_stride_one_maps():
     assert _route((1, 8, 8, c - 1)) == "conv"                     # one channel too few
     assert _route((1, 16, 16, c), strides=2) == "conv"            # strided
     assert _route((1, 8, 8, c), groups=2) == "conv"               # grouped
+
+
+@pytest.mark.parametrize("strides,padding,dilation", [((1, 1), "SAME", (1, 1)), ((2, 2), "SAME", (1, 1)),
+                                                      ((1, 2), "VALID", (1, 1)), ((1, 1), "SAME", (2, 3)),
+                                                      ((2, 1), [(0, 2), (1, 1)], (1, 1))])
+def test_depthwise_conv_by_taps_equals_the_grouped_convolution(strides, padding, dilation):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((2, 11, 9, 6)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 5, 6)), jnp.float32)
+    ref = jax.lax.conv_general_dilated(x, kernel[:, :, None, :], strides, padding, rhs_dilation=dilation,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6,
+                                       precision="highest")
+    assert_close(layers.depthwise_conv_by_taps(x, kernel, strides, padding, dilation), ref,
+                 name=f"depthwise taps {strides} {padding} {dilation}")
