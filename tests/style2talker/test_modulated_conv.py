@@ -90,3 +90,17 @@ def test_bf16_compute_runs():
     v = jax.jit(mod.init)(jax.random.key(0, impl="rbg"), x, jnp.ones((1, 8)))
     out = jax.jit(mod.apply)(v, x, jnp.ones((1, 8)))
     assert out.dtype == jnp.bfloat16 and out.shape == (1, 16, 16, 4) and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("implementation", ["phase", "dilated"])
+@pytest.mark.parametrize("kernel", [(3, 3), (4, 4), (1, 1), (3, 2)])
+def test_conv_transpose_equals_torch(kernel, implementation):
+    from jaxtalk.nn.modulated_conv import conv_transpose_stride2
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    w = rng.standard_normal((*kernel, 3, 6)).astype(np.float32)
+    ref = torch.nn.functional.conv_transpose2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
+                                               torch.from_numpy(w.transpose(2, 3, 0, 1).copy()), stride=2)
+    assert_close(conv_transpose_stride2(x, w, implementation), ref.numpy().transpose(0, 2, 3, 1),
+                 name=f"conv_transpose[{implementation}]{kernel}")
