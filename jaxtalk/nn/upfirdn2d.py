@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.nn.layers import partitioned
+from jaxtalk.nn.layers import depthwise_conv_by_taps, partitioned
 
 Dtype = Any
 Pad = int | tuple[int, int]
@@ -95,21 +95,12 @@ def upfirdn2d(x: jax.Array, kernel: jax.Array | np.ndarray, up: int = 1, down: i
 
 
 def _filter_by_taps(x: jax.Array, weight: jax.Array, up: int, down: int, p0: int, p1: int) -> jax.Array:
-    """Zero insertion and padding by one `lax.pad`, then sum_ij weight[i, j] * (the map shifted by i, j, every
-    `down`-th sample): the correlation with `weight` without a convolution."""
+    """Zero insertion and padding by one `lax.pad`, then the correlation with `weight` (the same on every channel)
+    as a depthwise sum over its taps, keeping every `down`-th sample."""
     axis = (p0, p1 + up - 1, up - 1)  # (lo, hi, interior): n * up samples, then the pad; negative pads crop
     xp = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), axis, axis, (0, 0, 0)])
-    b, hp, wp, c = xp.shape
-    kh, kw = weight.shape
-    ho, wo = (hp - kh) // down + 1, (wp - kw) // down + 1
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            shifted = jax.lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * down + 1, j + (wo - 1) * down + 1, c),
-                                    (1, down, down, 1))
-            term = weight[i, j] * shifted
-            out = term if out is None else out + term
-    return out
+    per_channel = jnp.broadcast_to(weight[:, :, None], (*weight.shape, x.shape[-1]))
+    return depthwise_conv_by_taps(xp, per_channel, (down, down), "VALID")
 
 
 def upsample_pad(kernel_size: int, factor: int = 2) -> tuple[int, int]:
