@@ -19,7 +19,8 @@ absolute pixel change that switching only the style clip from neutral to emotion
 next to the change between the emotional and the neutral ground-truth clips (`ground_truth_gap_px`). The
 ground-truth clips are also read after an encode-decode through the model's own VAE (`vae_roundtrip_*`): what
 the evaluator can still read from frames that pass through the latent space the denoiser works in, the ceiling
-of a perfect denoiser.
+of a perfect denoiser (with the classifier's mean probability of the true emotion, a finer reading than the
+count, and the round trip's PSNR).
 Writes DIR/svp_emotion_source.json.
 """
 
@@ -43,7 +44,7 @@ for p in (REPO, REPO / "bench"):
 from bench import fidelity_svp as fid  # noqa: E402
 from bench.common import write_results  # noqa: E402
 from jaxtalk.data import facs  # noqa: E402
-from jaxtalk.eval import load_evaluators  # noqa: E402
+from jaxtalk.eval import load_evaluators, metrics  # noqa: E402
 
 SOURCES = ("emotional", "neutral")
 
@@ -105,12 +106,22 @@ def run(args: argparse.Namespace) -> dict:
         combos[f"audio_{audio_src}+kps_{kps_src}+style_emotional"]["style_effect_px"] = float(np.abs(a - b).mean())
     n = args.frames
     roundtrip = vae_roundtrip(models)
+    truth = [s.target.frames[:n] for s in samples]
+    through_vae = [roundtrip(f) for f in truth]
+
+    def true_probability(clips: list[np.ndarray]) -> float:  # the classifier's mean probability of the true emotion
+        return float(np.mean([ev.emotion_probs(ev.regress(f)["expression"])[emotions.index(s.emotion)]
+                              for f, s in zip(clips, samples)]))
+
     gt = {
+        "emotional_clip_true_probability": true_probability(truth),
+        "vae_roundtrip_true_probability": true_probability(through_vae),
+        "vae_roundtrip_psnr": float(np.mean([metrics.psnr(r, f) for r, f in zip(through_vae, truth)])),
         "emotional_clip": float(np.mean([read(s.target.frames[:n]) == emotions.index(s.emotion) for s in samples])),
         "neutral_clip_read_neutral": float(np.mean([read(s.neutral.frames[:n]) == emotions.index("neutral")
                                                     for s in samples])),
-        "vae_roundtrip_emotional_clip": float(np.mean([read(roundtrip(s.target.frames[:n]))
-                                                       == emotions.index(s.emotion) for s in samples])),
+        "vae_roundtrip_emotional_clip": float(np.mean([read(r) == emotions.index(s.emotion)
+                                                       for r, s in zip(through_vae, samples)])),
         "vae_roundtrip_neutral_read_neutral": float(np.mean([read(roundtrip(s.neutral.frames[:n]))
                                                              == emotions.index("neutral") for s in samples])),
         "ground_truth_gap_px": float(np.mean([np.abs(s.target.frames[:n].astype(np.float64)

@@ -275,6 +275,9 @@ class TrainVAEConfig:
     # regexes of the trained params ('/'-joined, e.g. '^vae/decoder/'); None trains everything. A decoder-only
     # run keeps the encoder's latent space, so denoisers trained on it stay valid
     trainable: tuple[str, ...] | None = None
+    expression_loss: float = cfg.field(0.0, min=0.0, doc="weight of the expression-probe term on the "
+                                       "reconstructions (0 = reconstruction loss only); the probe keeps fitting the "
+                                       "real frames in the same step (start it from a fitted probe in init)")
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
     mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
 
@@ -283,6 +286,9 @@ class TrainVAEConfig:
         problems = []
         if self.data.frames != 1:
             problems.append(f"data.frames must be 1 (single frames), got {self.data.frames}")
+        if self.expression_loss > 0 and self.data.flip_rate > 0:
+            problems.append("expression_loss reads expression coefficients that a mirrored face does not have: "
+                            "set data.flip_rate=0")
         if self.data.image_size % down:
             problems.append(f"data.image_size={self.data.image_size} must be divisible by the VAE's {down}")
         if problems:

@@ -9,6 +9,13 @@ keeps the thin lip / eye edges that plain L1 blurs at 64 px) + `kl_weight` x KL(
 sees posterior samples, as in SD. Batches are single frames (and their reference frames) from the clip records,
 box-resized to `data.image_size`. After training, `latent_scale` gives the `scaling_factor` (1 / std of the
 posterior means) that the diffusion stages use, as SD did for 0.18215.
+
+An L1 / MSE decoder regresses towards the mean face, and the first thing it averages away is a small expression
+(a raised brow, a mouth corner): the synthetic clips' emotion, readable on the real frames, mostly is not after an
+encode-decode. With `expression_loss` > 0 an expression probe (`training.probes`) reads the 64 true coefficients
+from the real frames (its fit trains it) and from the reconstructions (its params frozen there: that reading
+trains the autoencoder). Trained with `trainable: ['^vae/decoder/', '^vae/post_quant_conv/', '^expression_probe/']`
+the latent space stays as it was, so denoisers trained on it keep working with the new decoder.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from jaxtalk.training import data as data_lib
 from jaxtalk.training import sources
 from jaxtalk.training.config import InitSource, SVPDataConfig, TrainVAEConfig
 from jaxtalk.training.loop import Task
+from jaxtalk.training.probes import ExpressionProbe, probe_terms
 
 
 def _image_gradients(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -53,21 +61,26 @@ class VAETask(Task):
     init: tuple[InitSource, ...] = ()
     trainable: tuple[str, ...] | None = None
     with_reference: bool = True
+    expression_loss: float = 0.0
 
     name = "vae"
 
     @classmethod
     def from_config(cls, cfg: TrainVAEConfig) -> VAETask:
         return cls(cfg.vae, cfg.data, cfg.kl_weight, cfg.mse_weight, cfg.grad_weight, cfg.init, cfg.trainable,
-                   cfg.with_reference)
+                   cfg.with_reference, cfg.expression_loss)
 
     def module(self) -> AutoencoderKL:
         return AutoencoderKL(self.vae, param_dtype=jnp.float32)
 
     def init_variables(self, rng: jax.Array) -> dict:
         f = 2 ** (len(self.vae.block_out_channels) - 1)
-        v = self.module().init(rng, jnp.zeros((1, f, f, self.vae.in_channels)))
-        return {"params": {"vae": v["params"]}}
+        vae_rng, probe_rng = jax.random.split(rng)
+        params = {"vae": self.module().init(vae_rng, jnp.zeros((1, f, f, self.vae.in_channels)))["params"]}
+        if self.expression_loss > 0:
+            size = self.data.image_size
+            params["expression_probe"] = ExpressionProbe().init(probe_rng, jnp.zeros((1, size, size, 3)))["params"]
+        return {"params": params}
 
     def trainable_patterns(self) -> tuple[str, ...] | None:
         return self.trainable
@@ -79,7 +92,8 @@ class VAETask(Task):
         return data_lib.frame_batches(self.data)
 
     def device_fields(self) -> tuple[str, ...]:
-        return ("frames", "reference") if self.with_reference else ("frames",)
+        fields = ("frames", "reference") if self.with_reference else ("frames",)
+        return fields + ("expression",) if self.expression_loss > 0 else fields
 
     def images(self, batch: dict) -> jax.Array:
         frames = batch["frames"]
@@ -98,7 +112,14 @@ class VAETask(Task):
         loss = (terms["l1"] + self.mse_weight * terms["mse"] + self.grad_weight * terms["grad"]
                 + self.kl_weight * terms["kl"])
         psnr = 10.0 * jnp.log10(4.0 / jnp.maximum(terms["mse"], 1e-10))
-        return loss, {**terms, "psnr": psnr, "latent_std": jnp.std(mean)}
+        metrics = {**terms, "psnr": psnr, "latent_std": jnp.std(mean)}
+        if self.expression_loss > 0:
+            n = batch["frames"].shape[0] * batch["frames"].shape[1]  # the frames lead x; reference frames follow
+            truth = batch["expression"].reshape(n, -1).astype(jnp.float32)
+            fit, read = probe_terms(ExpressionProbe(), params["expression_probe"], x[:n], recon[:n], truth)
+            loss = loss + self.expression_loss * jnp.mean(read) + fit
+            metrics.update(probe_fit=fit, expression_read=jnp.mean(read))
+        return loss, metrics
 
 
 def latent_scale(task: VAETask, params: Any, batches: list[dict]) -> float:

@@ -12,7 +12,7 @@ from jaxtalk.backbones.audio_features import logmel_frames
 from jaxtalk.training import data as data_lib
 from jaxtalk.training import loop, svp_stack
 from jaxtalk.training.vae import VAETask, latent_scale
-from tests.training.train_utils import check_mask, check_resume, load_cfg, overfit
+from tests.training.train_utils import check_mask, check_resume, load_cfg, overfit, run_script
 
 PRESET = "train_vae_tiny"
 
@@ -45,6 +45,46 @@ def test_decoder_only_run_keeps_the_encoder(root):
     assert np.all(np.isfinite(losses))
     check_mask(task, cfg, before, after, trained=("vae/decoder", "vae/post_quant_conv"),
                frozen=("vae/encoder/", "vae/quant_conv/"))
+
+
+def test_expression_term_trains_the_decoder_and_fits_the_probe_on_real_frames(root):
+    """With `expression_loss` > 0 a probe joins the params; its gradient is the real frames' fit alone (its reading
+    of the reconstructions trains the autoencoder only), and a decoder-only run keeps the encoder."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtalk.training.probes import ExpressionProbe
+
+    cfg = load_cfg(PRESET, root, 'trainable=["^vae/decoder/", "^vae/post_quant_conv/", "^expression_probe/"]',
+                   "expression_loss=2.0")
+    task = VAETask.from_config(cfg)
+    assert task.device_fields()[-1] == "expression"
+    state, before, after, losses = overfit(task, cfg, 3)
+    assert np.all(np.isfinite(losses))
+    check_mask(task, cfg, before, after, trained=("vae/decoder", "vae/post_quant_conv", "expression_probe"),
+               frozen=("vae/encoder/", "vae/quant_conv/"))
+    params = jax.device_get(state.params)
+    batch = {k: jnp.asarray(v) for k, v in next(iter(task.dataset())).items() if k in task.device_fields()}
+    truth = batch["expression"].reshape(-1, batch["expression"].shape[-1])
+    frames = task.images(batch)[: truth.shape[0]]  # the frames; their reference frames follow
+    plain = VAETask.from_config(load_cfg(PRESET, root))
+    rng = jax.random.key(3)
+
+    def terms(p):
+        total = jax.grad(lambda q: task.loss(q, batch, rng)[0])(p)
+        fit = jax.grad(lambda q: jnp.mean((ExpressionProbe().apply({"params": q}, frames) - truth) ** 2))(
+            p["expression_probe"])
+        (loss, metrics), (base, _) = task.loss(p, batch, rng), plain.loss({"vae": p["vae"]}, batch, rng)
+        return total, fit, loss, metrics, base
+
+    total, fit, loss, metrics, base = jax.jit(terms)(params)
+    for got, want in zip(jax.tree.leaves(total["expression_probe"]), jax.tree.leaves(fit)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    # the loss is the plain reconstruction loss + the probe's fit + lambda x its reading of the reconstructions
+    assert metrics["expression_read"] > 0
+    np.testing.assert_allclose(loss, base + metrics["probe_fit"] + 2.0 * metrics["expression_read"], rtol=1e-5)
+    with pytest.raises(config.ConfigError, match="flip_rate"):
+        config.load(PRESET, ["expression_loss=1.0", "data.flip_rate=0.5"])
 
 
 def test_resume_gives_the_uninterrupted_loss(root, run):
@@ -129,3 +169,7 @@ def test_stack_refuses_unknown_run_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.synthetic.num_identities=240" in err and "not a run of the stack" in err
     assert not (tmp_path / "stage1").exists()
+
+
+def test_train_script_runs(root):
+    run_script("vae", PRESET, root)
