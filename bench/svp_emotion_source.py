@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> dict:
 
     combos, generated = {}, {}
     grid = ([] if args.ground_truth_only else list(itertools.product(SOURCES, SOURCES, SOURCES))
-            if args.combinations == "all" else [("emotional", "emotional", s) for s in SOURCES])
+            if args.combinations == "all" else [("emotional", "emotional", s) for s in SOURCES]
+            if args.combinations == "emotional" else [("neutral", "neutral", "neutral")])
     for audio_src, kps_src, style_src in grid:
         inputs = [ClipInputs(s.neutral.frames[0], clip_of[audio_src](s).audio, clip_of[kps_src](s).head_kps,
                              StyleClip(style_of[style_src](s).expression, style_of[style_src](s).audio, fps))
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
             "read_as": [emotions[r] for r in read_as]}
         print(f"{name:48s} emotion read {combos[name]['emotion_accuracy']:.2f}  neutral "
               f"{combos[name]['neutral_rate']:.2f}", flush=True)
-    for audio_src, kps_src in {(a, k) for a, k, _ in grid}:
+    for audio_src, kps_src in {(a, k) for a, k, st in grid if st == "neutral" and (a, k, "emotional") in grid}:
         a = generated[f"audio_{audio_src}+kps_{kps_src}+style_emotional"].astype(np.float64)
         b = generated[f"audio_{audio_src}+kps_{kps_src}+style_neutral"].astype(np.float64)
         combos[f"audio_{audio_src}+kps_{kps_src}+style_emotional"]["style_effect_px"] = float(np.abs(a - b).mean())
@@ -143,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identities", type=int, default=8)
     parser.add_argument("--frames", type=int, default=28)
     parser.add_argument("--steps", type=int, default=12, help="DDIM steps (as bench/fidelity_svp.py)")
-    parser.add_argument("--combinations", choices=("all", "emotional"), default="all",
+    parser.add_argument("--combinations", choices=("all", "emotional", "neutral"), default="all",
                         help="all: the 8 combinations; emotional: audio and Head-Kps emotional, the style clip "
-                             "emotional and neutral (2 of 8, for more identities in the same time)")
+                             "emotional and neutral (2 of 8, for more identities in the same time); neutral: every "
+                             "input neutral (the chance baseline of reading the condition's emotion)")
     parser.add_argument("--ground-truth-only", action="store_true",
                         help="read only the ground-truth clips and their VAE round trips (no generation; fast)")
     args = parser.parse_args(argv)
