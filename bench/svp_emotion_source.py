@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> dict:
         return int(ev.predict_emotion(ev.regress(frames)["expression"]))
 
     combos, generated = {}, {}
-    grid = ([] if args.ground_truth_only else list(itertools.product(SOURCES, SOURCES, SOURCES))
-            if args.combinations == "all" else [("emotional", "emotional", s) for s in SOURCES]
-            if args.combinations == "emotional" else [("neutral", "neutral", "neutral")])
+    grids = {"all": list(itertools.product(SOURCES, SOURCES, SOURCES)),
+             "emotional": [("emotional", "emotional", style) for style in SOURCES],
+             "neutral": [("neutral", "neutral", "neutral")]}
+    grid = [] if args.ground_truth_only else grids[args.combinations]
     for audio_src, kps_src, style_src in grid:
         inputs = [ClipInputs(s.neutral.frames[0], clip_of[audio_src](s).audio, clip_of[kps_src](s).head_kps,
                              StyleClip(style_of[style_src](s).expression, style_of[style_src](s).audio, fps))

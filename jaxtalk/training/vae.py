@@ -75,11 +75,12 @@ class VAETask(Task):
 
     def init_variables(self, rng: jax.Array) -> dict:
         f = 2 ** (len(self.vae.block_out_channels) - 1)
-        vae_rng, probe_rng = jax.random.split(rng)
-        params = {"vae": self.module().init(vae_rng, jnp.zeros((1, f, f, self.vae.in_channels)))["params"]}
+        # the VAE keeps the init it had before the probe existed (same seed, same weights)
+        params = {"vae": self.module().init(rng, jnp.zeros((1, f, f, self.vae.in_channels)))["params"]}
         if self.expression_loss > 0:
             size = self.data.image_size
-            params["expression_probe"] = ExpressionProbe().init(probe_rng, jnp.zeros((1, size, size, 3)))["params"]
+            params["expression_probe"] = ExpressionProbe().init(jax.random.fold_in(rng, 1),
+                                                                jnp.zeros((1, size, size, 3)))["params"]
         return {"params": params}
 
     def trainable_patterns(self) -> tuple[str, ...] | None:
