@@ -1,6 +1,7 @@
 """SVP fidelity on held-out synthetic talking faces: the synthetic analogue of the paper's Tables 1-3, Fig. 4-6.
 
     python bench/fidelity_svp.py --seed 0 --out outputs/fidelity_svp      # ~15 min on 2 CPU cores
+    python bench/fidelity_svp.py --pool A/fidelity_svp.json B/fidelity_svp.json --out DIR   # runs as one set
 
 Held-out data: identities of the population `EVAL_SEED` (the model trained on population `TRAIN_SEED`, the
 evaluator nets on 90210), emotions / intensities / utterances drawn from `--seed`. For each of N identities the
@@ -271,10 +272,46 @@ def targets(r: dict) -> dict:
     return out
 
 
+def pool(paths: list[Path]) -> dict:
+    """Several runs (other `--seed`s, the same weights) as one larger set of clips: per-clip rows concatenated, the
+    table means and the paired targets recomputed over all clips; d_cls (not per clip) is each branch's per-emotion
+    value averaged over the runs."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    weights = {r["weights"] for r in runs}
+    if len(weights) != 1:
+        raise SystemExit(f"fidelity_svp --pool: the runs come from different weights ({sorted(weights)}); pool runs "
+                         "of one model")
+    per_clip: dict = {}
+    for section in ("table1", "table2", "identity_leakage"):
+        methods = runs[0]["per_clip"][section]
+        per_clip[section] = {m: [row for r in runs for row in r["per_clip"][section][m]] for m in methods}
+    dcls = {branch: {e: float(np.mean([r["dcls"][branch][e] for r in runs])) for e in runs[0]["dcls"][branch]}
+            for branch in runs[0]["dcls"]}
+    tables = {t: {m: {k: float(np.mean([row[k] for row in rows])) for k in rows[0]} for m, rows in per_clip[t].items()}
+              for t in ("table1", "table2")}
+    pooled = {"runs": [str(p) for p in paths], "seeds": [r["seed"] for r in runs], "weights": weights.pop(),
+              "clips": len(per_clip["table1"]["trained"]), **tables, "dcls": dcls, "per_clip": per_clip}
+    pooled["targets"] = targets(pooled)
+    return pooled
+
+
 def default_weights() -> Path:
     from jaxtalk.svp.loading import packaged_weights
 
     return packaged_weights()
+
+
+def print_summary(r: dict) -> None:
+    for table in ("table1", "table2"):
+        for method, row in r[table].items():
+            print(f"{table} {method:17s} " + " ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    for branch, per in r["dcls"].items():
+        print(f"dcls {branch:10s} mean {np.mean([v for v in per.values() if np.isfinite(v)]):.3f}")
+    for k, v in r.get("identity_leakage", {}).items():
+        print(f"identity_leakage {k:13s} margin {v['margin']:.4f} fraction {v['fraction']:.3f}")
+    for k, v in r["targets"].items():
+        print(f"target {k}: {v['verdict']}" + (f" ({v['mean_difference']:+.4f} +- {v['standard_error']:.4f} over "
+                                                 f"{v['clips']} clips)" if "clips" in v else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,19 +327,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style-frames", type=int, default=48, help="frames per style clip for d_cls")
     parser.add_argument("--update-manifest", action="store_true",
                         help="write the figures into the weights' manifest.json (evaluation)")
+    parser.add_argument("--pool", nargs="+", metavar="JSON",
+                        help="no generation: pool the clips of these fidelity_svp.json runs (other seeds) and write "
+                             "OUT/fidelity_svp_pooled.json with the targets over all of them")
     args = parser.parse_args(argv)
+    if args.pool:
+        r = pool([Path(p) for p in args.pool])
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fidelity_svp_pooled.json").write_text(json.dumps(r, indent=1, default=float))
+        print_summary(r)
+        print(f"wrote {out / 'fidelity_svp_pooled.json'} ({r['clips']} clips)")
+        return 0
     r = run(args)
-    for table in ("table1", "table2"):
-        for method, row in r[table].items():
-            print(f"{table} {method:17s} " + " ".join(f"{k} {v:.4f}" for k, v in row.items()))
-    for branch, per in r["dcls"].items():
-        print(f"dcls {branch:10s} mean {np.mean([v for v in per.values() if np.isfinite(v)]):.3f}")
-    if r["identity_leakage"]:
-        for k, v in r["identity_leakage"].items():
-            print(f"identity_leakage {k:13s} margin {v['margin']:.4f} fraction {v['fraction']:.3f}")
-    for k, v in r["targets"].items():
-        print(f"target {k}: {v['verdict']}" + (f" ({v['mean_difference']:+.4f} +- {v['standard_error']:.4f} over "
-                                                 f"{v['clips']} clips)" if "clips" in v else ""))
+    print_summary(r)
     if args.update_manifest:
         weights = Path(r["weights"])
         manifest = json.loads((weights / "manifest.json").read_text())

@@ -46,3 +46,43 @@ def test_xla_flops_of_a_matmul():
     b = jnp.ones((16, 4), jnp.float32)
     compiled = jax.jit(jnp.matmul).lower(a, b).compile()
     assert common.xla_flops(compiled) == 2 * 8 * 16 * 4
+
+
+def _fidelity_run(seed: int, rng, clips: int, weights: str = "w") -> dict:
+    row = lambda: {k: float(rng.normal()) for k in ("psnr", "ssim", "f_lmd", "m_lmd", "lip_sync")}  # noqa: E731
+    row2 = lambda: {k: float(rng.normal()) for k in ("psnr", "f_lmd", "m_lmd", "stylesim")}  # noqa: E731
+    per_clip = {"table1": {m: [row() for _ in range(clips)] for m in
+                           ("trained", "wo_style", "mismatched_audio", "copy_reference")},
+                "table2": {m: [row2() for _ in range(clips)] for m in ("trained", "wo_style")},
+                "identity_leakage": {m: [{"margin": float(rng.normal())} for _ in range(clips)]
+                                     for m in ("probabilistic", "deterministic")}}
+    dcls = {b: {"happy": float(rng.uniform(0.1, 5)), "sad": float(rng.uniform(0.1, 5))}
+            for b in ("audio", "expression", "both")}
+    return {"seed": seed, "weights": weights, "per_clip": per_clip, "dcls": dcls}
+
+
+def test_fidelity_pool_is_the_paired_verdict_over_all_clips(tmp_path):
+    import numpy as np
+    import pytest
+
+    from bench import fidelity_svp
+    from jaxtalk.eval import metrics
+
+    rng = np.random.default_rng(0)
+    runs = [_fidelity_run(0, rng, 4), _fidelity_run(1, rng, 12)]
+    paths = []
+    for i, r in enumerate(runs):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    pooled = fidelity_svp.pool(paths)
+    assert pooled["clips"] == 16 and pooled["seeds"] == [0, 1]
+    trained = runs[0]["per_clip"]["table1"]["trained"] + runs[1]["per_clip"]["table1"]["trained"]
+    copy = runs[0]["per_clip"]["table1"]["copy_reference"] + runs[1]["per_clip"]["table1"]["copy_reference"]
+    assert pooled["targets"]["m_lmd_beats_copy_reference"] == metrics.paired_verdict(trained, copy, "m_lmd", True)
+    assert pooled["table1"]["trained"]["lip_sync"] == pytest.approx(np.mean([r["lip_sync"] for r in trained]))
+    assert pooled["dcls"]["both"]["sad"] == pytest.approx((runs[0]["dcls"]["both"]["sad"]
+                                                           + runs[1]["dcls"]["both"]["sad"]) / 2)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(_fidelity_run(2, rng, 4, weights="another")))
+    with pytest.raises(SystemExit, match="different weights"):
+        fidelity_svp.pool([paths[0], other])

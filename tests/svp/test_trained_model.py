@@ -2,7 +2,7 @@
 person: on a clip from the evaluation population the generated mouth should open and close with the true mouth
 (positive lip-sync correlation, which the copied reference frame cannot have) and its mouth landmarks should be
 closer to the ground truth than the copied reference frame's. The shipped weights do the first (0.33 on this
-clip, 0.53 over bench/fidelity_svp.py's 4 clips) but not the second (a strict xfail with the measured
+clip; 0.53 over bench/fidelity_svp.py's 4 clips, 0.17 over 16) but not the second (a strict xfail with the measured
 figures, which passes again only for weights that do)."""
 
 import json
