@@ -106,3 +106,47 @@ def draw_v_kps(kps3, size, radius: int | None = None, stick_width: int | None = 
 def v_kps_from_head_kps(kps: np.ndarray) -> np.ndarray:
     """(..., 8, 2) head keypoints -> (..., 3, 2) V-Kps points (left pupil, right pupil, nose tip)."""
     return np.asarray(kps)[..., list(V_KPS_FROM_HEAD_KPS), :]
+
+
+# Where the mouth lies relative to the V-Kps points, in units of the eye-midpoint -> nose-tip vector (along) and of
+# the distance between the pupils (across): measured on the synthetic faces (every emotion, intensity and pose),
+# whose lip landmarks span 0.16-1.69 along and -0.70-0.70 across.
+MOUTH_ALONG = (0.15, 1.70)
+MOUTH_ACROSS = 0.70
+
+
+def mouth_boxes(kps: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """(..., 8, 2) Head-Kps or (..., 3, 2) V-Kps points -> (..., 4) float32 mouth boxes (x0, y0, x1, y1): the
+    axis-aligned bounds of the region below the nose tip where the lips lie, grown `scale` times about its centre
+    (V-Express's lip mask takes its lip-landmark box twice as large). Used to weight the diffusion loss there."""
+    kps = np.asarray(kps, np.float64)
+    if kps.shape[-2] == len(HEAD_KPS_NAMES):
+        kps = v_kps_from_head_kps(kps)
+    if kps.ndim < 2 or kps.shape[-2:] != (3, 2):
+        raise ValueError(f"mouth_boxes: expected (..., 8, 2) Head-Kps or (..., 3, 2) V-Kps points, got {kps.shape}")
+    if not np.all(np.isfinite(kps)):
+        raise ValueError("mouth_boxes: keypoints contain NaN or inf")
+    eyes, tip = (kps[..., 0, :] + kps[..., 1, :]) / 2, kps[..., 2, :]
+    down = tip - eyes
+    across = kps[..., 1, :] - kps[..., 0, :]
+    across = across / np.maximum(np.linalg.norm(across, axis=-1, keepdims=True), 1e-6)
+    ipd = np.linalg.norm(kps[..., 1, :] - kps[..., 0, :], axis=-1, keepdims=True)
+    lo, hi = MOUTH_ALONG
+    centre = tip + down * (lo + hi) / 2
+    half_down = down * (hi - lo) / 2 * scale
+    half_across = across * ipd * MOUTH_ACROSS * scale
+    corners = np.stack([centre + sa * half_down + sb * half_across for sa in (-1, 1) for sb in (-1, 1)], axis=-2)
+    return np.concatenate([corners.min(axis=-2), corners.max(axis=-2)], axis=-1).astype(np.float32)
+
+
+def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
+    """(..., 4) pixel boxes (x0, y0, x1, y1) -> (..., size, size) float32 masks: each pixel's covered fraction."""
+    boxes = np.asarray(boxes, np.float64)
+    edges = np.arange(size, dtype=np.float64)
+
+    def cover(a, b):  # (..., size): overlap of [a, b] with each pixel [i, i + 1]
+        return np.clip(np.minimum(b[..., None], edges + 1) - np.maximum(a[..., None], edges), 0.0, 1.0)
+
+    cx = cover(boxes[..., 0], boxes[..., 2])
+    cy = cover(boxes[..., 1], boxes[..., 3])
+    return (cy[..., :, None] * cx[..., None, :]).astype(np.float32)

@@ -132,16 +132,20 @@ def min_snr_weights(
     raise ValueError(f"min_snr_weights: prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}")
 
 
-def diffusion_loss(model_output: jax.Array, target: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Weighted MSE: mean_b( w_b · mean_{non-batch}((output − target)²) ), computed in float32.
+def diffusion_loss(model_output: jax.Array, target: jax.Array, weights: jax.Array | None = None,
+                   element_weights: jax.Array | None = None) -> jax.Array:
+    """Weighted MSE: mean_b( w_b · mean_{non-batch}(m · (output − target)²) ), computed in float32.
 
-    With `weights=None` this equals the plain mean squared error.
+    `weights` (B,) weigh samples (min-SNR), `element_weights` (broadcastable to the output) weigh positions
+    (V-Express's mouth loss weight); with both None this equals the plain mean squared error.
     """
     if model_output.shape != target.shape:
         raise ValueError(
             f"diffusion_loss: output shape {model_output.shape} differs from target {target.shape}"
         )
     err = jnp.square(model_output.astype(jnp.float32) - target.astype(jnp.float32))
+    if element_weights is not None:
+        err = err * jnp.asarray(element_weights, jnp.float32)
     per_sample = jnp.mean(err, axis=tuple(range(1, err.ndim)))
     if weights is not None:
         per_sample = per_sample * jnp.asarray(weights, jnp.float32).reshape(per_sample.shape)

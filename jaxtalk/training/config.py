@@ -201,6 +201,8 @@ class TrainSVPConfig:
     uncond_style: Literal["zero", "keep"] = cfg.field("zero", doc="style tokens of CFG-dropped samples")
     expression_loss: float = cfg.field(0.0, min=0.0, doc="stage 3: weight of the expression-probe term on the "
                                        "decoded x0 prediction (0 = the paper's loss); needs the VAE decoder in init")
+    mouth_loss_weight: float = cfg.field(1.0, min=1.0, doc="V-Express's mouth loss weight: the diffusion loss in "
+                                         "the mouth box (estimated from the Head-Kps) counts this many times; 1 = off")
     train: LoopConfig = cfg.field(default_factory=LoopConfig)
     mesh: MeshConfig = cfg.field(default_factory=MeshConfig)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxtalk import config as config_lib
 from jaxtalk.data import pipeline
-from jaxtalk.data.kps import draw_head_kps, draw_v_kps, v_kps_from_head_kps
+from jaxtalk.data.kps import box_masks, draw_head_kps, draw_v_kps, mouth_boxes, v_kps_from_head_kps
 from jaxtalk.data.records import RecordError, read_index
 from jaxtalk.training.config import AudioFeaturesConfig
 
@@ -261,12 +261,13 @@ class SVPBatchPrep:
     Output per sample: `frames` uint8 (F, S, S, 3); `reference` uint8 (S, S, 3); `kps` uint8 (F, S, S, 3);
     `expression` float32 (F, 64), the frames' true coefficients; `audio` float32 (F, window, D) unless `features`
     is None (stage 1 has no audio); with `style`: `style_exp` (W, 64) and `style_audio` (W, D) over the whole
-    source window; `identity`, `emotion` int32.
+    source window; with `mouth_masks`: `mouth_mask` float32 (F, S, S), each pixel's cover by the mouth box of
+    its frame's Head-Kps (`jaxtalk.data.kps.mouth_boxes`); `identity`, `emotion` int32.
     """
 
     def __init__(self, record_dir: str | os.PathLike, data: Any, features: FeatureStore | None, num_pad: int,
-                 vectors_per_frame: int, style: bool, kps_mode: str = "head"):
-        self.data, self.features, self.style = data, features, style
+                 vectors_per_frame: int, style: bool, kps_mode: str = "head", mouth_masks: bool = False):
+        self.data, self.features, self.style, self.mouth_masks = data, features, style, mouth_masks
         self.num_pad, self.v, self.kps_mode = num_pad, vectors_per_frame, kps_mode
         self.source = pipeline.ClipWindowSource(record_dir, data.clip_window, data.stride)
         entries = self.source.entries
@@ -299,9 +300,14 @@ class SVPBatchPrep:
             offset = int(rng.integers(0, d.clip_window - d.frames + 1))
             frames = box_resize(window[offset:offset + d.frames], d.image_size)
             reference = box_resize(self._reference(rng, clip, window, offset), d.image_size)
-            kps = kps_images(batch["head_kps"][i][offset:offset + d.frames], scale, d.image_size, self.kps_mode)
+            head_kps = batch["head_kps"][i][offset:offset + d.frames]
+            kps = kps_images(head_kps, scale, d.image_size, self.kps_mode)
+            mouth = box_masks(mouth_boxes(head_kps * scale), d.image_size) if self.mouth_masks else None
             if rng.random() < d.flip_rate:
                 frames, reference, kps = frames[..., ::-1, :], reference[:, ::-1], kps[..., ::-1, :]
+                mouth = None if mouth is None else mouth[..., ::-1]
+            if mouth is not None:
+                out["mouth_mask"].append(mouth)
             out["frames"].append(frames)
             out["reference"].append(reference)
             out["kps"].append(kps)

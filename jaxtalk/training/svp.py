@@ -94,6 +94,7 @@ class SVPTask(Task):
     style_sample: bool = True
     uncond_style: str = "zero"
     expression_loss: float = 0.0
+    mouth_loss_weight: float = 1.0
 
     name = "svp"
 
@@ -101,7 +102,7 @@ class SVPTask(Task):
     def from_config(cls, cfg: TrainSVPConfig) -> SVPTask:
         return cls(cfg.stage, cfg.model, cfg.diffusion, cfg.data, cfg.audio, cfg.init, cfg.trainable,
                    cfg.zero_params, cfg.copy_attn1_to_attn1_5, cfg.style_sample, cfg.uncond_style,
-                   cfg.expression_loss)
+                   cfg.expression_loss, cfg.mouth_loss_weight)
 
     # ---------------------------------------------------------------------------------------------- model
     def modules(self) -> dict[str, nn.Module]:
@@ -193,7 +194,8 @@ class SVPTask(Task):
             fdir = data_lib.ensure_audio_features(d.record_dir, self.audio, d.feature_dir)
             store = data_lib.FeatureStore(d.record_dir, fdir, self.audio.feature_dim)
         prep = data_lib.SVPBatchPrep(d.record_dir, d, store, ap.num_pad_audio_frames, ap.vectors_per_frame,
-                                     style=self.stage == 3, kps_mode=d.kps_mode)
+                                     style=self.stage == 3, kps_mode=d.kps_mode,
+                                     mouth_masks=self.mouth_loss_weight != 1.0)
         return data_lib.make_batches(d.record_dir, d.clip_window, d.batch_size, d.shuffle_seed, prep, d.stride)
 
     def device_fields(self) -> tuple[str, ...]:
@@ -204,6 +206,8 @@ class SVPTask(Task):
             fields += ("style_exp", "style_audio")
         if self.expression_loss > 0:
             fields += ("expression",)
+        if self.mouth_loss_weight != 1.0:
+            fields += ("mouth_mask",)
         return fields
 
     # ---------------------------------------------------------------------------------------------- loss
@@ -280,13 +284,24 @@ class SVPTask(Task):
         if dcfg.min_snr_gamma is not None:
             weights = diffusion.min_snr_weights(diffusion.snr(schedule, t), dcfg.min_snr_gamma,
                                                 dcfg.prediction_type, dcfg.shift_v_snr)
-        loss = diffusion.diffusion_loss(pred, target, weights)
+        loss = diffusion.diffusion_loss(pred, target, weights, self.mouth_weights(batch, pred.shape))
         metrics = {"mse": diffusion.diffusion_loss(pred, target), "uncond_frac": 1.0 - jnp.mean(cond["keep"])}
         if self.expression_loss > 0:
             expr, fit = self.expression_terms(params, batch, schedule, z_t, pred, t, cond["keep"])
             loss = loss + self.expression_loss * expr + fit
             metrics |= {"expr": expr, "probe_fit": fit}
         return loss, metrics
+
+    def mouth_weights(self, batch: dict, shape: tuple[int, ...]) -> jax.Array | None:
+        """(B, F, h, w, 1) loss weights 1 + (weight - 1) * mouth cover, the frame-size mouth masks averaged over
+        each latent pixel's block; None when the mouth loss weight is off."""
+        if self.mouth_loss_weight == 1.0:
+            return None
+        mask = batch["mouth_mask"].astype(jnp.float32)
+        b, f, size = mask.shape[0], mask.shape[1], mask.shape[-1]
+        h, w = shape[2], shape[3]
+        cover = mask.reshape(b, f, h, size // h, w, size // w).mean(axis=(3, 5))
+        return (1.0 + (self.mouth_loss_weight - 1.0) * cover)[..., None]
 
     def expression_terms(self, params: Any, batch: dict, schedule: diffusion.NoiseSchedule, z_t: jax.Array,
                          pred: jax.Array, t: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:

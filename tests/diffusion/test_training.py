@@ -125,6 +125,20 @@ def test_diffusion_loss_matches_torch():
         diffusion_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
 
 
+def test_diffusion_loss_element_weights_weigh_positions():
+    rng = np.random.default_rng(2)
+    out = jnp.asarray(rng.standard_normal((2, 3, 4, 4, 2)), jnp.float32)
+    tgt = jnp.asarray(rng.standard_normal((2, 3, 4, 4, 2)), jnp.float32)
+    w = jnp.asarray([0.5, 2.0])
+    plain = diffusion_loss(out, tgt, w)
+    assert_close(diffusion_loss(out, tgt, w, jnp.ones((2, 3, 4, 4, 1))), plain, name="unit element weights")
+    assert_close(diffusion_loss(out, tgt, w, 3.0 * jnp.ones((2, 3, 4, 4, 1))), 3.0 * plain, name="scaled")
+    mouth = jnp.zeros((2, 3, 4, 4, 1)).at[:, :, 1:3, 2:4].set(1.0)
+    err = np.square(np.asarray(out) - np.asarray(tgt))
+    extra = (err * np.asarray(mouth)).mean(axis=(1, 2, 3, 4)) * np.asarray(w) * 4.0
+    assert_close(diffusion_loss(out, tgt, w, 1.0 + 4.0 * mouth), plain + extra.mean(), name="mouth weighted")
+
+
 def test_noise_offset_is_per_sample_per_channel():
     """Channels-last: the offset is constant over every axis between batch and channels, and varies over (B, C)."""
     key = jax.random.key(0)

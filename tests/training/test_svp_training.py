@@ -222,6 +222,33 @@ def test_stage3_expression_term_needs_the_decoder_and_trains_the_probe_on_real_f
     assert not any(mask[k] for k in mask if k.startswith("vae/") or "/attn2/" in k)
 
 
+def test_mouth_loss_weight_weighs_the_loss_inside_the_kps_mouth_box(root, stage2):
+    """V-Express's mouth loss weight: batches carry each frame's mouth-box cover from its Head-Kps, and the loss
+    is the plain loss where the box is empty and larger where it covers the frame."""
+    cfg2, _, _, after, _, _ = stage2
+    params = traverse_util.unflatten_dict(after, sep="/")
+    plain = SVPTask.from_config(cfg2)
+    cfg = load_cfg("train_svp_stage2_tiny", root, "init=[]", "mouth_loss_weight=4")
+    task = SVPTask.from_config(cfg)
+    assert "mouth_mask" in task.device_fields() and "mouth_mask" not in plain.device_fields()
+    batch = next(iter(task.dataset()))
+    b, f, s = cfg.data.batch_size, cfg.data.frames, cfg.data.image_size
+    mask = batch["mouth_mask"]
+    assert mask.shape == (b, f, s, s) and mask.dtype == np.float32 and 0 < mask.mean() < 0.2
+    assert mask.min() >= 0 and mask.max() == 1
+    rows = np.flatnonzero(mask[0, 0].max(axis=1))  # the box lies in the lower half of the face, below the eyes
+    assert rows.mean() > s / 2
+    rng = jax.random.key(3)
+    loss = jax.jit(lambda p, bt, k, t=task: t.loss(p, bt, k)[0])
+    loss_plain = jax.jit(lambda p, bt, k: plain.loss(p, bt, k)[0])
+    fields = {k: batch[k] for k in task.device_fields()}
+    base = float(loss_plain(params, {k: v for k, v in fields.items() if k != "mouth_mask"}, rng))
+    np.testing.assert_allclose(float(loss(params, fields | {"mouth_mask": 0 * mask}, rng)), base, rtol=1e-5)
+    np.testing.assert_allclose(float(loss(params, fields | {"mouth_mask": np.ones_like(mask)}, rng)), 4 * base,
+                               rtol=1e-4)
+    assert float(loss(params, fields, rng)) > base
+
+
 def test_stage_configs_are_checked():
     with pytest.raises(config.ConfigError, match="single frames"):
         config.load("train_svp_stage1_tiny", ["data.frames=4"])
@@ -229,6 +256,8 @@ def test_stage_configs_are_checked():
         config.load("train_svp_stage2_tiny", ["model.unet.motion.enabled=false"])
     with pytest.raises(config.ConfigError, match="divisible"):
         config.load("train_svp_stage1_tiny", ["data.batch_size=3"])
+    with pytest.raises(config.ConfigError, match="mouth_loss_weight"):
+        config.load("train_svp_stage2_tiny", ["mouth_loss_weight=0.5"])
     with pytest.raises(config.ConfigError, match="stage-3 term"):
         config.load("train_svp_stage2_tiny", ["expression_loss=1.0"])
     with pytest.raises(config.ConfigError, match="flip_rate"):
