@@ -96,7 +96,8 @@ def _batch(model: str, cfg, task, b: int) -> dict:
     window = cfg.model.audio_projection.window
     batch = {"frames": sds((b, f, s, s, 3), jnp.uint8), "reference": sds((b, s, s, 3), jnp.uint8),
              "kps": sds((b, f, s, s, 3), jnp.uint8), "audio": sds((b, f, window, a), jnp.float32),
-             "style_exp": sds((b, w, 64), jnp.float32), "style_audio": sds((b, w, a), jnp.float32)}
+             "style_exp": sds((b, w, 64), jnp.float32), "style_audio": sds((b, w, a), jnp.float32),
+             "expression": sds((b, f, 64), jnp.float32), "mouth_mask": sds((b, f, s, s), jnp.float32)}
     return {k: x for k, x in batch.items() if k in task.device_fields()}
 
 
