@@ -120,7 +120,7 @@ def mouth_boxes(kps: np.ndarray, scale: float = 1.0) -> np.ndarray:
     axis-aligned bounds of the region below the nose tip where the lips lie, grown `scale` times about its centre
     (V-Express's lip mask takes its lip-landmark box twice as large). Used to weight the diffusion loss there."""
     kps = np.asarray(kps, np.float64)
-    if kps.shape[-2] == len(HEAD_KPS_NAMES):
+    if kps.ndim >= 2 and kps.shape[-2] == len(HEAD_KPS_NAMES):
         kps = v_kps_from_head_kps(kps)
     if kps.ndim < 2 or kps.shape[-2:] != (3, 2):
         raise ValueError(f"mouth_boxes: expected (..., 8, 2) Head-Kps or (..., 3, 2) V-Kps points, got {kps.shape}")

@@ -90,8 +90,9 @@ def test_mouth_box_from_kps_holds_the_lips_of_held_out_faces():
     assert max(area) < 0.08, area
     grown = mouth_boxes(clip.head_kps, scale=2.0)
     np.testing.assert_allclose(grown[:, 2] - grown[:, 0], 2 * (box[:, 2] - box[:, 0]), rtol=1e-5)
-    with pytest.raises(ValueError, match="Head-Kps"):
-        mouth_boxes(np.zeros((5, 2)))
+    for bad in (np.zeros((5, 2)), np.zeros(6)):
+        with pytest.raises(ValueError, match="Head-Kps"):
+            mouth_boxes(bad)
 
 
 def test_box_masks_cover_fractions_of_pixels():
