@@ -287,8 +287,7 @@ def pool(paths: list[Path]) -> dict:
         per_clip[section] = {m: [row for r in runs for row in r["per_clip"][section][m]] for m in methods}
     dcls = {branch: {e: float(np.mean([r["dcls"][branch][e] for r in runs])) for e in runs[0]["dcls"][branch]}
             for branch in runs[0]["dcls"]}
-    tables = {t: {m: {k: float(np.mean([row[k] for row in rows])) for k in rows[0]} for m, rows in per_clip[t].items()}
-              for t in ("table1", "table2")}
+    tables = {t: {m: mean_rows(rows) for m, rows in per_clip[t].items()} for t in ("table1", "table2")}
     pooled = {"runs": [str(p) for p in paths], "seeds": [r["seed"] for r in runs], "weights": weights.pop(),
               "clips": len(per_clip["table1"]["trained"]), **tables, "dcls": dcls, "per_clip": per_clip}
     pooled["targets"] = targets(pooled)
