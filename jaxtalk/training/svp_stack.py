@@ -7,6 +7,7 @@ Order (each a normal resumable run under `<root>/<name>`, skipped when already c
     style_prior_det   the same extractor trained deterministically (mu only; the Fig. 4 ablation)
     stage1            ReferenceNet + UNet + Head-Kps guider on single frames, VAE from `vae`
     stage2            motion modules + audio projection + audio attention on 16-frame clips
+    stage2_mouth      stage 2 continued with the mouth-weighted loss (V-Express) on the stage-3 records
     stage3            style attention only, with the probabilistic prior
     stage3_det        style attention only, with the deterministic prior (same budget)
 
@@ -43,7 +44,7 @@ class StackRun:
     overrides: tuple[str, ...] = ()
     needs_scale: bool = False  # gets model.vae.scaling_factor from the VAE run
     # records under <root>/data/: train = 1500 identities x 1 clip (VAE, stages 1-2), train_small = 24 x 22 (style
-    # prior), train_multi = 400 x 4 (stage 3): the style prior and stage 3 pair clips of one identity
+    # prior), train_multi = 400 x 4 (stage2_mouth, stage 3): the style prior and stage 3 pair clips of one identity
     data_dir: str = "train"
 
 
@@ -54,6 +55,7 @@ RUNS = (
              ("extractor.deterministic=true", "contrast=mean"), data_dir="train_small"),
     StackRun("stage1", "train_svp_synth_stage1", (), True),
     StackRun("stage2", "train_svp_synth_stage2", (), True),
+    StackRun("stage2_mouth", "train_svp_synth_stage2_mouth", (), True, "train_multi"),
     StackRun("stage3", "train_svp_synth_stage3", (), True, "train_multi"),
     StackRun("stage3_det", "train_svp_synth_stage3",
              ("style_sample=false", "model.style_extractor.deterministic=true"), True, "train_multi"),
@@ -66,9 +68,10 @@ def _inits(run: StackRun, root: Path) -> list[str]:
     table = {
         "stage1": [{"kind": "run", "path": r("vae"), "component": "vae"}],
         "stage2": [{"kind": "run", "path": r("stage1")}],
-        "stage3": [{"kind": "run", "path": r("stage2")},
+        "stage2_mouth": [{"kind": "run", "path": r("stage2")}],
+        "stage3": [{"kind": "run", "path": r("stage2_mouth")},
                    {"kind": "run", "path": r("style_prior"), "component": "style_extractor"}],
-        "stage3_det": [{"kind": "run", "path": r("stage2")},
+        "stage3_det": [{"kind": "run", "path": r("stage2_mouth")},
                        {"kind": "run", "path": r("style_prior_det"), "component": "style_extractor"}],
     }
     return [f"init={json.dumps(table[run.name])}"] if run.name in table else []

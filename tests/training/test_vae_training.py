@@ -122,7 +122,7 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
         run = next(r for r in svp_stack.RUNS if r.name == name)
         assert cfg.data.record_dir == str(tmp_path / "data" / run.data_dir)
         assert cfg.data.synthetic.seed == svp_stack.TRAIN_SEED != svp_stack.EVAL_SEED
-    for name in ("stage1", "stage2", "stage3", "stage3_det"):
+    for name in ("stage1", "stage2", "stage2_mouth", "stage3", "stage3_det"):
         assert cfgs[name].model.vae.scaling_factor == 2.5
         assert cfgs[name].model.vae == cfgs["vae"].vae.__class__(**{**cfgs["vae"].vae.__dict__,
                                                                     "scaling_factor": 2.5})
@@ -132,8 +132,15 @@ def test_stack_runs_chain_their_own_outputs(tmp_path):
     assert cfgs["style_prior"].data.record_dir != cfgs["stage1"].data.record_dir != cfgs["stage3"].data.record_dir
     assert cfgs["stage3"].data.synthetic.clips_per_identity > 1 < cfgs["style_prior"].data.synthetic.clips_per_identity
     assert cfgs["stage3"].data.record_dir == cfgs["stage3_det"].data.record_dir != cfgs["stage1"].data.record_dir
-    assert [s.path for s in cfgs["stage3"].init] == [str(tmp_path / "stage2"), str(tmp_path / "style_prior")]
-    assert [s.path for s in cfgs["stage3_det"].init] == [str(tmp_path / "stage2"), str(tmp_path / "style_prior_det")]
+    # the mouth-weighted continuation of stage 2 trains on the stage-3 records; both stage-3 runs start from it
+    assert [s.path for s in cfgs["stage2_mouth"].init] == [str(tmp_path / "stage2")]
+    assert cfgs["stage2_mouth"].mouth_loss_weight > 1.0 == cfgs["stage2"].mouth_loss_weight
+    assert not cfgs["stage2_mouth"].zero_params and cfgs["stage2"].zero_params
+    assert cfgs["stage2_mouth"].data.record_dir == cfgs["stage3"].data.record_dir
+    assert cfgs["stage2_mouth"].data.synthetic == cfgs["stage3"].data.synthetic
+    assert [s.path for s in cfgs["stage3"].init] == [str(tmp_path / "stage2_mouth"), str(tmp_path / "style_prior")]
+    assert [s.path for s in cfgs["stage3_det"].init] == [str(tmp_path / "stage2_mouth"),
+                                                         str(tmp_path / "style_prior_det")]
     assert cfgs["style_prior_det"].extractor.deterministic and cfgs["stage3_det"].model.style_extractor.deterministic
     assert not cfgs["stage3_det"].style_sample and cfgs["stage3"].style_sample
     sampling = config.load(svp_stack.SAMPLING_PRESET)
