@@ -1,6 +1,6 @@
 """Train the whole synthetic-domain SVP stack from nothing (VAE, style priors, stages 1-3; resumable).
 
-    python train/svp_stack.py --root outputs/svp_stack            # ~2 h on 2 CPU cores
+    python train/svp_stack.py --root outputs/svp_stack            # ~3.5 h on 2 idle CPU cores
     python train/svp_stack.py --root /tmp/stack --scale 0.002     # a smoke run
 """
 
